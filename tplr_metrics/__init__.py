@@ -1,0 +1,27 @@
+"""tplr_metrics: telemetry for training runs that never loses a point and never slows the loop.
+
+Importing this package starts no thread, reads no environment variable and configures no
+logging; a :class:`MetricsLogger` does its work when it is built.
+"""
+
+from ._version import __version__
+from .line_protocol import encode_line
+from .logger import MetricsLogger, process_runtime_id
+from .points import Point
+from .settings import ConfigurationError, ServerSettings
+from .sinks.base import Rejection, Sink, WriteResult
+from .values import process_value
+
+__all__ = [
+    "ConfigurationError",
+    "MetricsLogger",
+    "Point",
+    "Rejection",
+    "ServerSettings",
+    "Sink",
+    "WriteResult",
+    "__version__",
+    "encode_line",
+    "process_runtime_id",
+    "process_value",
+]

@@ -1,0 +1,143 @@
+"""InfluxDB line protocol: escaping and encoding, as the spec and the real servers read it.
+
+Escaping follows the spec: measurement names escape comma and space; tag keys, tag values and
+field keys escape comma, equals sign and space; string field values escape double quote and
+backslash. Three things the spec cannot express are sanitized instead, so that no input can
+inject a second point, tag or field, and what is logged reads back identically:
+
+* a newline or carriage return in a name or tag value becomes a space (line protocol has no
+  escape for it there; string field values keep theirs);
+* a backslash at the end of a name or tag value, or before a character the spec escapes, becomes
+  ``/`` (InfluxDB 1.x keeps such a backslash literally, 2.x and VictoriaMetrics unescape it, so
+  no spelling reads back the same everywhere); every other backslash is kept;
+* a measurement starting with ``#`` (a comment line) starts with ``_`` instead.
+
+Keys InfluxDB refuses (``time``, and 2.x's ``_measurement``, ``_field``, ``_time``) get a
+trailing ``_``. String field values longer than :data:`MAX_STRING_BYTES` are truncated.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+
+#: InfluxDB's limit for one string field value (64 KiB).
+MAX_STRING_BYTES = 64 * 1024
+
+RESERVED_KEYS = frozenset({"time", "_measurement", "_field", "_time"})
+
+_MEASUREMENT_ESCAPES = str.maketrans({",": "\\,", " ": "\\ "})
+_KEY_ESCAPES = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ "})
+_STRING_ESCAPES = str.maketrans({'"': '\\"', "\\": "\\\\"})
+
+# A backslash the servers disagree about: at the end, or before an escaped char or backslash.
+_AMBIGUOUS_BACKSLASH_MEASUREMENT = re.compile(r"\\(?=[, \\]|$)")
+_AMBIGUOUS_BACKSLASH_KEY = re.compile(r"\\(?=[,= \\]|$)")
+_NEWLINES = re.compile(r"[\r\n]")
+
+
+def clean_measurement(name: str) -> tuple[str, str | None]:
+    """The measurement name as it can be stored, and the cause if it had to change."""
+    cause = None
+    if "\n" in name or "\r" in name:
+        name, cause = _NEWLINES.sub(" ", name), "newline_in_name"
+    if "\\" in name:
+        fixed = _AMBIGUOUS_BACKSLASH_MEASUREMENT.sub("/", name)
+        if fixed != name:
+            name, cause = fixed, "backslash_in_name"
+    if name.startswith("#"):
+        name, cause = "_" + name[1:], "comment_char_in_measurement"
+    return name, cause
+
+
+def clean_key(name: str, *, is_tag_value: bool = False) -> tuple[str, str | None]:
+    """A tag key, tag value or field key as it can be stored, and the cause if it had to change."""
+    cause = None
+    if "\n" in name or "\r" in name:
+        name, cause = _NEWLINES.sub(" ", name), "newline_in_name"
+    if "\\" in name:
+        fixed = _AMBIGUOUS_BACKSLASH_KEY.sub("/", name)
+        if fixed != name:
+            name, cause = fixed, "backslash_in_name"
+    if not is_tag_value and name in RESERVED_KEYS:
+        name, cause = name + "_", "reserved_key"
+    return name, cause
+
+
+def escape_measurement(name: str) -> str:
+    return name.translate(_MEASUREMENT_ESCAPES)
+
+
+def escape_key(name: str) -> str:
+    """Escape a tag key, tag value or field key (already cleaned)."""
+    return name.translate(_KEY_ESCAPES)
+
+
+def truncate_string(value: str) -> tuple[str, bool]:
+    """Cut a string field value to MAX_STRING_BYTES of UTF-8, on a character boundary."""
+    if len(value) * 4 <= MAX_STRING_BYTES:
+        return value, False
+    data = value.encode("utf-8", "replace")
+    if len(data) <= MAX_STRING_BYTES:
+        return value, False
+    return data[:MAX_STRING_BYTES].decode("utf-8", "ignore"), True
+
+
+def format_field_value(value: int | float | str) -> str:
+    """One field value in line protocol (the value must already be storable)."""
+    t = type(value)
+    if t is float:
+        return repr(value)
+    if t is int:
+        return f"{value}i"
+    if t is str:
+        return '"' + value.translate(_STRING_ESCAPES) + '"'  # type: ignore[union-attr]
+    if t is bool:
+        return "true" if value else "false"
+    raise TypeError(f"not a line protocol field value: {type(value).__name__}")
+
+
+_ESCAPED: dict[str, str] = {}  # names and tag values repeat: escape each once
+
+
+def _escaped(name: str) -> str:
+    hit = _ESCAPED.get(name)
+    if hit is None:
+        if len(_ESCAPED) > 200_000:
+            _ESCAPED.clear()
+        hit = _ESCAPED[name] = name.translate(_KEY_ESCAPES)
+    return hit
+
+
+def encode_line(
+    measurement: str,
+    tags: Mapping[str, str],
+    fields: Mapping[str, int | float | str],
+    time_ns: int | None = None,
+) -> str:
+    """Encode one point whose names are already cleaned and whose values are storable.
+
+    Empty tag values are left out, as the spec requires.
+    """
+    head = measurement.translate(_MEASUREMENT_ESCAPES)
+    for key, value in tags.items():
+        if value:
+            head += "," + _escaped(key) + "=" + _escaped(value)
+    body = []
+    for key, value in fields.items():
+        t = type(value)
+        if t is float:
+            text = repr(value)
+        elif t is int:
+            text = f"{value}i"
+        else:
+            text = format_field_value(value)
+        body.append(_escaped(key) + "=" + text)
+    if time_ns is None:
+        return head + " " + ",".join(body)
+    return f"{head} {','.join(body)} {time_ns}"
+
+
+def encode_lines(lines: Iterable[str]) -> bytes:
+    """Join encoded lines into one request body."""
+    return "\n".join(lines).encode("utf-8", "replace")

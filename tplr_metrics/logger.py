@@ -1,0 +1,282 @@
+"""The public face: a Templar-compatible ``MetricsLogger``.
+
+``log()`` costs the caller a sampling draw, the clock, two shallow dict copies and one
+enqueue; value rules, tags, line protocol and HTTP all happen on the pipeline's threads. It
+never raises into the training loop (unless ``strict=True``) and never mutates the caller's
+dicts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from ._version import __version__
+from .host import HostMetrics
+from .pipeline import OVERFLOW_POLICIES, Pipeline, PipelineOptions
+from .points import Point, PointBuilder, timestamp_ns
+from .settings import ConfigurationError, ServerSettings, build_influx_sink, resolve_server
+from .sinks.base import Sink
+from .stats import PipelineStats
+from .values import FieldValue, config_tags
+from .values import process_value as _process_value
+
+logger = logging.getLogger("tplr_metrics")
+
+#: Causes that drop a whole point (the rest only change or drop a part of it).
+_POINT_CAUSES = frozenset({"no_fields", "empty_measurement"})
+
+_runtime_ids: dict[int, str] = {}
+_runtime_lock = threading.Lock()
+
+
+def process_runtime_id() -> str:
+    """A uuid4 for this process (a forked child gets its own)."""
+    pid = os.getpid()
+    with _runtime_lock:
+        if pid not in _runtime_ids:
+            _runtime_ids[pid] = str(uuid.uuid4())
+        return _runtime_ids[pid]
+
+
+class MetricsLogger:
+    """Log training metrics to InfluxDB without slowing, breaking or losing them.
+
+    The positional arguments are Templar's; everything after ``*`` is new. Unset server
+    arguments come from INFLUXDB_* environment variables, read here (never at import).
+    """
+
+    def __init__(
+        self,
+        host: str | None = None,
+        port: int | None = None,
+        database: str | None = None,
+        token: str | None = None,
+        org: str | None = None,
+        prefix: str = "",
+        uid: str | int | None = None,
+        version: str = __version__,
+        runtime_id: str | None = None,
+        role: str = "",
+        config: Any = None,
+        group: str = "",
+        job_type: str = "",
+        max_queue_size: int = 600_000,
+        max_workers: int = 1,
+        *,
+        url: str | None = None,
+        api: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        batch_size: int | None = None,
+        flush_interval: int = 1_000,
+        flush_jitter: int = 0,
+        strict: bool = False,
+        overflow: str = "drop_oldest",
+        block_timeout: float = 1.0,
+        retry_interval: int = 1_000,
+        max_retry_delay: int = 30_000,
+        max_retry_time: int = 180_000,
+        close_timeout: float = 30.0,
+        create_database: bool = True,
+        verify_ssl: bool | None = None,
+        ssl_ca_cert: str | None = None,
+        timeout: int | None = None,
+        gzip: bool | None = None,
+        host_metrics_interval: float = 2.0,
+        sink: Sink | None = None,
+    ) -> None:
+        _check_positive("max_queue_size", max_queue_size)
+        _check_positive("max_workers", max_workers)
+        _check_positive("flush_interval", flush_interval)
+        if batch_size is not None:
+            _check_positive("batch_size", batch_size)
+        if overflow not in OVERFLOW_POLICIES:
+            raise ConfigurationError(f"overflow must be one of {OVERFLOW_POLICIES}, not {overflow!r}")
+
+        self.prefix = prefix or ""
+        self.uid = uid
+        self.version = version
+        self.runtime_id = runtime_id or process_runtime_id()
+        self.role = role or ""
+        self.config = config
+        self.group = group or ""
+        self.job_type = job_type or ""
+        self.strict = strict
+        self.server: ServerSettings | None = None
+
+        if sink is None:
+            self.server = resolve_server(
+                url=url,
+                host=host,
+                port=port,
+                database=database,
+                token=token,
+                org=org,
+                api=api,
+                username=username,
+                password=password,
+                verify_ssl=verify_ssl,
+                ssl_ca_cert=ssl_ca_cert,
+                timeout_ms=timeout,
+                gzip=gzip,
+                create_database=create_database,
+            )
+            sink = build_influx_sink(self.server)
+            logger.info("tplr_metrics: points go to %r", sink)
+        self.sink = sink
+        self.database = self.server.database if self.server else database
+        self.org = self.server.org if self.server else org
+
+        self._stats = PipelineStats()
+        self._host = HostMetrics(self._stats, interval=host_metrics_interval)
+        self._builder = PointBuilder(self.standard_tags(), self.prefix, self._on_issue)
+        self._strict_builder = PointBuilder(self.standard_tags(), self.prefix, self._raise_issue) if strict else None
+        self._pipeline = Pipeline(
+            sink,
+            self._builder,
+            self._stats,
+            PipelineOptions(
+                max_queue_size=max_queue_size,
+                batch_size=batch_size or (10_000 if self.role == "validator" else 1_000),
+                flush_interval_ms=flush_interval,
+                flush_jitter_ms=flush_jitter,
+                max_workers=max_workers,
+                overflow=overflow,
+                block_timeout_s=block_timeout,
+                retry_interval_ms=retry_interval,
+                max_retry_delay_ms=max_retry_delay,
+                max_retry_time_ms=max_retry_time,
+                close_timeout_s=close_timeout,
+            ),
+        )
+
+    # --- Templar compatibility ----------------------------------------------------------
+
+    process_value = staticmethod(_process_value)
+
+    def standard_tags(self) -> dict[str, str]:
+        """uid, prefix, version, runtime_id, role, group, job_type and config_* tags (set ones)."""
+        tags = {
+            "uid": "" if self.uid is None else str(self.uid),
+            "prefix": self.prefix,
+            "version": self.version or "",
+            "runtime_id": self.runtime_id,
+            "role": self.role,
+            "group": self.group,
+            "job_type": self.job_type,
+        }
+        tags = {k: v for k, v in tags.items() if v}
+        for key, value in config_tags(self.config).items():
+            tags.setdefault(key, value)
+        return tags
+
+    # --- logging ------------------------------------------------------------------------
+
+    def log(
+        self,
+        measurement: str,
+        tags: Mapping[str, Any] | None,
+        fields: Mapping[str, Any] | None,
+        timestamp: int | float | Any | None = None,
+        with_system_metrics: bool = False,
+        with_gpu_metrics: bool = False,
+        sample_rate: float = 1.0,
+    ) -> None:
+        """Queue one point. Returns at once; never raises unless the logger is strict."""
+        try:
+            if sample_rate < 1.0 and random.random() > sample_rate:
+                self._pipeline.count_sampled_out()
+                return
+            if timestamp is None:
+                time_ns = time.time_ns()
+            else:
+                explicit = timestamp_ns(timestamp)
+                if explicit is None:
+                    self._on_issue("bad_timestamp", str(measurement), "", f"timestamp {timestamp!r} is not usable; the current time is used")
+                    explicit = time.time_ns()
+                time_ns = explicit
+            host_fields: Mapping[str, Any] | None = None
+            host_tags: Mapping[str, str] | None = None
+            if with_system_metrics:
+                host_fields = self._host.system_fields()
+            if with_gpu_metrics:
+                gpu_fields, host_tags = self._host.gpu_sample()
+                host_fields = {**host_fields, **gpu_fields} if host_fields else gpu_fields
+            record = (
+                measurement,
+                dict(tags) if tags else {},
+                dict(fields) if fields else {},
+                time_ns,
+                host_fields,
+                host_tags,
+            )
+            if self._strict_builder is not None:
+                self._strict_builder.build(record)
+            self._pipeline.submit(record)
+        except ValueError:
+            if self.strict:
+                raise
+            self._internal_error("log_error")
+        except Exception:
+            self._internal_error("log_error")
+
+    def _internal_error(self, cause: str) -> None:
+        self._stats.drop(cause)
+        self._stats.warn_once(cause, "tplr_metrics could not queue a point", exc_info=True)
+
+    def _on_issue(self, cause: str, measurement: str, field: str, detail: str) -> None:
+        if cause in _POINT_CAUSES:
+            self._stats.drop(cause)
+        else:
+            self._stats.sanitize(cause.split(":", 1)[0])
+        self._stats.warn_once(cause, "%s: %s", measurement or "<no measurement>", detail)
+
+    def _raise_issue(self, cause: str, measurement: str, field: str, detail: str) -> None:
+        if cause.startswith("tag_renamed:"):
+            return  # a documented rename, not bad input
+        where = f"field {field!r}: " if field else ""
+        raise ValueError(f"measurement {measurement!r}: {where}{detail} ({cause})")
+
+    # --- flush, close, stats ------------------------------------------------------------
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Return once everything logged before the call is stored (False if timeout passed)."""
+        return self._pipeline.flush(timeout)
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Flush, then stop the threads; idempotent. Later log() calls are counted no-ops."""
+        try:
+            return self._pipeline.close(timeout)
+        finally:
+            self._host.close()
+
+    def __enter__(self) -> MetricsLogger:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def stats(self) -> dict[str, Any]:
+        """Counters: logged, sampled_out, written, retried, dropped/rejected by reason, ..."""
+        return self._stats.snapshot(self._pipeline.queue_depth())
+
+    def __repr__(self) -> str:
+        return (
+            f"MetricsLogger(sink={self.sink!r}, role={self.role!r}, uid={self.uid!r}, "
+            f"runtime_id={self.runtime_id!r})"
+        )
+
+
+def _check_positive(name: str, value: Any) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+        raise ConfigurationError(f"{name} must be a positive number, not {value!r}")
+
+
+__all__ = ["MetricsLogger", "Point", "FieldValue", "process_runtime_id"]

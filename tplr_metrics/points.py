@@ -1,0 +1,183 @@
+"""From what log() was given to a storable point: value rules, standard tags, clean names.
+
+This runs on the pipeline's encoder thread (and, in strict mode, once more in the caller to
+raise early), never on the caller's hot path.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+from .line_protocol import MAX_STRING_BYTES, clean_key, clean_measurement, truncate_string
+from .values import FieldValue, process_fields, tag_value
+
+#: Prefix that keeps a caller's tag which shares its name with a standard tag (e.g. ``uid``).
+CALLER_TAG_PREFIX = "caller_"
+
+INT64_MIN = -(2**63) + 2  # InfluxDB's own timestamp bounds
+INT64_MAX = 2**63 - 2
+
+
+class Point(NamedTuple):
+    """A point whose names are clean and whose values are storable; the unit sinks receive."""
+
+    measurement: str
+    tags: dict[str, str]
+    fields: dict[str, FieldValue]
+    time_ns: int
+
+
+#: What log() queues: measurement, tags, fields, time, host fields, host tags.
+Record = tuple[str, Mapping[str, Any], Mapping[str, Any], int, "Mapping[str, Any] | None", "Mapping[str, str] | None"]
+
+#: Called for each problem found: (cause, measurement, field or tag, detail).
+IssueHandler = Callable[[str, str, str, str], None]
+
+
+def timestamp_ns(ts: Any) -> int | None:
+    """An explicit timestamp as int nanoseconds; None when it cannot be one.
+
+    int: nanoseconds. float: seconds since the epoch (``time.time()``). datetime: its instant,
+    naive ones taken as UTC (as influxdb-client does).
+    """
+    if isinstance(ts, bool):
+        return None
+    if isinstance(ts, int):
+        value = ts
+    elif isinstance(ts, float):
+        if ts != ts or ts in (float("inf"), float("-inf")):
+            return None
+        value = int(ts * 1_000_000_000)
+    elif isinstance(ts, _dt.datetime):
+        if ts.tzinfo is None:
+            ts = ts.replace(tzinfo=_dt.timezone.utc)
+        delta = ts - _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+        value = (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
+    else:
+        index = getattr(ts, "__index__", None)
+        if index is None:
+            return None
+        try:
+            value = index()
+        except Exception:
+            return None
+    if not INT64_MIN <= value <= INT64_MAX:
+        return None
+    return value
+
+
+class PointBuilder:
+    """Turns queued records into Points with Templar's rules.
+
+    Standard tags are applied after the caller's (as Templar does), so a caller tag named like a
+    set standard tag is kept under ``caller_<name>`` instead of replacing it. Ints logged into a
+    field already seen as float in this run are written as float, which prevents the field type
+    conflicts that make InfluxDB refuse points.
+    """
+
+    def __init__(
+        self,
+        standard_tags: Mapping[str, str],
+        measurement_prefix: str,
+        on_issue: IssueHandler,
+    ) -> None:
+        self._on_issue = on_issue
+        self._prefix = measurement_prefix
+        self._standard: dict[str, str] = {}
+        for key, value in standard_tags.items():
+            if value:
+                clean, _ = clean_key(key)
+                self._standard[clean] = clean_key(value, is_tag_value=True)[0]
+        self._names: dict[str, str] = {}
+        self._keys: dict[str, tuple[str, str | None]] = {}
+        self._float_fields: set[tuple[str, str]] = set()
+
+    @property
+    def standard_tags(self) -> dict[str, str]:
+        return dict(self._standard)
+
+    def _clean_key(self, key: Any, measurement: str, *, is_tag_value: bool = False) -> str:
+        if type(key) is not str:
+            key = tag_value(key)
+        cache_key = key if not is_tag_value else "\0" + key
+        hit = self._keys.get(cache_key)
+        if hit is None:
+            if len(self._keys) > 100_000:
+                self._keys.clear()
+            hit = clean_key(key, is_tag_value=is_tag_value)
+            self._keys[cache_key] = hit
+        if hit[1] is not None:
+            self._on_issue(hit[1], measurement, key, f"{key!r} stored as {hit[0]!r}")
+        return hit[0]
+
+    def build(self, record: Record) -> Point | None:
+        raw_measurement, raw_tags, raw_fields, time_ns, host_fields, host_tags = record
+        measurement = self._names.get(raw_measurement)  # type: ignore[arg-type]
+        if measurement is None:
+            name = f"{self._prefix}{raw_measurement}"
+            measurement, cause = clean_measurement(name)
+            if cause is not None:
+                self._on_issue(cause, name, "", f"measurement {name!r} stored as {measurement!r}")
+            if len(self._names) > 10_000:
+                self._names.clear()
+            if cause is None:
+                self._names[raw_measurement] = measurement
+        if not measurement:
+            self._on_issue("empty_measurement", "", "", "a point needs a measurement name; point dropped")
+            return None
+
+        def field_issue(cause: str, field: str, detail: str) -> None:
+            self._on_issue(cause, measurement, field, detail)
+
+        processed = process_fields(raw_fields, field_issue)
+        if host_fields:
+            processed.update(host_fields)
+        fields: dict[str, FieldValue] = {}
+        for key, value in processed.items():
+            clean = self._clean_key(key, measurement)
+            if not clean:
+                self._on_issue("empty_key", measurement, key, "a field needs a name; field dropped")
+                continue
+            kind = type(value)
+            if kind is float:
+                self._float_fields.add((measurement, clean))
+            elif kind is int:
+                if (measurement, clean) in self._float_fields:
+                    value = float(value)
+            elif kind is str and len(value) * 4 > MAX_STRING_BYTES:  # type: ignore[arg-type]
+                value, cut = truncate_string(value)  # type: ignore[arg-type]
+                if cut:
+                    self._on_issue("string_truncated", measurement, clean, f"longer than {MAX_STRING_BYTES} bytes; truncated")
+            fields[clean] = value
+        if not fields:
+            self._on_issue("no_fields", measurement, "", "no storable field left; point dropped")
+            return None
+
+        tags: dict[str, str] = {}
+        standard = self._standard
+        for raw_tags_part in (raw_tags, host_tags):
+            if not raw_tags_part:
+                continue
+            for key, value in raw_tags_part.items():
+                clean = self._clean_key(key, measurement)
+                if not clean:
+                    self._on_issue("empty_key", measurement, str(key), "a tag needs a name; tag dropped")
+                    continue
+                text = tag_value(value)
+                if not text:
+                    continue
+                text = self._clean_key(text, measurement, is_tag_value=True)
+                if clean in standard:
+                    renamed = CALLER_TAG_PREFIX + clean
+                    self._on_issue(
+                        f"tag_renamed:{clean}",
+                        measurement,
+                        clean,
+                        f"tag {clean!r} is a standard tag of this logger; the caller's value is kept as {renamed!r}",
+                    )
+                    clean = renamed
+                tags[clean] = text
+        tags.update(standard)
+        return Point(measurement, tags, fields, time_ns)

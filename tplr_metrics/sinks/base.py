@@ -1,0 +1,67 @@
+"""The small protocol every destination implements, and what a write reports back.
+
+The pipeline decides *when* to ship and what to do with the outcome (retry with backoff,
+count, drop); a sink decides *how*: it writes one batch and says, point by point, what
+happened. A sink is called from the pipeline's writer threads, one batch per call; with
+``max_workers > 1`` calls may overlap, so a sink must be safe for that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from ..points import Point
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A point the destination refused for its content; sending it again cannot help."""
+
+    index: int | None  # position in the batch, None when the server did not say which
+    cause: str  # short, stable key for stats(): "field_type_conflict", "bad_line", ...
+    reason: str  # the server's own message
+
+
+@dataclass
+class WriteResult:
+    """The outcome of one ``Sink.write``.
+
+    ``stored + len(rejected) + len(retry)`` accounts for every point of the batch; a
+    rejection with ``index=None`` stands for one point the server dropped without naming it.
+    """
+
+    stored: int = 0
+    rejected: list[Rejection] = field(default_factory=list)
+    retry: Sequence[int] = ()  # indices to send again later (transient failure)
+    retry_after: float | None = None  # the server's Retry-After, seconds
+    error: str | None = None  # what went wrong, never containing a secret
+    nbytes: int = 0  # request bytes sent, for stats()
+
+    @classmethod
+    def all_stored(cls, n: int, nbytes: int = 0) -> WriteResult:
+        return cls(stored=n, nbytes=nbytes)
+
+    @classmethod
+    def all_retry(cls, n: int, error: str, retry_after: float | None = None) -> WriteResult:
+        return cls(retry=range(n), error=error, retry_after=retry_after)
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """A destination for points. Implementations must never raise from ``write``."""
+
+    name: str
+
+    def write(self, points: Sequence[Point]) -> WriteResult:
+        """Write one batch and report what happened to each point."""
+        ...
+
+    def flush(self) -> None:
+        """Make what was written durable, where the destination buffers."""
+        ...
+
+    def close(self) -> None:
+        """Release connections and files. Called once, after the last write."""
+        ...

@@ -1,0 +1,101 @@
+"""Counters of what passed each stage of the pipeline, and what was dropped or changed, and why."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from typing import Any
+
+logger = logging.getLogger("tplr_metrics")
+
+
+class PipelineStats:
+    """Thread-safe counters behind ``MetricsLogger.stats()``.
+
+    The caller-side counters (``logged``, ``sampled_out`` and queue drops) are bumped by the
+    pipeline under its queue lock; everything else under this object's own lock.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.logged = 0
+        self.sampled_out = 0
+        self.after_close = 0
+        self.queue_dropped = 0
+        self.written = 0
+        self.retried = 0
+        self.batches = 0
+        self.bytes_sent = 0
+        self.write_seconds = 0.0
+        self.last_write_seconds = 0.0
+        self.dropped: Counter[str] = Counter()
+        self.rejected: Counter[str] = Counter()
+        self.sanitized: Counter[str] = Counter()
+        self.last_error: str | None = None
+        self._warned: set[str] = set()
+
+    def drop(self, reason: str, n: int = 1) -> None:
+        if n:
+            with self._lock:
+                self.dropped[reason] += n
+
+    def reject(self, reason: str, n: int = 1) -> None:
+        if n:
+            with self._lock:
+                self.rejected[reason] += n
+
+    def sanitize(self, cause: str, n: int = 1) -> None:
+        with self._lock:
+            self.sanitized[cause] += n
+
+    def wrote(self, points: int, nbytes: int, seconds: float) -> None:
+        with self._lock:
+            self.written += points
+            self.batches += 1
+            self.bytes_sent += nbytes
+            self.write_seconds += seconds
+            self.last_write_seconds = seconds
+
+    def retry(self, points: int, error: str | None) -> None:
+        with self._lock:
+            self.retried += points
+            if error:
+                self.last_error = error
+
+    def error(self, message: str) -> None:
+        with self._lock:
+            self.last_error = message
+
+    def warn_once(self, cause: str, message: str, *args: Any) -> None:
+        """Log a warning the first time a cause is seen; later ones only count."""
+        with self._lock:
+            if cause in self._warned:
+                return
+            self._warned.add(cause)
+        logger.warning(message + " (further cases are only counted in stats())", *args)
+
+    def snapshot(self, queue_depth: int) -> dict[str, Any]:
+        with self._lock:
+            dropped = dict(self.dropped)
+            if self.queue_dropped:
+                dropped["queue_full"] = dropped.get("queue_full", 0) + self.queue_dropped
+            if self.after_close:
+                dropped["after_close"] = self.after_close
+            return {
+                "logged": self.logged,
+                "sampled_out": self.sampled_out,
+                "written": self.written,
+                "retried": self.retried,
+                "dropped": dropped,
+                "dropped_total": sum(dropped.values()),
+                "rejected": dict(self.rejected),
+                "rejected_total": sum(self.rejected.values()),
+                "sanitized": dict(self.sanitized),
+                "queue_depth": queue_depth,
+                "batches": self.batches,
+                "bytes_sent": self.bytes_sent,
+                "write_seconds_total": round(self.write_seconds, 6),
+                "last_write_seconds": round(self.last_write_seconds, 6),
+                "last_error": self.last_error,
+            }

@@ -1,0 +1,181 @@
+"""Templar's value rules as pure functions: what a logged Python value becomes in InfluxDB.
+
+Templar's table (``process_value``): int stays int, float stays float, a list of ints becomes
+its ``str()``, a list of numbers becomes ``<field>_mean/_min/_max/_median``, an empty list
+becomes 0.0, str stays, None becomes 0.0, anything else becomes ``str()``.
+
+Beyond Templar: bool becomes int 0/1 (bool is an int there too), numpy/torch scalars become
+numbers, NaN and +-inf are dropped (InfluxDB cannot store them), ints beyond int64 become
+floats, and tuples are treated as lists.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable
+from typing import Any, Union
+
+#: A value InfluxDB can store (bool never appears: it becomes int).
+FieldValue = Union[int, float, str]
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+
+#: Callback for a value that had to be dropped or changed: (cause, field, detail).
+IssueSink = Callable[[str, str, str], None]
+
+
+def _ignore_issue(cause: str, field: str, detail: str) -> None:
+    return None
+
+
+def coerce_scalar(v: Any) -> Any:
+    """Turn numpy/torch scalars and other number-likes into plain Python numbers.
+
+    Anything that is not number-like is returned unchanged.
+    """
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    item = getattr(v, "item", None)
+    if item is not None:
+        try:
+            inner = item()
+        except Exception:  # an array with more than one element, a broken __array__
+            inner = v
+        else:
+            if inner is not v and isinstance(inner, (bool, int, float, str)):
+                return inner
+    if hasattr(v, "__index__"):
+        try:
+            return v.__index__()
+        except Exception:
+            pass
+    if hasattr(v, "__float__") and not isinstance(v, (bytes, bytearray)):
+        try:
+            return float(v)
+        except Exception:
+            pass
+    return v
+
+
+def _list_value(v: list[Any] | tuple[Any, ...]) -> FieldValue | dict[str, float]:
+    if not v:
+        return 0.0
+    if all(isinstance(i, int) for i in v):  # bool included, as in Templar
+        return str(v)
+    items = [coerce_scalar(i) for i in v]
+    if all(isinstance(i, int) for i in items):  # numpy/torch ints: plain ints in the string
+        return str([int(i) for i in items])
+    if not all(isinstance(i, (int, float)) for i in items):
+        return str(v)
+    finite = [float(i) for i in items if math.isfinite(i)]
+    if not finite:
+        return {"mean": math.nan, "min": math.nan, "max": math.nan, "median": math.nan}
+    return {
+        "mean": float(statistics.fmean(finite)),
+        "min": min(finite),
+        "max": max(finite),
+        "median": float(statistics.median(finite)),
+    }
+
+
+def process_value(v: Any) -> FieldValue | dict[str, float]:
+    """Templar's value rule for one field value.
+
+    Returns a storable value, or a dict of stats for a list of numbers (the caller expands it
+    into ``<field>_<stat>`` fields). Never raises.
+    """
+    t = type(v)
+    if t is float or t is int or t is str:
+        return v  # type: ignore[no-any-return]
+    if v is None:
+        return 0.0
+    if isinstance(v, bool):
+        return int(v)
+    if isinstance(v, int):
+        return int(v)
+    if isinstance(v, float):
+        return float(v)
+    if isinstance(v, str):
+        return str(v)
+    if isinstance(v, (list, tuple)):
+        try:
+            return _list_value(v)
+        except Exception:
+            return _safe_str(v)
+    scalar = coerce_scalar(v)
+    if scalar is not v:
+        return process_value(scalar)
+    return _safe_str(v)
+
+
+def _safe_str(v: Any) -> str:
+    try:
+        return str(v)
+    except Exception:
+        return f"<unprintable {type(v).__name__}>"
+
+
+def check_field_value(key: str, v: FieldValue, issue: IssueSink = _ignore_issue) -> FieldValue | None:
+    """Make a processed value storable: drop non-finite floats, widen ints beyond int64."""
+    if type(v) is float:
+        if math.isfinite(v):
+            return v
+        issue("non_finite", key, f"{v!r} cannot be stored in InfluxDB; field dropped")
+        return None
+    if type(v) is int and not INT64_MIN <= v <= INT64_MAX:
+        issue("int_overflow", key, "integer outside int64; written as float")
+        return float(v)
+    return v
+
+
+def process_fields(fields: dict[str, Any], issue: IssueSink = _ignore_issue) -> dict[str, FieldValue]:
+    """Apply the value rules to a whole fields dict (lists expand into stats fields)."""
+    out: dict[str, FieldValue] = {}
+    for key, raw in fields.items():
+        if type(key) is not str:
+            key = _safe_str(key)
+        value = process_value(raw)
+        if type(value) is dict:
+            for stat, stat_value in value.items():
+                name = f"{key}_{stat}"
+                checked = check_field_value(name, stat_value, issue)
+                if checked is not None:
+                    out[name] = checked
+            continue
+        checked = check_field_value(key, value, issue)  # type: ignore[arg-type]
+        if checked is not None:
+            out[key] = checked
+    return out
+
+
+def tag_value(v: Any) -> str:
+    """A tag value as Templar writes it: ``str(v)``; None becomes empty (left out)."""
+    if v is None:
+        return ""
+    if type(v) is str:
+        return v
+    return _safe_str(coerce_scalar(v))
+
+
+def config_tags(config: Any) -> dict[str, str]:
+    """``config_<key>`` tags for the public scalar attributes of a config object.
+
+    Works for argparse Namespaces, bittensor Configs, dataclasses and plain dicts.
+    """
+    if config is None:
+        return {}
+    try:
+        items = config.items() if isinstance(config, dict) else vars(config).items()
+    except TypeError:
+        return {}
+    tags: dict[str, str] = {}
+    for key, value in items:
+        if not isinstance(key, str) or key.startswith("_") or value is None:
+            continue
+        if isinstance(value, (str, int, float, bool)):
+            text = str(value)
+            if text:
+                tags[f"config_{key}"] = text
+    return tags
