@@ -1,28 +1,48 @@
-"""The ``tplr-metrics`` command line."""
+"""The ``tplr-metrics`` command line: a thin dispatcher over ``tplr_metrics.commands``."""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 
 from ._version import __version__
+from .commands import CommandError, load_commands
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tplr-metrics", description="tplr_metrics command line")
+    parser = argparse.ArgumentParser(
+        prog="tplr-metrics",
+        description="Telemetry for training runs: simulate, inspect and ship metrics.",
+    )
     parser.add_argument("--version", action="version", version=f"tplr-metrics {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what the library does")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in load_commands():
+        module.register(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command is None:
+    # The CLI is an application, so it may configure logging; the library never does.
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    func = getattr(args, "func", None)
+    if func is None:
         parser.print_help()
         return 0
-    return 0
+    try:
+        return int(func(args) or 0)
+    except CommandError as exc:
+        print(f"tplr-metrics {args.command}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

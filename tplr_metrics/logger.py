@@ -21,8 +21,10 @@ from ._version import __version__
 from .host import HostMetrics
 from .pipeline import OVERFLOW_POLICIES, Pipeline, PipelineOptions
 from .points import Point, PointBuilder, timestamp_ns
-from .settings import ConfigurationError, ServerSettings, build_influx_sink, resolve_server
-from .sinks.base import Sink
+from .destinations import resolve_destination
+from .run_status import exit_status
+from .settings import ConfigurationError, ServerSettings
+from .sinks.base import RunInfo, Sink, end_run, start_run
 from .stats import PipelineStats
 from .values import FieldValue, config_tags
 from .values import process_value as _process_value
@@ -112,28 +114,41 @@ class MetricsLogger:
         self.server: ServerSettings | None = None
 
         if sink is None:
-            self.server = resolve_server(
-                url=url,
-                host=host,
-                port=port,
-                database=database,
-                token=token,
-                org=org,
-                api=api,
-                username=username,
-                password=password,
-                verify_ssl=verify_ssl,
-                ssl_ca_cert=ssl_ca_cert,
-                timeout_ms=timeout,
-                gzip=gzip,
-                create_database=create_database,
+            sink, self.server = resolve_destination(
+                {
+                    "url": url,
+                    "host": host,
+                    "port": port,
+                    "database": database,
+                    "token": token,
+                    "org": org,
+                    "api": api,
+                    "username": username,
+                    "password": password,
+                    "verify_ssl": verify_ssl,
+                    "ssl_ca_cert": ssl_ca_cert,
+                    "timeout_ms": timeout,
+                    "gzip": gzip,
+                    "create_database": create_database,
+                }
             )
-            sink = build_influx_sink(self.server)
             logger.info("tplr_metrics: points go to %r", sink)
         self.sink = sink
         self.database = self.server.database if self.server else database
         self.org = self.server.org if self.server else org
 
+        self.run = RunInfo(
+            run_id=self.runtime_id,
+            started_at_ns=time.time_ns(),
+            role=self.role,
+            uid="" if uid is None else str(uid),
+            prefix=self.prefix,
+            group=self.group,
+            job_type=self.job_type,
+            version=self.version or "",
+            config=config_tags(config),
+        )
+        start_run(sink, self.run)
         self._stats = PipelineStats()
         self._host = HostMetrics(self._stats, interval=host_metrics_interval)
         self._builder = PointBuilder(self.standard_tags(), self.prefix, self._on_issue)
@@ -155,6 +170,7 @@ class MetricsLogger:
                 max_retry_time_ms=max_retry_time,
                 close_timeout_s=close_timeout,
             ),
+            on_close=self._end_run,
         )
 
     # --- Templar compatibility ----------------------------------------------------------
@@ -252,10 +268,15 @@ class MetricsLogger:
 
     def close(self, timeout: float | None = None) -> bool:
         """Flush, then stop the threads; idempotent. Later log() calls are counted no-ops."""
+        return self._pipeline.close(timeout, status="ok")
+
+    def _end_run(self, status: str | None) -> None:
+        """Called by the pipeline once its threads are done, before the sink closes."""
+        self._host.close()
         try:
-            return self._pipeline.close(timeout)
-        finally:
-            self._host.close()
+            end_run(self.sink, status or exit_status())
+        except Exception as exc:
+            logger.warning("could not record the end of run %s: %s", self.runtime_id, type(exc).__name__)
 
     def __enter__(self) -> MetricsLogger:
         return self

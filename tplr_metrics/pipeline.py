@@ -75,6 +75,7 @@ class Pipeline:
         stats: PipelineStats,
         options: PipelineOptions,
         on_rejected: Callable[[Point, str, str], None] | None = None,
+        on_close: Callable[[str | None], None] | None = None,
     ) -> None:
         if options.overflow not in OVERFLOW_POLICIES:
             raise ValueError(f"overflow must be one of {OVERFLOW_POLICIES}, not {options.overflow!r}")
@@ -83,6 +84,7 @@ class Pipeline:
         self.stats = stats
         self.options = options
         self._on_rejected = on_rejected
+        self._on_close = on_close
         self._closed = False
         self._init_state()
         self._start_threads()
@@ -322,8 +324,11 @@ class Pipeline:
         self._wake.set()
         return marker.done.wait(timeout)
 
-    def close(self, timeout: float | None = None) -> bool:
-        """Flush, stop the threads and close the sink; idempotent. True when all was delivered."""
+    def close(self, timeout: float | None = None, status: str | None = None) -> bool:
+        """Flush, stop the threads and close the sink; idempotent. True when all was delivered.
+
+        ``status`` is passed to ``on_close`` (None at interpreter exit: the hook decides).
+        """
         with self._lock:
             if self._closed:
                 return True
@@ -347,6 +352,11 @@ class Pipeline:
         if left:
             self.stats.drop("close_timeout", left)
             self._queue.clear()
+        if self._on_close is not None:
+            try:
+                self._on_close(status)
+            except Exception as exc:
+                logger.warning("close hook failed: %s", type(exc).__name__)
         try:
             self.sink.close()
         except Exception as exc:

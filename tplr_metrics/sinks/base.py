@@ -65,3 +65,32 @@ class Sink(Protocol):
     def close(self) -> None:
         """Release connections and files. Called once, after the last write."""
         ...
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """Who is logging: what a sink that keeps runs (the local store) records about a logger."""
+
+    run_id: str
+    started_at_ns: int
+    role: str = ""
+    uid: str = ""
+    prefix: str = ""
+    group: str = ""
+    job_type: str = ""
+    version: str = ""
+    config: dict[str, str] = field(default_factory=dict)
+
+
+def start_run(sink: object, run: RunInfo) -> None:
+    """Tell a sink that keeps runs that one starts (sinks without ``start_run`` are skipped)."""
+    hook = getattr(sink, "start_run", None)
+    if hook is not None:
+        hook(run)
+
+
+def end_run(sink: object, status: str) -> None:
+    """Tell a sink that keeps runs how the run ended: ok, failed or cancelled."""
+    hook = getattr(sink, "end_run", None)
+    if hook is not None:
+        hook(status)
