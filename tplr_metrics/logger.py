@@ -14,13 +14,14 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ._version import __version__
 from .host import HostMetrics
 from .pipeline import OVERFLOW_POLICIES, Pipeline, PipelineOptions
 from .points import Point, PointBuilder, timestamp_ns
+from .background import start_background
 from .destinations import resolve_destination
 from .run_status import exit_status
 from .settings import ConfigurationError, ServerSettings
@@ -92,6 +93,9 @@ class MetricsLogger:
         timeout: int | None = None,
         gzip: bool | None = None,
         host_metrics_interval: float = 2.0,
+        system_metrics_every: float | None = None,
+        health_every: float | None = None,
+        sinks: Sequence[str | Sink] | None = None,
         sink: Sink | None = None,
     ) -> None:
         _check_positive("max_queue_size", max_queue_size)
@@ -130,7 +134,8 @@ class MetricsLogger:
                     "timeout_ms": timeout,
                     "gzip": gzip,
                     "create_database": create_database,
-                }
+                },
+                sinks=sinks,
             )
             logger.info("tplr_metrics: points go to %r", sink)
         self.sink = sink
@@ -172,6 +177,7 @@ class MetricsLogger:
             ),
             on_close=self._end_run,
         )
+        self._background = start_background(self, system_metrics_every, health_every)
 
     # --- Templar compatibility ----------------------------------------------------------
 
@@ -272,6 +278,7 @@ class MetricsLogger:
 
     def _end_run(self, status: str | None) -> None:
         """Called by the pipeline once its threads are done, before the sink closes."""
+        self._background.close()
         self._host.close()
         try:
             end_run(self.sink, status or exit_status())
