@@ -274,6 +274,7 @@ class MetricsLogger:
 
     def close(self, timeout: float | None = None) -> bool:
         """Flush, then stop the threads; idempotent. Later log() calls are counted no-ops."""
+        self._background.close()  # its last points go out with the flush
         return self._pipeline.close(timeout, status="ok")
 
     def _end_run(self, status: str | None) -> None:
