@@ -233,8 +233,8 @@ class MetricsLogger:
                 host_fields = {**host_fields, **gpu_fields} if host_fields else gpu_fields
             record = (
                 measurement,
-                dict(tags) if tags else {},
-                dict(fields) if fields else {},
+                dict(tags) if type(tags) is dict else self._as_dict(tags, "tags", measurement),
+                dict(fields) if type(fields) is dict else self._as_dict(fields, "fields", measurement),
                 time_ns,
                 host_fields,
                 host_tags,
@@ -249,9 +249,23 @@ class MetricsLogger:
         except Exception:
             self._internal_error("log_error")
 
+    def _as_dict(self, value: Any, what: str, measurement: Any) -> dict[Any, Any]:
+        """tags/fields that are not a dict: any Mapping is fine, None is empty, else bad input."""
+        if value is None:
+            return {}
+        if isinstance(value, Mapping):
+            return dict(value)
+        self._on_issue(
+            "not_a_mapping",
+            str(measurement),
+            "",
+            f"{what} must be a dict, not {type(value).__name__}; {what} ignored",
+        )
+        return {}
+
     def _internal_error(self, cause: str) -> None:
         self._stats.drop(cause)
-        self._stats.warn_once(cause, "tplr_metrics could not queue a point", exc_info=True)
+        self._stats.warn_once(cause, "tplr_metrics could not queue a point: %s", _describe_current_exception())
 
     def _on_issue(self, cause: str, measurement: str, field: str, detail: str) -> None:
         if cause in _POINT_CAUSES:
@@ -301,6 +315,13 @@ class MetricsLogger:
             f"MetricsLogger(sink={self.sink!r}, role={self.role!r}, uid={self.uid!r}, "
             f"runtime_id={self.runtime_id!r})"
         )
+
+
+def _describe_current_exception() -> str:
+    import sys
+
+    exc = sys.exc_info()[1]
+    return f"{type(exc).__name__}: {exc}" if exc else "unknown error"
 
 
 def _check_positive(name: str, value: Any) -> None:

@@ -137,6 +137,7 @@ class Pipeline:
     def submit(self, record: Record) -> bool:
         """Queue one record; False when it was not accepted (closed, or drop_new when full)."""
         with self._lock:
+            self.stats.logged += 1  # every call is counted once: written, rejected or dropped
             if self._closed:
                 self.stats.after_close += 1
                 return False
@@ -158,7 +159,6 @@ class Pipeline:
                     self.stats.queue_dropped += 1
                     return False
             queue.append(record)
-            self.stats.logged += 1
             if len(queue) == self.options.batch_size:
                 self._wake.set()
             return True

@@ -114,7 +114,9 @@ class PointBuilder:
 
     def build(self, record: Record) -> Point | None:
         raw_measurement, raw_tags, raw_fields, time_ns, host_fields, host_tags = record
-        measurement = self._names.get(raw_measurement)  # type: ignore[arg-type]
+        if type(raw_measurement) is not str:
+            raw_measurement = tag_value(raw_measurement)
+        measurement = self._names.get(raw_measurement)
         if measurement is None:
             name = f"{self._prefix}{raw_measurement}"
             measurement, cause = clean_measurement(name)

@@ -1,0 +1,54 @@
+"""Session-wide real servers, and isolation of every test from the user's home and environment."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .servers import InfluxDB1, VictoriaMetrics
+
+
+def _server_or_skip(cls: type, **kwargs: object):  # type: ignore[no-untyped-def]
+    binary = cls.binary  # type: ignore[attr-defined]
+    if shutil.which(binary) is None:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"{binary} is not installed; .ci/run must install it")
+        pytest.skip(f"{binary} is not installed (apt-get install {cls.package})")  # type: ignore[attr-defined]
+    return cls(**kwargs)
+
+
+@pytest.fixture(scope="session")
+def influx1() -> Iterator[InfluxDB1]:
+    server = _server_or_skip(InfluxDB1)
+    server.start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def victoria() -> Iterator[VictoriaMetrics]:
+    server = _server_or_skip(VictoriaMetrics)
+    server.start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """No INFLUXDB_* or TPLR_METRICS_* from the machine leaks in; a private home per test."""
+    for name in list(os.environ):
+        if name.startswith(("INFLUXDB_", "TPLR_METRICS_")):
+            monkeypatch.delenv(name)
+    home = tmp_path / "tplr_home"
+    monkeypatch.setenv("TPLR_METRICS_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def unique_db() -> str:
+    return "t_" + uuid.uuid4().hex[:12]
