@@ -22,19 +22,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
 
+from .catalog import HEALTH_MEASUREMENT, ROLES, SYSTEM_MEASUREMENT
 from .logger import MetricsLogger
-
-#: Templar's roles: measurement prefix, group and job_type tags.
-ROLES: dict[str, dict[str, str]] = {
-    "miner": {"prefix": "M", "group": "miner", "job_type": "mining"},
-    "validator": {"prefix": "V", "group": "validator", "job_type": "validation"},
-    "evaluator": {"prefix": "E", "group": "evaluations", "job_type": "eval"},
-}
-
-#: The logger's own measurement; the simulator logs it too so its dashboard has data.
-HEALTH_MEASUREMENT = "tplr_metrics_health"
-#: Host and GPU figures of each simulated machine (one per node, not this host's).
-SYSTEM_MEASUREMENT = "system"
 
 BENCHMARK_TASKS: tuple[tuple[str, str, float], ...] = (
     ("arc_challenge", "acc_norm", 0.24),

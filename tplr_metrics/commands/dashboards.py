@@ -1,0 +1,70 @@
+"""``tplr-metrics dashboards build``: write the generated Grafana dashboards as JSON."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import CommandError
+
+DEFAULT_OUT = "dashboards"
+
+
+def register(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "dashboards", help="Grafana dashboards generated from code", description=__doc__
+    )
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    build = actions.add_parser(
+        "build",
+        help="write the dashboards' JSON",
+        description=(
+            "Write the Miners, Validators, Evaluators, System & GPU and Pipeline health dashboards. "
+            "With --dialect, into --out (default dashboards/<dialect>); without it, both dialects "
+            "into <out>/influxql and <out>/flux (default out: dashboards)."
+        ),
+    )
+    build.add_argument("--dialect", choices=("influxql", "flux"), help="query language (default: both)")
+    build.add_argument("--out", metavar="DIR", help="output directory")
+    build.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 if the files in the directory are stale"
+    )
+    build.set_defaults(func=run)
+
+
+def targets(dialect: str | None, out: str | None) -> list[tuple[str, Path]]:
+    if dialect:
+        return [(dialect, Path(out) if out else Path(DEFAULT_OUT) / dialect)]
+    base = Path(out or DEFAULT_OUT)
+    return [(name, base / name) for name in ("influxql", "flux")]
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..dashboards import build_all, write_dashboards  # grafanalib: only when asked
+
+    stale: list[str] = []
+    for dialect, directory in targets(args.dialect, args.out):
+        if args.check:
+            for name, text in build_all(dialect).items():
+                path = directory / name
+                try:
+                    current = path.read_text(encoding="utf-8")
+                except OSError:
+                    current = None
+                if current != text:
+                    stale.append(str(path))
+            continue
+        try:
+            paths = write_dashboards(directory, dialect)
+        except OSError as exc:
+            raise CommandError(f"cannot write to {directory}: {exc.strerror or exc}") from None
+        print(f"{dialect}: wrote {len(paths)} dashboards to {directory}")
+    if stale:
+        for stale_path in stale:
+            print(f"stale: {stale_path}", file=sys.stderr)
+        raise CommandError("dashboards are stale; run: tplr-metrics dashboards build", 1)
+    if args.check:
+        print("dashboards are up to date")
+    return 0

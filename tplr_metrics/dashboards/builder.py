@@ -1,0 +1,241 @@
+"""Definitions and a dialect into Grafana dashboard JSON (through grafanalib), and onto disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from grafanalib._gen import DashboardEncoder
+from grafanalib.core import Dashboard as GrafanaDashboard
+from grafanalib.core import DashboardLink, GridPos, RowPanel, Table, Templating, Time, TimeSeries
+
+from . import flux, influxql
+from .definitions import all_dashboards
+from .model import ALL_VALUE, VARIABLES, Dashboard, Panel, Query
+
+DIALECTS = ("influxql", "flux")
+#: The data sources the local stack provisions; a user's own Grafana picks its own.
+DATASOURCES = {
+    "influxql": {"uid": "tplr-influxql", "name": "InfluxDB (InfluxQL)"},
+    "flux": {"uid": "tplr-flux", "name": "InfluxDB (Flux)"},
+}
+LABELS = {"influxql": "InfluxQL", "flux": "Flux"}
+DATASOURCE_REF = {"type": "influxdb", "uid": "${datasource}"}
+SCHEMA_VERSION = 39  # Grafana 10/11 dashboards
+
+
+def _check(dialect: str) -> None:
+    if dialect not in DIALECTS:
+        raise ValueError(f"dialect must be one of {DIALECTS}, not {dialect!r}")
+
+
+def render_query(query: Query, dialect: str, smooth: int = 0) -> str:
+    _check(dialect)
+    return influxql.render(query, smooth) if dialect == "influxql" else flux.render(query, smooth)
+
+
+def _target(query: Query, dialect: str, ref_id: str, smooth: int = 0) -> dict[str, Any]:
+    text = render_query(query, dialect, smooth)
+    if dialect == "flux":
+        if smooth:
+            # Name the trend apart from the raw series it is drawn over.
+            text += f'\n  |> map(fn: (r) => ({{r with _field: r._field + " (avg {smooth})"}}))'
+        return {"datasource": DATASOURCE_REF, "refId": ref_id, "query": text}
+    alias = query.alias + (f" (avg {smooth})" if smooth else "")
+    return {
+        "alias": alias,
+        "datasource": DATASOURCE_REF,
+        "query": text,
+        "rawQuery": True,
+        "refId": ref_id,
+        "resultFormat": "time_series" if query.shape == "timeseries" else "table",
+    }
+
+
+def panel_targets(panel: Panel, dialect: str) -> list[dict[str, Any]]:
+    """Raw targets A, B, ... first, then the smoothed ones."""
+    targets: list[dict[str, Any]] = []
+    for query in panel.queries:
+        targets.append(_target(query, dialect, chr(ord("A") + len(targets))))
+    for query in panel.queries:
+        if query.smooth:
+            targets.append(_target(query, dialect, chr(ord("A") + len(targets)), query.smooth))
+    return targets
+
+
+def _raw_overrides(panel: Panel, targets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Where a panel is smoothed, its raw series are drawn as faint points under the trend."""
+    smoothed = any(q.smooth for q in panel.queries)
+    if not smoothed:
+        return []
+    raw_refs = targets[: len(panel.queries)]
+    return [
+        {
+            "matcher": {"id": "byFrameRefID", "options": target["refId"]},
+            "properties": [
+                {"id": "custom.drawStyle", "value": "points"},
+                {"id": "custom.pointSize", "value": 3},
+            ],
+        }
+        for target in raw_refs
+    ]
+
+
+def _panel(panel: Panel, dialect: str, pos: GridPos) -> Any:
+    targets = panel_targets(panel, dialect)
+    common: dict[str, Any] = {
+        "title": panel.title,
+        "description": panel.description,
+        "dataSource": DATASOURCE_REF,
+        "targets": targets,
+        "gridPos": pos,
+        "maxDataPoints": None,  # Grafana then sizes $__interval to the panel's width
+    }
+    if panel.kind == "table":
+        return Table(
+            unit=panel.unit,
+            transformations=[{"id": "merge", "options": {}}],
+            filterable=True,
+            **common,
+        )
+    bars = panel.kind == "bars"
+    return TimeSeries(
+        unit=panel.unit,
+        valueDecimals=panel.decimals,
+        valueMin=panel.min,
+        valueMax=panel.max,
+        drawStyle="bars" if bars else "line",
+        fillOpacity=80 if bars else 0,
+        lineWidth=1 if bars else 2,
+        showPoints="never" if not bars else "auto",
+        legendCalcs=["lastNotNull"],
+        legendDisplayMode="list",
+        tooltipMode="multi",
+        overrides=_raw_overrides(panel, targets),
+        **common,
+    )
+
+
+def _variables(dialect: str) -> list[dict[str, Any]]:
+    source = DATASOURCES[dialect]
+    variables: list[dict[str, Any]] = [
+        {
+            "name": "datasource",
+            "label": f"Data source ({LABELS[dialect]})",
+            "type": "datasource",
+            "query": "influxdb",
+            "current": {"text": source["name"], "value": source["uid"]},
+            "hide": 0,
+            "includeAll": False,
+            "multi": False,
+            "options": [],
+            "refresh": 1,
+            "regex": "",
+        }
+    ]
+    render = influxql.variable_query if dialect == "influxql" else flux.variable_query
+    for name in VARIABLES:
+        text = render(name)
+        variables.append(
+            {
+                "name": name,
+                "label": name,
+                "type": "query",
+                "datasource": DATASOURCE_REF,
+                "query": text,
+                "definition": text,
+                "multi": True,
+                "includeAll": True,
+                "allValue": ALL_VALUE,
+                "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+                "hide": 0,
+                "options": [],
+                "refresh": 2,  # on time range change: runs come and go
+                "regex": "",
+                "sort": 1,
+            }
+        )
+    return variables
+
+
+def build(dashboard: Dashboard, dialect: str) -> dict[str, Any]:
+    """The dashboard's Grafana JSON model for one dialect, ready to provision or import."""
+    _check(dialect)
+    panels: list[Any] = []
+    y = 0
+    for row in dashboard.rows:
+        panels.append(RowPanel(title=row.title, gridPos=GridPos(h=1, w=24, x=0, y=y)))
+        y += 1
+        x, row_height = 0, 0
+        for panel in row.panels:
+            if x + panel.width > 24:
+                x, y = 0, y + row_height
+                row_height = 0
+            panels.append(_panel(panel, dialect, GridPos(h=panel.height, w=panel.width, x=x, y=y)))
+            x += panel.width
+            row_height = max(row_height, panel.height)
+        y += row_height
+    grafana = GrafanaDashboard(
+        title=f"{dashboard.title} ({LABELS[dialect]})",
+        uid=f"tplr-{dashboard.slug}-{dialect}",
+        description=dashboard.description,
+        tags=[*dashboard.tags, dialect],
+        panels=panels,
+        templating=Templating(list=_variables(dialect)),
+        time=Time("now-6h", "now"),
+        refresh="30s",
+        timezone="browser",
+        schemaVersion=SCHEMA_VERSION,
+        links=[
+            DashboardLink(
+                title="tplr-metrics",
+                type="dashboards",
+                tags=["tplr-metrics", dialect],
+                asDropdown=True,
+                includeVars=True,
+                keepTime=True,
+            )
+        ],
+    ).auto_panel_ids()
+    data: dict[str, Any] = json.loads(json.dumps(grafana.to_json_data(), cls=DashboardEncoder))
+    return data
+
+
+def to_json(data: dict[str, Any]) -> str:
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
+def build_all(dialect: str) -> dict[str, str]:
+    """File name -> JSON text of every dashboard in one dialect."""
+    return {f"{d.slug}.json": to_json(build(d, dialect)) for d in all_dashboards()}
+
+
+def write_dashboards(out_dir: str | os.PathLike[str], dialect: str) -> list[Path]:
+    """Write every dashboard of a dialect into ``out_dir`` atomically; returns the paths.
+
+    A new file is created 0600; a file that is replaced keeps its mode (the committed ones are
+    world-readable so a Grafana container can read them through a bind mount).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in build_all(dialect).items():
+        path = out / name
+        try:
+            mode = path.stat().st_mode & 0o777
+        except FileNotFoundError:
+            mode = 0o600
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=out)  # mkstemp creates it 0600
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+            os.chmod(tmp, mode)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        written.append(path)
+    return written

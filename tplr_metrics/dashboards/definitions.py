@@ -1,0 +1,460 @@
+"""The five dashboards, as data: what each panel asks of the measurements Templar logs."""
+
+from __future__ import annotations
+
+import re
+
+from ..catalog import HEALTH_MEASUREMENT, SYSTEM_MEASUREMENT, measurement
+from .model import Dashboard, Panel, Query, Row
+
+#: Curves that jump window to window get a moving average of this many intervals.
+SMOOTH = 5
+
+MINER_STEP = measurement("miner", "training_step_v2")
+V_WINDOW = measurement("validator", "validator_window_v2")
+V_SCORES = measurement("validator", "validator_scores")
+V_OPENSKILL = measurement("validator", "validator_openskill")
+V_SLASH = measurement("validator", "validator_slash")
+V_INACTIVITY = measurement("validator", "validator_inactivity")
+V_SYNC = measurement("validator", "validator_sync_score")
+V_GRADIENTS = measurement("validator", "validator_gradient_stats")
+V_TIMING = measurement("validator", "timing")
+E_TASK = measurement("evaluator", "benchmark_task")
+E_SUMMARY = measurement("evaluator", "benchmark_summary")
+E_CUSTOM = measurement("evaluator", "custom_evaluation")
+
+#: Host figures: the per-node ``system`` measurement (any prefix) and, for Templar's own
+#: validators, the with_system_metrics fields on their window measurement.
+SYSTEM_SOURCE = rf"^[A-Za-z]?{SYSTEM_MEASUREMENT}$|^{re.escape(V_WINDOW)}$"
+HEALTH_SOURCE = rf"^[A-Za-z]?{HEALTH_MEASUREMENT}$"
+
+PER_UID = "$tag_uid"
+PER_NODE = "$tag_role $tag_uid"
+
+
+def _series(
+    measurement_name: str,
+    *fields: str,
+    by: tuple[str, ...] = ("uid",),
+    aggregate: str = "mean",
+    smooth: int = 0,
+    alias: str = "",
+    regex: bool = False,
+) -> Query:
+    if not alias:
+        tags = " ".join(f"$tag_{tag}" for tag in by)
+        alias = (f"$col {tags}" if len(fields) != 1 else tags) if tags else "$col"
+    return Query(measurement_name, fields, aggregate, by, smooth, "timeseries", regex, alias.strip())
+
+
+def miners() -> Dashboard:
+    step = MINER_STEP
+    return Dashboard(
+        slug="miners",
+        title="tplr-metrics / Miners",
+        description=f"Templar miners ({step}): loss, throughput, gather and timings per miner uid.",
+        rows=(
+            Row(
+                "Training",
+                (
+                    Panel(
+                        "Loss per miner",
+                        "Training loss each window (mean per interval), with a moving average over "
+                        f"{SMOOTH} intervals: the trend is the thick line.",
+                        (_series(step, "loss", smooth=SMOOTH),),
+                    ),
+                    Panel(
+                        "Tokens per second per miner",
+                        "Training throughput of each miner; smoothed because it jumps with gather time.",
+                        (_series(step, "tokens_per_sec", smooth=SMOOTH),),
+                        unit="short",
+                    ),
+                ),
+            ),
+            Row(
+                "Gather",
+                (
+                    Panel(
+                        "Gather success rate per miner",
+                        "Share of peers whose gradients the miner gathered this window (100% = all).",
+                        (_series(step, "gather_success_rate", smooth=SMOOTH),),
+                        unit="percent",
+                        min=0,
+                        max=100,
+                    ),
+                    Panel(
+                        "Peers gathered per miner",
+                        "How many peers' gradients each window's gather returned.",
+                        (_series(step, "n_gather_peers"),),
+                        decimals=0,
+                    ),
+                ),
+            ),
+            Row(
+                "Timings",
+                (
+                    Panel(
+                        "Window time per miner",
+                        "Wall time of a whole window per miner: a rising line is a miner falling behind.",
+                        (_series(step, "window_total_time", smooth=SMOOTH),),
+                        unit="s",
+                    ),
+                    Panel(
+                        "Where a window's time goes",
+                        "Mean seconds of each phase over the selected miners.",
+                        (
+                            _series(
+                                step,
+                                "gather_time",
+                                "peer_update_time",
+                                "compression_time",
+                                "put_time",
+                                "model_update_time",
+                                by=(),
+                            ),
+                        ),
+                        unit="s",
+                    ),
+                ),
+            ),
+            Row(
+                "Latest",
+                (
+                    Panel(
+                        "Latest values per miner",
+                        "The last logged loss, throughput and gather rate of every selected miner.",
+                        (
+                            Query(
+                                step,
+                                ("loss", "tokens_per_sec", "gather_success_rate", "window_total_time"),
+                                "last",
+                                ("uid",),
+                                shape="latest",
+                            ),
+                        ),
+                        kind="table",
+                        width=24,
+                    ),
+                ),
+            ),
+        ),
+    )
+
+
+def validators() -> Dashboard:
+    return Dashboard(
+        slug="validators",
+        title="tplr-metrics / Validators",
+        description="Templar validators: window losses, improvement, per-peer scores and weights, slashes, "
+        "inactivity and timings.",
+        rows=(
+            Row(
+                "Window losses",
+                (
+                    Panel(
+                        "Loss before / after the update",
+                        "Loss on the validator's own and on random data, before and after applying "
+                        "the gathered gradients (mean per interval).",
+                        (
+                            _series(
+                                V_WINDOW,
+                                "loss_own_before",
+                                "loss_own_after",
+                                "loss_random_before",
+                                "loss_random_after",
+                            ),
+                        ),
+                    ),
+                    Panel(
+                        "Loss improvement",
+                        "Relative loss reduction from the gathered update (own and random data), with a "
+                        f"moving average over {SMOOTH} intervals: it is noisy window to window.",
+                        (_series(V_WINDOW, "loss_own_improvement", "loss_random_improvement", smooth=SMOOTH),),
+                        unit="percentunit",
+                    ),
+                ),
+            ),
+            Row(
+                "Scores and weights per evaluated peer",
+                (
+                    Panel(
+                        "Final score per eval_uid",
+                        "The validator's final score of each evaluated peer (eval_uid).",
+                        (_series(V_SCORES, "final_score", by=("eval_uid",)),),
+                    ),
+                    Panel(
+                        "Weight per eval_uid",
+                        "Normalized weight the validator gives each evaluated peer.",
+                        (_series(V_SCORES, "weight", by=("eval_uid",)),),
+                        unit="percentunit",
+                    ),
+                    Panel(
+                        "Gradient score per eval_uid",
+                        "Loss improvement a peer's gradient brings, smoothed: single windows are noisy.",
+                        (_series(V_SCORES, "gradient_score", by=("eval_uid",), smooth=SMOOTH),),
+                    ),
+                    Panel(
+                        "OpenSkill ordinal per eval_uid",
+                        "mu - 3*sigma of each peer's OpenSkill rating: the conservative skill estimate.",
+                        (_series(V_OPENSKILL, "ordinal", by=("eval_uid",)),),
+                    ),
+                ),
+            ),
+            Row(
+                "Slashes and inactivity",
+                (
+                    Panel(
+                        "Slashes per interval",
+                        "How many peers the selected validators slashed in each interval.",
+                        (
+                            _series(
+                                V_SLASH, "score_after", by=("reason_code",), aggregate="count", alias="$tag_reason_code"
+                            ),
+                        ),
+                        kind="bars",
+                        decimals=0,
+                    ),
+                    Panel(
+                        "Slash events",
+                        "Every slash: which validator, which peer, the score before and after, and why.",
+                        (
+                            Query(
+                                V_SLASH,
+                                ("score_before", "score_after", "reason"),
+                                by=("uid", "eval_uid", "reason_code"),
+                                shape="events",
+                            ),
+                        ),
+                        kind="table",
+                    ),
+                    Panel(
+                        "Inactive peers: score after decay",
+                        "Score of each peer the validator found inactive, after the inactivity penalty "
+                        "(the peer's uid is the caller_uid tag; uid is the validator).",
+                        (_series(V_INACTIVITY, "score_after", by=("caller_uid",), alias="peer $tag_caller_uid"),),
+                    ),
+                    Panel(
+                        "Active and evaluated peers",
+                        "Peers active in the window and how many the validator evaluated.",
+                        (_series(V_WINDOW, "active_miners_count", "evaluated_uids_count", "total_skipped"),),
+                        decimals=0,
+                    ),
+                ),
+            ),
+            Row(
+                "Sync and gradients",
+                (
+                    Panel(
+                        "Steps behind per peer",
+                        "How many steps each checked peer's model is behind the validator's.",
+                        (_series(V_SYNC, "avg_steps_behind", by=("caller_uid",), alias="peer $tag_caller_uid"),),
+                    ),
+                    Panel(
+                        "Gradient norms",
+                        "Mean, median and max gradient norm over the evaluated peers.",
+                        (_series(V_GRADIENTS, "mean_grad_norm", "median_grad_norm", "max_grad_norm"),),
+                    ),
+                ),
+            ),
+            Row(
+                "Timings",
+                (
+                    Panel(
+                        "Window time and phases",
+                        "Wall time of the window and its phases per validator.",
+                        (
+                            _series(
+                                V_WINDOW,
+                                "window_total_time",
+                                "gather_time",
+                                "evaluation_time",
+                                "peer_update_time",
+                                "model_update_time",
+                            ),
+                        ),
+                        unit="s",
+                    ),
+                    Panel(
+                        "Timed operations",
+                        "Seconds per timed operation (one field per operation in the timing measurement).",
+                        (_series(V_TIMING, by=(), alias="$col"),),
+                        unit="s",
+                    ),
+                ),
+            ),
+        ),
+    )
+
+
+def evaluators() -> Dashboard:
+    return Dashboard(
+        slug="evaluators",
+        title="tplr-metrics / Evaluators",
+        description="Templar evaluators: benchmark task scores per checkpoint, perplexity and bits per byte.",
+        rows=(
+            Row(
+                "Benchmarks",
+                (
+                    Panel(
+                        "Benchmark score per task",
+                        "Score of each benchmark task (and its metric) at each evaluated checkpoint.",
+                        (_series(E_TASK, "score", by=("task", "metric"), alias="$tag_task ($tag_metric)"),),
+                        unit="percentunit",
+                    ),
+                    Panel(
+                        "Latest score per task",
+                        "The most recent score of every task.",
+                        (Query(E_TASK, ("score",), "last", ("task", "metric"), shape="latest"),),
+                        kind="table",
+                    ),
+                ),
+            ),
+            Row(
+                "Language modelling",
+                (
+                    Panel(
+                        "Perplexity",
+                        "Perplexity of the evaluated checkpoint on the held-out set (lower is better).",
+                        (_series(E_CUSTOM, "perplexity"),),
+                    ),
+                    Panel(
+                        "Bits per byte",
+                        "Bits per byte on the held-out set: comparable across tokenizers.",
+                        (_series(E_CUSTOM, "bpb"),),
+                    ),
+                    Panel(
+                        "Evaluation loss",
+                        "Average loss on the held-out set.",
+                        (_series(E_CUSTOM, "average_loss"),),
+                    ),
+                    Panel(
+                        "Evaluation runtime and tasks",
+                        "Seconds an evaluation took, and how many benchmark tasks it ran.",
+                        (_series(E_CUSTOM, "runtime_s"), _series(E_SUMMARY, "num_tasks", alias="tasks $tag_uid")),
+                        unit="s",
+                    ),
+                ),
+            ),
+        ),
+    )
+
+
+def system() -> Dashboard:
+    def host(field: str) -> Query:
+        return _series(SYSTEM_SOURCE, field, by=("role", "uid"), regex=True, alias=f"{PER_NODE} ($m)")
+
+    return Dashboard(
+        slug="system",
+        title="tplr-metrics / System & GPU",
+        description="CPU, memory and GPU memory of every node, per role and uid (the system measurement, "
+        "and the with_system_metrics / with_gpu_metrics fields of validators' windows).",
+        rows=(
+            Row(
+                "Host",
+                (
+                    Panel(
+                        "CPU usage", "Host CPU utilisation in percent.", (host("sys_cpu_usage"),), unit="percent", min=0
+                    ),
+                    Panel("Memory used", "Host memory in use.", (host("sys_mem_used"),), unit="decmbytes", min=0),
+                ),
+            ),
+            Row(
+                "GPU",
+                (
+                    Panel(
+                        "GPU memory allocated",
+                        "Memory held by tensors on the process's GPU.",
+                        (host("gpu_mem_allocated_mb"),),
+                        unit="decmbytes",
+                        min=0,
+                    ),
+                    Panel(
+                        "GPU memory reserved",
+                        "Memory the allocator reserved (cached) on the GPU; near the total means pressure.",
+                        (host("gpu_mem_cached_mb"),),
+                        unit="decmbytes",
+                        min=0,
+                    ),
+                    Panel(
+                        "GPU memory segments",
+                        "Allocator segments: a steady climb hints at fragmentation.",
+                        (host("gpu_mem_segments"),),
+                        decimals=0,
+                    ),
+                    Panel(
+                        "GPU memory total", "Total memory of the GPU.", (host("gpu_mem_total_mb"),), unit="decmbytes"
+                    ),
+                ),
+            ),
+        ),
+    )
+
+
+def pipeline_health() -> Dashboard:
+    def health(field: str, aggregate: str = "mean") -> Query:
+        return _series(HEALTH_SOURCE, field, by=("role", "uid"), aggregate=aggregate, regex=True, alias=PER_NODE)
+
+    return Dashboard(
+        slug="pipeline-health",
+        title="tplr-metrics / Pipeline health",
+        description=f"The logger's own measurement ({HEALTH_MEASUREMENT}): queue, throughput, drops, retries, "
+        "rejections, write latency and spool, per role and uid.",
+        rows=(
+            Row(
+                "Flow",
+                (
+                    Panel(
+                        "Queue depth",
+                        "Points waiting in the logger's queue: a climb means the server is slower than the caller.",
+                        (health("queue_depth", "max"),),
+                        decimals=0,
+                    ),
+                    Panel(
+                        "Points written per second",
+                        "Points the server accepted per second.",
+                        (health("written_per_s"),),
+                        unit="short",
+                    ),
+                    Panel(
+                        "Write latency",
+                        "Seconds one batch write takes.",
+                        (health("write_latency_s", "max"),),
+                        unit="s",
+                    ),
+                    Panel(
+                        "Spooled points",
+                        "Points kept on disk while the server is unreachable.",
+                        (health("spooled", "max"),),
+                        decimals=0,
+                    ),
+                ),
+            ),
+            Row(
+                "Losses",
+                (
+                    Panel(
+                        "Dropped points",
+                        "Points the logger gave up on (queue full, retries exhausted, ...): should stay 0.",
+                        (health("dropped", "max"),),
+                        decimals=0,
+                    ),
+                    Panel(
+                        "Retried points",
+                        "Points written again after a transient failure.",
+                        (health("retried", "max"),),
+                        decimals=0,
+                    ),
+                    Panel(
+                        "Rejected points",
+                        "Points the server refused (type conflicts, bad lines): fix the caller.",
+                        (health("rejected", "max"),),
+                        decimals=0,
+                    ),
+                ),
+            ),
+        ),
+    )
+
+
+def all_dashboards() -> list[Dashboard]:
+    return [miners(), validators(), evaluators(), system(), pipeline_health()]

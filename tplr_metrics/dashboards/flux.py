@@ -1,0 +1,96 @@
+"""Definitions into Flux, for InfluxDB 2.x (and Cloud) through Grafana's Flux data source.
+
+Grafana fills in ``v.timeRangeStart``, ``v.timeRangeStop``, ``v.windowPeriod`` and
+``v.defaultBucket``, and the variables (``${uid:regex}``). Every point carries per-window tags
+(window, global_step), so each query regroups by the tags it splits on before aggregating.
+"""
+
+from __future__ import annotations
+
+import json
+
+from .model import VARIABLE_PARENTS, VARIABLES, Query
+
+DIALECT = "flux"
+
+
+def string(text: str) -> str:
+    return json.dumps(text)  # a JSON string is a valid Flux string literal
+
+
+def regex_literal(pattern: str) -> str:
+    return "/" + pattern.replace("/", "\\/") + "/"
+
+
+def tag_value(name: str) -> str:
+    # An absent tag reads as "", as in InfluxQL, so "All" (.*) keeps points without it.
+    return f'(if exists r.{name} then r.{name} else "")'
+
+
+def variable_predicate(names: tuple[str, ...] = VARIABLES) -> str:
+    return " and ".join(f"{tag_value(name)} =~ /^${{{name}:regex}}$/" for name in names)
+
+
+def _columns(names: list[str]) -> str:
+    return "[" + ", ".join(string(n) for n in names) + "]"
+
+
+def _selection(query: Query) -> list[str]:
+    if query.regex:
+        measurement = f"r._measurement =~ {regex_literal(query.measurement)}"
+    else:
+        measurement = f"r._measurement == {string(query.measurement)}"
+    lines = [
+        "from(bucket: v.defaultBucket)",
+        "  |> range(start: v.timeRangeStart, stop: v.timeRangeStop)",
+        f"  |> filter(fn: (r) => {measurement})",
+    ]
+    if query.fields:
+        fields = " or ".join(f"r._field == {string(f)}" for f in query.fields)
+        lines.append(f"  |> filter(fn: (r) => {fields})")
+    lines.append(f"  |> filter(fn: (r) => {variable_predicate()})")
+    return lines
+
+
+def render(query: Query, smooth: int = 0) -> str:
+    """The Flux text of a query; ``smooth`` > 0 renders its moving average instead."""
+    lines = _selection(query)
+    by = list(query.by)
+    if query.shape == "events":
+        keep = ["_time", *by, *query.fields]
+        lines += [
+            '  |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")',
+            "  |> group()",
+            f"  |> keep(columns: {_columns(keep)})",
+            '  |> sort(columns: ["_time"], desc: true)',
+        ]
+        return "\n".join(lines)
+    if query.shape == "latest":
+        lines += [
+            f"  |> group(columns: {_columns([*by, '_field'])})",
+            f"  |> {query.aggregate}()",
+            # pivot drops _field from the group key: one row per group, one column per field
+            f'  |> pivot(rowKey: {_columns(by)}, columnKey: ["_field"], valueColumn: "_value")',
+            "  |> group()",
+            f"  |> keep(columns: {_columns([*by, *query.fields])})",
+        ]
+        return "\n".join(lines)
+    series = ["_measurement", "_field", *by] if query.regex else ["_field", *by]
+    lines += [
+        f"  |> group(columns: {_columns(series)})",
+        f"  |> aggregateWindow(every: v.windowPeriod, fn: {query.aggregate}, createEmpty: false)",
+        f"  |> keep(columns: {_columns(['_time', '_value', *series])})",
+    ]
+    if smooth:
+        lines += ['  |> sort(columns: ["_time"])', f"  |> movingAverage(n: {smooth})"]
+    return "\n".join(lines)
+
+
+def variable_query(name: str) -> str:
+    parents = VARIABLE_PARENTS[name]
+    predicate = variable_predicate(parents) if parents else "true"
+    return (
+        'import "influxdata/influxdb/schema"\n'
+        f"schema.tagValues(bucket: v.defaultBucket, tag: {string(name)}, "
+        f"predicate: (r) => {predicate}, start: v.timeRangeStart, stop: v.timeRangeStop)"
+    )

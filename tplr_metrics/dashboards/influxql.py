@@ -1,0 +1,58 @@
+"""Definitions into InfluxQL: runs on InfluxDB 1.x, on 2.x through a DBRP mapping, and on 3.x.
+
+Only portable InfluxQL is used: regex tag filters, ``GROUP BY time($__interval)``,
+``fill(none)`` and ``moving_average``; Grafana fills in ``$timeFilter``, ``$__interval`` and the
+variables (``${uid:regex}``: a regex-escaped alternation of the selected values).
+"""
+
+from __future__ import annotations
+
+from .model import VARIABLE_PARENTS, VARIABLES, Query
+
+DIALECT = "influxql"
+
+
+def ident(name: str) -> str:
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def variable_filter(names: tuple[str, ...] = VARIABLES) -> str:
+    """``"role" =~ /^${role:regex}$/ AND ...``; an absent tag reads as "" and "All" matches it."""
+    return " AND ".join(f"{ident(name)} =~ /^${{{name}:regex}}$/" for name in names)
+
+
+def source(query: Query) -> str:
+    if query.regex:
+        return "/" + query.measurement.replace("/", "\\/") + "/"
+    return ident(query.measurement)
+
+
+def _selectors(query: Query, smooth: int) -> str:
+    def wrap(expr: str) -> str:
+        return f"moving_average({expr}, {smooth})" if smooth else expr
+
+    if not query.fields:  # every field: InfluxQL names the columns <aggregate>_<field>
+        return wrap(f"{query.aggregate}(*)")
+    return ", ".join(f"{wrap(f'{query.aggregate}({ident(f)})')} AS {ident(f)}" for f in query.fields)
+
+
+def render(query: Query, smooth: int = 0) -> str:
+    """The InfluxQL text of a query; ``smooth`` > 0 renders its moving average instead."""
+    where = f"$timeFilter AND {variable_filter()}"
+    by = ", ".join(ident(tag) for tag in query.by)
+    if query.shape == "events":
+        fields = ", ".join(ident(f) for f in query.fields)
+        group = f" GROUP BY {by}" if by else ""
+        return f"SELECT {fields} FROM {source(query)} WHERE {where}{group}"
+    if query.shape == "latest":
+        group = f" GROUP BY {by}" if by else ""
+        return f"SELECT {_selectors(query, 0)} FROM {source(query)} WHERE {where}{group}"
+    group = "time($__interval)" + (f", {by}" if by else "")
+    return f"SELECT {_selectors(query, smooth)} FROM {source(query)} WHERE {where} GROUP BY {group} fill(none)"
+
+
+def variable_query(name: str) -> str:
+    """Values of a template variable, narrowed by the variables before it."""
+    parents = VARIABLE_PARENTS[name]
+    where = f" WHERE {variable_filter(parents)}" if parents else ""
+    return f"SHOW TAG VALUES WITH KEY = {ident(name)}{where}"
