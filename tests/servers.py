@@ -234,8 +234,28 @@ class VictoriaMetrics(ServerProcess):
             raise RuntimeError(f"export failed ({status}): {body[:500]!r}")
         return [json.loads(line) for line in body.splitlines() if line.strip()]
 
-    def count_samples(self, match: str) -> int:
-        return sum(len(series["values"]) for series in self.export(match))
+    def count_samples(self, match: str, expected: int | None = None, timeout: float = 15.0) -> int:
+        """Samples of the matching series. New series become searchable about a second after
+        they are written, so with ``expected`` this polls until the count reaches it (or the
+        timeout passes) and then checks that it stays there."""
+        deadline = time.monotonic() + timeout
+        while True:
+            count = sum(len(series["values"]) for series in self.export(match))
+            if expected is None or count >= expected or time.monotonic() > deadline:
+                break
+            time.sleep(0.25)
+        if expected is not None and count >= expected:
+            time.sleep(0.5)
+            count = sum(len(series["values"]) for series in self.export(match))
+        return count
+
+    def export_when_visible(self, match: str, timeout: float = 15.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while True:
+            series = self.export(match)
+            if series or time.monotonic() > deadline:
+                return series
+            time.sleep(0.25)
 
 
 def ci_requires(binary: str) -> bool:
