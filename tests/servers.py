@@ -27,8 +27,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def http(method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None,
-         timeout: float = 30.0) -> tuple[int, bytes]:
+def http(
+    method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None, timeout: float = 30.0
+) -> tuple[int, bytes]:
     request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -155,8 +156,9 @@ bind-address = "127.0.0.1:{self.rpc_port}"
         super().start(timeout)
         if self.auth:
             # The first user may be created without credentials; it must be an admin.
-            self.query(f"CREATE USER {self.admin[0]} WITH PASSWORD '{self.admin[1]}' WITH ALL PRIVILEGES",
-                       credentials=False)
+            self.query(
+                f"CREATE USER {self.admin[0]} WITH PASSWORD '{self.admin[1]}' WITH ALL PRIVILEGES", credentials=False
+            )
 
     def query(self, q: str, db: str | None = None, credentials: bool = True, epoch: str | None = "ns") -> Any:
         params = {"q": q}
@@ -181,7 +183,7 @@ bind-address = "127.0.0.1:{self.rpc_port}"
         for result in self.query(q, db).get("results", []):
             for series in result.get("series", []) or []:
                 for values in series["values"]:
-                    row = dict(zip(series["columns"], values))
+                    row = dict(zip(series["columns"], values, strict=False))
                     row.update(series.get("tags") or {})
                     row["_measurement"] = series.get("name")
                     out.append(row)

@@ -7,7 +7,6 @@ import threading
 import uuid
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -98,7 +97,7 @@ def test_eight_threads_into_the_server_lose_nothing(influx1: InfluxDB1, unique_d
 
 def test_a_partial_write_keeps_the_good_points_and_counts_the_rejected(influx1: InfluxDB1, unique_db: str) -> None:
     influx1.create_database(unique_db)
-    assert influx1.write(unique_db, b"conflict f=\"a string\" 1")[0] == 204
+    assert influx1.write(unique_db, b'conflict f="a string" 1')[0] == 204
     with v1_logger(influx1, unique_db, batch_size=100, flush_interval=60_000) as m:
         for i in range(99):
             m.log("conflict", {"i": str(i)}, {"f": "text"})
@@ -139,7 +138,9 @@ values = (
 )
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(
     measurement=text,
     tags=st.dictionaries(text, text, max_size=4),

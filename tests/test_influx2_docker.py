@@ -78,8 +78,9 @@ def influx2() -> Iterator[Influx2]:
 
 
 def test_v2_write_api_reads_back_exactly(influx2: Influx2) -> None:
-    m = MetricsLogger(url=influx2.url, token=influx2.token, org=influx2.org, database=influx2.bucket, role="miner",
-                      flush_interval=100)
+    m = MetricsLogger(
+        url=influx2.url, token=influx2.token, org=influx2.org, database=influx2.bucket, role="miner", flush_interval=100
+    )
     for i in range(5_000):
         m.log("training_step_v2", {"window": i}, {"loss": 1.0 / (i + 1), "n_gather_peers": i % 7})
     assert m.close(timeout=60)
@@ -96,8 +97,9 @@ def test_v1_compatibility_endpoint_with_a_token(influx2: Influx2) -> None:
 
 def test_a_wrong_token_is_reported_without_leaking_it(influx2: Influx2) -> None:
     wrong = "wrong-" + secrets.token_hex(8)
-    m = MetricsLogger(url=influx2.url, token=wrong, org=influx2.org, database=influx2.bucket,
-                      max_retry_time=500, retry_interval=100)
+    m = MetricsLogger(
+        url=influx2.url, token=wrong, org=influx2.org, database=influx2.bucket, max_retry_time=500, retry_interval=100
+    )
     m.log("x", {}, {"f": 1.0})
     m.close(timeout=3)
     stats = m.stats()

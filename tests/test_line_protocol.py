@@ -81,7 +81,7 @@ def parse_line(line: str) -> Point:
 
 
 def test_escaping_matches_the_spec() -> None:
-    line = encode_line('m e,a=', {"t k,=": "v a,l=ue"}, {"f k,=": 'say "hi" \\ bye', "n": 3, "x": 1.5}, 42)
+    line = encode_line("m e,a=", {"t k,=": "v a,l=ue"}, {"f k,=": 'say "hi" \\ bye', "n": 3, "x": 1.5}, 42)
     assert line == 'm\\ e\\,a=,t\\ k\\,\\==v\\ a\\,l\\=ue f\\ k\\,\\=="say \\"hi\\" \\\\ bye",n=3i,x=1.5 42'
 
 
@@ -141,8 +141,14 @@ def test_clean_names_round_trip_through_the_reference_parser(
 raw_text = st.text(max_size=15)  # anything, lone surrogates and control characters included
 
 
-@given(raw_text, st.dictionaries(raw_text, raw_text, max_size=5), st.dictionaries(raw_text, raw_text | st.floats(), max_size=5))
-def test_no_input_can_inject_a_point_tag_or_field(measurement: str, tags: dict[str, str], fields: dict[str, Any]) -> None:
+@given(
+    raw_text,
+    st.dictionaries(raw_text, raw_text, max_size=5),
+    st.dictionaries(raw_text, raw_text | st.floats(), max_size=5),
+)
+def test_no_input_can_inject_a_point_tag_or_field(
+    measurement: str, tags: dict[str, str], fields: dict[str, Any]
+) -> None:
     builder = PointBuilder({"role": "validator"}, "", lambda *issue: None)
     point = builder.build((measurement, tags, fields, 1, None, None))
     if point is None:

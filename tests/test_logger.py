@@ -199,7 +199,9 @@ def test_bad_parts_are_dropped_counted_and_warned_once(caplog: pytest.LogCapture
         ("loss_curve", {"time": 1.0}, "field 'time'"),
     ],
 )
-def test_strict_mode_raises_naming_measurement_field_and_reason(measurement: str, fields: dict[str, Any], needle: str) -> None:
+def test_strict_mode_raises_naming_measurement_field_and_reason(
+    measurement: str, fields: dict[str, Any], needle: str
+) -> None:
     with make_logger(strict=True) as m, pytest.raises(ValueError) as info:
         m.log(measurement, {}, fields)
     message = str(info.value)

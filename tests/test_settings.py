@@ -88,15 +88,24 @@ def test_the_token_never_appears_in_repr_stats_or_logs(caplog: pytest.LogCapture
         m.log("x", {}, {"f": 1.0})
         m.flush(timeout=5)
         m.close(timeout=1)
-        v1 = MetricsLogger(url=f"http://127.0.0.1:{closed_port}", database="d", api="v1", username="u",
-                           password=SECRET, max_retry_time=300, retry_interval=50)
+        v1 = MetricsLogger(
+            url=f"http://127.0.0.1:{closed_port}",
+            database="d",
+            api="v1",
+            username="u",
+            password=SECRET,
+            max_retry_time=300,
+            retry_interval=50,
+        )
         v1.log("x", {}, {"f": 1.0})
         v1.close(timeout=2)
     for logger in (m, v1):
         assert SECRET not in repr(logger)
         assert SECRET not in repr(logger.server)
         assert SECRET not in str(logger.stats())
-    assert "Connection refused" in (m.stats()["last_error"] or "") or "connect" in (m.stats()["last_error"] or "").lower()
+    assert (
+        "Connection refused" in (m.stats()["last_error"] or "") or "connect" in (m.stats()["last_error"] or "").lower()
+    )
     assert SECRET not in caplog.text
 
 

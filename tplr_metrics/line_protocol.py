@@ -120,15 +120,14 @@ def encode_line(
     Empty tag values are left out, as the spec requires.
     """
     head = measurement.translate(_MEASUREMENT_ESCAPES)
-    for key, value in tags.items():
-        if value:
-            head += "," + _escaped(key) + "=" + _escaped(value)
+    for key, tag in tags.items():
+        if tag:
+            head += "," + _escaped(key) + "=" + _escaped(tag)
     body = []
     for key, value in fields.items():
-        t = type(value)
-        if t is float:
+        if type(value) is float:
             text = repr(value)
-        elif t is int:
+        elif type(value) is int:
             text = f"{value}i"
         else:
             text = format_field_value(value)

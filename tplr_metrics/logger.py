@@ -18,11 +18,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ._version import __version__
+from .background import start_background
+from .destinations import resolve_destination
 from .host import HostMetrics
 from .pipeline import OVERFLOW_POLICIES, Pipeline, PipelineOptions
 from .points import Point, PointBuilder, timestamp_ns
-from .background import start_background
-from .destinations import resolve_destination
 from .run_status import exit_status
 from .settings import ConfigurationError, ServerSettings
 from .sinks.base import RunInfo, Sink, end_run, start_run
@@ -221,16 +221,18 @@ class MetricsLogger:
             else:
                 explicit = timestamp_ns(timestamp)
                 if explicit is None:
-                    self._on_issue("bad_timestamp", str(measurement), "", f"timestamp {timestamp!r} is not usable; the current time is used")
+                    self._on_issue(
+                        "bad_timestamp",
+                        str(measurement),
+                        "",
+                        f"timestamp {timestamp!r} is not usable; the current time is used",
+                    )
                     explicit = time.time_ns()
                 time_ns = explicit
             host_fields: Mapping[str, Any] | None = None
             host_tags: Mapping[str, str] | None = None
-            if with_system_metrics:
-                host_fields = self._host.system_fields()
-            if with_gpu_metrics:
-                gpu_fields, host_tags = self._host.gpu_sample()
-                host_fields = {**host_fields, **gpu_fields} if host_fields else gpu_fields
+            if with_system_metrics or with_gpu_metrics:
+                host_fields, host_tags = self._host.cached(with_system_metrics, with_gpu_metrics)
             record = (
                 measurement,
                 dict(tags) if type(tags) is dict else self._as_dict(tags, "tags", measurement),
@@ -312,8 +314,7 @@ class MetricsLogger:
 
     def __repr__(self) -> str:
         return (
-            f"MetricsLogger(sink={self.sink!r}, role={self.role!r}, uid={self.uid!r}, "
-            f"runtime_id={self.runtime_id!r})"
+            f"MetricsLogger(sink={self.sink!r}, role={self.role!r}, uid={self.uid!r}, runtime_id={self.runtime_id!r})"
         )
 
 

@@ -290,7 +290,12 @@ class Pipeline:
                 )
             if time.monotonic() + delay > deadline:
                 self.stats.drop("retries_exhausted", len(pending))
-                logger.error("%s: gave up on %d points after retrying for %.0fs", self.sink.name, len(pending), time.monotonic() - started)
+                logger.error(
+                    "%s: gave up on %d points after retrying for %.0fs",
+                    self.sink.name,
+                    len(pending),
+                    time.monotonic() - started,
+                )
                 return
             if self._abort.wait(delay):
                 self.stats.drop("close_timeout", len(pending))

@@ -151,7 +151,9 @@ class PointBuilder:
             elif kind is str and len(value) * 4 > MAX_STRING_BYTES:  # type: ignore[arg-type]
                 value, cut = truncate_string(value)  # type: ignore[arg-type]
                 if cut:
-                    self._on_issue("string_truncated", measurement, clean, f"longer than {MAX_STRING_BYTES} bytes; truncated")
+                    self._on_issue(
+                        "string_truncated", measurement, clean, f"longer than {MAX_STRING_BYTES} bytes; truncated"
+                    )
             fields[clean] = value
         if not fields:
             self._on_issue("no_fields", measurement, "", "no storable field left; point dropped")

@@ -11,7 +11,7 @@ import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .sinks.influxdb import is_loopback_host
+from .sinks.influxdb import InfluxSink, is_loopback_host
 
 API_VERSIONS = ("v2", "v1")
 
@@ -150,23 +150,34 @@ def resolve_server(
     )
 
 
-def build_influx_sink(server: ServerSettings):  # type: ignore[no-untyped-def]
+def build_influx_sink(server: ServerSettings) -> InfluxSink:
     """The sink for a resolved server: v2 or v1 write API."""
     from .sinks.influxdb import InfluxV1Sink, InfluxV2Sink
 
-    common = {
-        "token": server.token,
-        "username": server.username,
-        "password": server.password,
-        "timeout_ms": server.timeout_ms,
-        "verify_ssl": server.verify_ssl,
-        "ssl_ca_cert": server.ssl_ca_cert,
-        "gzip_body": server.gzip,
-    }
     if server.api == "v1":
-        return InfluxV1Sink(server.url, database=server.database, create_database=server.create_database, **common)
-    if not server.token and (server.username or server.password):
+        return InfluxV1Sink(
+            server.url,
+            database=server.database,
+            create_database=server.create_database,
+            token=server.token,
+            username=server.username,
+            password=server.password,
+            timeout_ms=server.timeout_ms,
+            verify_ssl=server.verify_ssl,
+            ssl_ca_cert=server.ssl_ca_cert,
+            gzip_body=server.gzip,
+        )
+    token = server.token
+    if not token and (server.username or server.password):
         # InfluxDB 1.8's /api/v2/write takes "username:password" as its token.
-        common["token"] = f"{server.username or ''}:{server.password or ''}"
-    common["username"] = common["password"] = None
-    return InfluxV2Sink(server.url, bucket=server.database, org=server.org, **common)
+        token = f"{server.username or ''}:{server.password or ''}"
+    return InfluxV2Sink(
+        server.url,
+        bucket=server.database,
+        org=server.org,
+        token=token,
+        timeout_ms=server.timeout_ms,
+        verify_ssl=server.verify_ssl,
+        ssl_ca_cert=server.ssl_ca_cert,
+        gzip_body=server.gzip,
+    )

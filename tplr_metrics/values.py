@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Callable
-from typing import Any, Union
+from collections.abc import Callable, Mapping
+from typing import Any
 
 #: A value InfluxDB can store (bool never appears: it becomes int).
-FieldValue = Union[int, float, str]
+FieldValue = int | float | str
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
@@ -130,7 +130,7 @@ def check_field_value(key: str, v: FieldValue, issue: IssueSink = _ignore_issue)
     return v
 
 
-def process_fields(fields: dict[str, Any], issue: IssueSink = _ignore_issue) -> dict[str, FieldValue]:
+def process_fields(fields: Mapping[Any, Any], issue: IssueSink = _ignore_issue) -> dict[str, FieldValue]:
     """Apply the value rules to a whole fields dict (lists expand into stats fields)."""
     out: dict[str, FieldValue] = {}
     for key, raw in fields.items():

@@ -11,7 +11,7 @@ import importlib
 from types import ModuleType
 
 #: Modules under tplr_metrics.commands, in the order ``--help`` lists them.
-COMMAND_MODULES: list[str] = ["simulate", "dashboards"]
+COMMAND_MODULES: list[str] = ["simulate", "runs", "watch", "export", "replay", "prune", "dashboards", "check"]
 
 
 class CommandError(Exception):
