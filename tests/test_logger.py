@@ -222,9 +222,10 @@ def test_validator_gets_templar_batch_size() -> None:
     assert make_logger(role="miner")._pipeline.options.batch_size == 1_000
 
 
-def test_no_server_configured_is_a_clear_error() -> None:
-    with pytest.raises(ConfigurationError, match="INFLUXDB_URL"):
-        MetricsLogger()
+def test_a_misconfigured_server_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INFLUXDB_URL", "influx.example.org:8086")  # no scheme
+    with pytest.raises(ConfigurationError, match="must look like"):
+        MetricsLogger(database="d")
 
 
 def test_bad_arguments_are_clear_errors() -> None:
