@@ -6,6 +6,8 @@ Templar's neurons name a measurement ``prefix + name`` with the role's prefix (a
 
 from __future__ import annotations
 
+from .background import HEALTH_FIELDS, HEALTH_MEASUREMENT, SYSTEM_MEASUREMENT
+
 #: Templar's roles: measurement prefix, group and job_type tags.
 ROLES: dict[str, dict[str, str]] = {
     "miner": {"prefix": "M", "group": "miner", "job_type": "mining"},
@@ -13,12 +15,8 @@ ROLES: dict[str, dict[str, str]] = {
     "evaluator": {"prefix": "E", "group": "evaluations", "job_type": "eval"},
 }
 
-#: The logger's own pipeline measurement (fields queue_depth, written_per_s, dropped, retried,
-#: rejected, write_latency_s, spooled), whatever prefix a logger adds to it.
-HEALTH_MEASUREMENT = "tplr_metrics_health"
-HEALTH_FIELDS = ("queue_depth", "written_per_s", "dropped", "retried", "rejected", "write_latency_s", "spooled")
-#: Host and GPU figures of a node, logged once per interval (sys_* and gpu_* fields).
-SYSTEM_MEASUREMENT = "system"
+#: The logger's own measurements (tplr_metrics_health, system), named where they are produced.
+__all__ = ["HEALTH_FIELDS", "HEALTH_MEASUREMENT", "ROLES", "SYSTEM_MEASUREMENT", "measurement"]
 
 
 def measurement(role: str, name: str) -> str:

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
 
+from .background import health_fields
 from .catalog import HEALTH_MEASUREMENT, ROLES, SYSTEM_MEASUREMENT
 from .logger import MetricsLogger
 
@@ -158,25 +159,11 @@ class Node:
         )
 
     def log_health(self) -> None:
-        """The pipeline-health shape, from this logger's real counters."""
+        """The pipeline-health point of this logger's real counters, in the library's own shape."""
         stats = self.logger.stats()
         now = time.monotonic()
-        elapsed = max(now - self._last_stats_at, 1e-6)
-        written_before = int(self._last_stats.get("written", 0))
-        batches = max(int(stats["batches"]), 1)
-        self.logger.log(
-            HEALTH_MEASUREMENT,
-            tags={},
-            fields={
-                "queue_depth": int(stats["queue_depth"]),
-                "written_per_s": (int(stats["written"]) - written_before) / elapsed,
-                "dropped": int(stats["dropped_total"]),
-                "retried": int(stats["retried"]),
-                "rejected": int(stats["rejected_total"]),
-                "write_latency_s": float(stats["write_seconds_total"]) / batches,
-                "spooled": int(stats.get("spooled", 0) or 0),
-            },
-        )
+        previous = self._last_stats or stats
+        self.logger.log(HEALTH_MEASUREMENT, tags={}, fields=health_fields(previous, stats, now - self._last_stats_at))
         self._last_stats, self._last_stats_at = stats, now
 
     def summary(self) -> RunSummary:

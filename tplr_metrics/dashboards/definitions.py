@@ -26,7 +26,7 @@ E_CUSTOM = measurement("evaluator", "custom_evaluation")
 #: Host figures: the per-node ``system`` measurement (any prefix) and, for Templar's own
 #: validators, the with_system_metrics fields on their window measurement.
 SYSTEM_SOURCE = rf"^[A-Za-z]?{SYSTEM_MEASUREMENT}$|^{re.escape(V_WINDOW)}$"
-HEALTH_SOURCE = rf"^[A-Za-z]?{HEALTH_MEASUREMENT}$"
+HEALTH_SOURCE = rf"{HEALTH_MEASUREMENT}$"  # a unique name: any prefix a logger adds
 
 PER_UID = "$tag_uid"
 PER_NODE = "$tag_role $tag_uid"
@@ -417,13 +417,13 @@ def pipeline_health() -> Dashboard:
                     ),
                     Panel(
                         "Write latency",
-                        "Seconds one batch write takes.",
+                        "Mean seconds per batch write (the worst interval shown).",
                         (health("write_latency_s", "max"),),
                         unit="s",
                     ),
                     Panel(
                         "Spooled points",
-                        "Points kept on disk while the server is unreachable.",
+                        "Points sent to the disk spool while the server was unreachable, since the logger started.",
                         (health("spooled", "max"),),
                         decimals=0,
                     ),
@@ -434,19 +434,19 @@ def pipeline_health() -> Dashboard:
                 (
                     Panel(
                         "Dropped points",
-                        "Points the logger gave up on (queue full, retries exhausted, ...): should stay 0.",
+                        "Points the logger gave up on (queue full, retries exhausted) since it started: should stay 0.",
                         (health("dropped", "max"),),
                         decimals=0,
                     ),
                     Panel(
                         "Retried points",
-                        "Points written again after a transient failure.",
+                        "Points written again after a transient failure, since the logger started.",
                         (health("retried", "max"),),
                         decimals=0,
                     ),
                     Panel(
                         "Rejected points",
-                        "Points the server refused (type conflicts, bad lines): fix the caller.",
+                        "Points the server refused (type conflicts, bad lines) since the logger started.",
                         (health("rejected", "max"),),
                         decimals=0,
                     ),
