@@ -28,10 +28,15 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    library_logger = logging.getLogger("tplr_metrics")
+    level = library_logger.level
     if not getattr(args, "verbose", False):
         # One diagnosis, not the logger's retry chatter that led to it (-v shows it).
-        logging.getLogger("tplr_metrics").setLevel(logging.CRITICAL)
-    result = run_check(timeout_s=args.timeout)
+        library_logger.setLevel(logging.CRITICAL)
+    try:
+        result = run_check(timeout_s=args.timeout)
+    finally:
+        library_logger.setLevel(level)
     if args.json:
         print(json.dumps(result.as_dict(), indent=2))
     elif result.ok:
