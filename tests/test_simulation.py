@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from tplr_metrics.cli import main
 
 from .servers import InfluxDB1
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -103,3 +108,25 @@ def test_simulate_text_summary_and_bad_arguments(
     assert influx1.count("Mtraining_step_v2", "loss", influx_env) == 2
     assert main(["simulate", "--peers", "0"]) == 2
     assert "--peers must be at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("role", ["miner", "validator", "evaluator"])
+def test_role_scripts_use_the_same_engine(role: str, influx1: InfluxDB1, unique_db: str, tmp_path: Path) -> None:
+    env = {
+        "INFLUXDB_URL": influx1.url,
+        "INFLUXDB_DATABASE": unique_db,
+        "INFLUXDB_API": "v1",
+        "TPLR_METRICS_HOME": str(tmp_path / "home"),
+        "PATH": "/usr/bin:/bin",
+    }
+    script = REPO / "telemetry" / "simulator" / f"{role}.py"
+    args = ["--count", "2", "--windows", "3", "--window-seconds", "0", "--peers", "4", "--json"]
+    done = subprocess.run([sys.executable, str(script), *args], env=env, capture_output=True, text=True, timeout=90)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert [r["role"] for r in summary["runs"]] == [role, role]
+    assert summary["written"] == summary["logged"] > 0
+    name = {"miner": "Mtraining_step_v2", "validator": "Vvalidator_window_v2", "evaluator": "Ecustom_evaluation"}[role]
+    field = {"miner": "loss", "validator": "loss_own_before", "evaluator": "perplexity"}[role]
+    expected = 2 * (3 if role != "evaluator" else 2)  # evaluators score every 2nd window
+    assert influx1.count(name, field, unique_db) == expected
