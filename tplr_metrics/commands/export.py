@@ -1,0 +1,135 @@
+"""``tplr-metrics export``: points of the local store as CSV, JSON lines or line protocol.
+
+Line protocol is what any InfluxDB imports (``curl --data-binary @run.lp '.../write?db=x&precision=ns'``);
+JSON lines keep every value's type; CSV has one column per tag and per field (a field named like
+a tag is written as ``field_<name>``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from typing import IO, Any
+
+from ..line_protocol import encode_line
+from ..store import PointFilter, Store, StoredPoint, StoreError
+from . import CommandError
+from ._store_cli import (
+    add_store_argument,
+    iso,
+    one_line_errors,
+    open_output,
+    open_store,
+    parse_time,
+    select_run,
+    store_error,
+    survives_closed_pipe,
+)
+
+FORMATS = {"csv": "csv", "jsonl": "jsonl", "json": "jsonl", "lp": "lp", "line": "lp"}
+
+
+def register(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "export",
+        help="write points of the local store as CSV, JSON lines or line protocol",
+        description="Write the points of a run, of measurements or of a time window (all points when "
+        "nothing is selected) as CSV, JSON lines or InfluxDB line protocol.",
+    )
+    one_line_errors(parser)
+    add_selection_arguments(parser)
+    parser.add_argument(
+        "--format",
+        default="jsonl",
+        metavar="FORMAT",
+        help="csv, jsonl (default; also: json) or lp (line protocol, for InfluxDB)",
+    )
+    parser.add_argument("--output", "-o", metavar="FILE", help="write to FILE (created 0600) instead of stdout")
+    add_store_argument(parser)
+    parser.set_defaults(func=run)
+
+
+def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run-id", metavar="ID", help="one run (its runtime_id, or a unique prefix of it)")
+    parser.add_argument(
+        "--measurement", action="append", metavar="NAME", help="only this measurement (repeat for several)"
+    )
+    parser.add_argument("--since", type=parse_time, metavar="WHEN", help="from: a duration ago (24h) or a time (ISO)")
+    parser.add_argument("--until", type=parse_time, metavar="WHEN", help="before: a duration ago or a time (ISO)")
+
+
+def selection(args: argparse.Namespace, store: Store) -> PointFilter:
+    runs = [r.id for r in select_run(store, args.run_id)] if args.run_id else None
+    return PointFilter(runs=runs, measurements=args.measurement, since_ns=args.since, until_ns=args.until)
+
+
+@survives_closed_pipe
+def run(args: argparse.Namespace) -> int:
+    fmt = FORMATS.get(str(args.format).lower())
+    if fmt is None:
+        raise CommandError(f"unknown format {args.format!r} (use csv, jsonl or lp)", 2)
+    with open_store(args) as store:
+        try:
+            chosen = selection(args, store)
+            out = open_output(args.output)
+            try:
+                n = _write(store, chosen, fmt, out)
+            finally:
+                if out is not sys.stdout:
+                    out.close()
+        except StoreError as exc:
+            raise store_error(exc) from None
+    if args.output and args.output != "-":
+        print(f"exported {n} points to {args.output}", file=sys.stderr)
+    return 0
+
+
+def _write(store: Store, chosen: PointFilter, fmt: str, out: IO[str]) -> int:
+    n = 0
+    points = store.iter_points(chosen)
+    if fmt == "lp":
+        for p in points:
+            out.write(encode_line(p.measurement, p.tags, p.fields, p.time_ns) + "\n")
+            n += 1
+    elif fmt == "jsonl":
+        for p in points:
+            out.write(json.dumps(point_json(p), ensure_ascii=False) + "\n")
+            n += 1
+    else:
+        tag_keys, field_keys = store.keys(chosen)
+        field_columns = [f"field_{k}" if k in tag_keys else k for k in field_keys]
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["time", "time_ns", "measurement", *tag_keys, *field_columns])
+        for p in points:
+            writer.writerow(
+                [
+                    iso(p.time_ns),
+                    p.time_ns,
+                    p.measurement,
+                    *(p.tags.get(k, "") for k in tag_keys),
+                    *(_cell(p.fields.get(k)) for k in field_keys),
+                ]
+            )
+            n += 1
+    out.flush()
+    return n
+
+
+def point_json(p: StoredPoint) -> dict[str, Any]:
+    return {
+        "measurement": p.measurement,
+        "time": iso(p.time_ns),
+        "time_ns": p.time_ns,
+        "tags": p.tags,
+        "fields": p.fields,
+    }
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if value is True or value is False:
+        return "true" if value else "false"
+    return value

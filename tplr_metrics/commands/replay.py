@@ -1,0 +1,183 @@
+"""``tplr-metrics replay``: ship points of the local store into the configured InfluxDB.
+
+The points go through the same pipeline and InfluxDB sink a logger uses (batching, retries with
+backoff, per-point accounting), exactly as stored: original timestamps, tags and field types, no
+standard tags or prefix added. InfluxDB keeps one point per series and time, so replaying twice
+stores each point once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Mapping
+from typing import IO, Any
+
+from ..pipeline import Pipeline, PipelineOptions
+from ..points import Point, PointBuilder, Record
+from ..settings import ConfigurationError, build_influx_sink, resolve_server
+from ..stats import PipelineStats
+from ..store import StoreError
+from . import CommandError
+from ._store_cli import (
+    add_store_argument,
+    one_line_errors,
+    open_store,
+    positive_float,
+    positive_int,
+    print_json,
+    store_error,
+    survives_closed_pipe,
+)
+from .export import add_selection_arguments, selection
+
+
+def register(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "replay",
+        help="ship points of the local store into the configured InfluxDB",
+        description="Send a run's points, a time window's, or all (--all) from the local store to InfluxDB "
+        "through the logger's pipeline, with their original timestamps and tags. Idempotent. The server "
+        "comes from --url/--database or INFLUXDB_* variables (credentials: INFLUXDB_TOKEN, "
+        "INFLUXDB_USERNAME/INFLUXDB_PASSWORD).",
+    )
+    one_line_errors(parser)
+    add_selection_arguments(parser)
+    parser.add_argument("--all", action="store_true", help="every point in the store")
+    parser.add_argument("--url", help="InfluxDB URL (default: INFLUXDB_URL, or INFLUXDB_HOST/INFLUXDB_PORT)")
+    parser.add_argument("--database", help="database (v1) or bucket (v2) (default: INFLUXDB_DATABASE)")
+    parser.add_argument("--org", help="organization, for the v2 API (default: INFLUXDB_ORG)")
+    parser.add_argument("--api", choices=("v1", "v2"), help="write API (default: INFLUXDB_API, else v2)")
+    parser.add_argument("--batch-size", type=positive_int, default=5_000, metavar="N", help="points per request")
+    parser.add_argument(
+        "--retry-seconds",
+        type=positive_float,
+        default=60.0,
+        metavar="S",
+        help="give up on a batch the server keeps refusing after S seconds (default 60)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_store_argument(parser)
+    parser.set_defaults(func=run)
+
+
+class _AsStored(PointBuilder):
+    """Builds points exactly as they were stored: no standard tags, prefix or value rules."""
+
+    def __init__(self) -> None:
+        super().__init__({}, "", lambda cause, measurement, key, detail: None)
+
+    def build(self, record: Record) -> Point | None:
+        measurement, tags, fields, time_ns, _host_fields, _host_tags = record
+        return Point(measurement, dict(tags), dict(fields), time_ns)
+
+
+@survives_closed_pipe
+def run(args: argparse.Namespace) -> int:
+    if not (args.all or args.run_id or args.since is not None or args.until is not None or args.measurement):
+        raise CommandError("say what to replay: --run-id ID, --since/--until, --measurement, or --all", 2)
+    try:
+        server = resolve_server(url=args.url, database=args.database, org=args.org, api=args.api)
+    except ConfigurationError as exc:
+        raise CommandError(str(exc), 2) from None
+    with open_store(args) as store:
+        try:
+            chosen = selection(args, store)
+            total = store.count_points(chosen)
+            sink = build_influx_sink(server)
+            stats = PipelineStats()
+            retry_ms = int(args.retry_seconds * 1000)
+            pipeline = Pipeline(
+                sink,
+                _AsStored(),
+                stats,
+                PipelineOptions(
+                    max_queue_size=args.batch_size * 4,
+                    batch_size=args.batch_size,
+                    flush_interval_ms=200,
+                    overflow="block",
+                    block_timeout_s=args.retry_seconds + 30.0,
+                    retry_interval_ms=500,
+                    max_retry_delay_ms=min(retry_ms, 10_000),
+                    max_retry_time_ms=retry_ms,
+                    close_timeout_s=args.retry_seconds + 30.0,
+                ),
+            )
+            progress = _Progress(total, sys.stderr if sys.stderr.isatty() and not args.json else None)
+            submitted = 0
+            try:
+                for p in store.iter_points(chosen):
+                    if not pipeline.submit((p.measurement, p.tags, p.fields, p.time_ns, None, None)):
+                        break
+                    submitted += 1
+                    if submitted % 1_000 == 0:
+                        if stats.dropped:  # the server gave up on a batch: do not feed it more
+                            break
+                        progress.draw(_settled(stats))
+            finally:
+                pipeline.close(args.retry_seconds + 30.0, status="ok")
+                progress.draw(_settled(stats), final=True)
+        except StoreError as exc:
+            raise store_error(exc) from None
+    snapshot = stats.snapshot(0)
+    summary = {
+        "points": total,
+        "written": snapshot["written"],
+        "rejected": snapshot["rejected_total"],
+        "dropped": snapshot["dropped_total"] + (total - submitted),
+        "server": server.url,
+        "database": server.database,
+        "last_error": snapshot["last_error"],
+    }
+    _print_summary(summary, args.json)
+    if summary["written"] < total:
+        reason = snapshot["last_error"] or (f"rejected: {snapshot['rejected']}" if snapshot["rejected"] else "")
+        print(
+            f"tplr-metrics replay: {total - summary['written']} of {total} points not stored"
+            + (f" ({reason})" if reason else ""),
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _settled(stats: PipelineStats) -> int:
+    return stats.written + sum(stats.rejected.values()) + sum(stats.dropped.values())
+
+
+def _print_summary(summary: Mapping[str, Any], as_json: bool) -> None:
+    if as_json:
+        print_json(dict(summary))
+        return
+    print(
+        f"replayed {summary['written']} of {summary['points']} points into {summary['server']} "
+        f"database {summary['database']!r} ({summary['rejected']} rejected, {summary['dropped']} dropped)"
+    )
+
+
+class _Progress:
+    """A progress bar on stderr, drawn only on a terminal."""
+
+    def __init__(self, total: int, out: IO[str] | None) -> None:
+        self.total = total
+        self.out = out
+        self.started = time.monotonic()
+        self.last_draw = 0.0
+
+    def draw(self, done: int, final: bool = False) -> None:
+        if self.out is None:
+            return
+        now = time.monotonic()
+        if not final and now - self.last_draw < 0.2:
+            return
+        self.last_draw = now
+        self.out.write("\r" + render_bar(done, self.total, now - self.started) + ("\n" if final else ""))
+        self.out.flush()
+
+
+def render_bar(done: int, total: int, elapsed: float, width: int = 30) -> str:
+    fraction = 1.0 if total <= 0 else min(1.0, done / total)
+    filled = int(round(fraction * width))
+    rate = done / elapsed if elapsed > 0 else 0.0
+    return f"replay [{'#' * filled}{'.' * (width - filled)}] {done}/{total} points {fraction:6.1%} {rate:,.0f}/s"

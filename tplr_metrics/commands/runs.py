@@ -1,0 +1,155 @@
+"""``tplr-metrics runs``: the most recent runs in the local store, or one run's measurements."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+from ..store import Store, StoreError
+from . import CommandError
+from ._store_cli import (
+    add_store_argument,
+    human_duration,
+    local_time,
+    one_line_errors,
+    open_store,
+    parse_duration,
+    positive_int,
+    print_csv,
+    print_json,
+    print_table,
+    run_dict,
+    select_run,
+    store_error,
+    store_path,
+    survives_closed_pipe,
+)
+
+RUN_COLUMNS = [
+    "run_id",
+    "role",
+    "uid",
+    "status",
+    "started_at",
+    "ended_at",
+    "duration_s",
+    "points",
+    "prefix",
+    "group",
+    "job_type",
+    "version",
+    "host",
+    "pid",
+    "config",
+    "started_at_ns",
+    "ended_at_ns",
+]
+
+
+def register(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "runs",
+        help="list the most recent runs in the local store",
+        description="List the most recent runs (one per logger) in the local store, newest first; "
+        "with --run-id, that run's measurements and point counts.",
+    )
+    one_line_errors(parser)
+    parser.add_argument("--role", help="only runs of this role (miner, validator, evaluator, ...)")
+    parser.add_argument("--since", type=parse_duration, metavar="DURATION", help="started within, e.g. 30m, 24h, 7d")
+    parser.add_argument("--limit", type=positive_int, default=20, metavar="N", help="at most N runs (default 20)")
+    parser.add_argument("--run-id", metavar="ID", help="one run (its runtime_id, or a unique prefix of it)")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print JSON")
+    output.add_argument("--csv", action="store_true", help="print CSV")
+    add_store_argument(parser)
+    parser.set_defaults(func=run)
+
+
+@survives_closed_pipe
+def run(args: argparse.Namespace) -> int:
+    if not store_path(args).exists():
+        if args.run_id:
+            raise CommandError(f"no run {args.run_id!r}: there is no local store at {store_path(args)} yet", 2)
+        return _print_runs(args, [])
+    with open_store(args) as store:
+        try:
+            if args.run_id:
+                return _print_one(args, store)
+            since_ns = None if args.since is None else time.time_ns() - int(args.since * 1e9)
+            rows = store.runs(role=args.role, since_ns=since_ns, limit=args.limit)
+            counts = store.point_counts([r.id for r in rows])
+        except StoreError as exc:
+            raise store_error(exc) from None
+    return _print_runs(args, [run_dict(r, counts.get(r.id, 0)) for r in rows])
+
+
+def _print_runs(args: argparse.Namespace, runs: list[dict[str, Any]]) -> int:
+    if args.json:
+        print_json(runs)
+    elif args.csv:
+        print_csv(runs, RUN_COLUMNS)
+    elif not runs:
+        print(f"no runs in {store_path(args)}", file=sys.stderr)
+    else:
+        print_table(
+            (
+                [
+                    r["run_id"],
+                    r["role"] or "-",
+                    r["uid"] or "-",
+                    r["status"],
+                    local_time(r["started_at_ns"]),
+                    human_duration(r["duration_s"]),
+                    str(r["points"]),
+                ]
+                for r in runs
+            ),
+            ["RUN ID", "ROLE", "UID", "STATUS", "STARTED", "DURATION", "POINTS"],
+        )
+    return 0
+
+
+def _print_one(args: argparse.Namespace, store: Store) -> int:
+    rows = select_run(store, args.run_id)
+    ids = [r.id for r in rows]
+    counts = store.point_counts(ids)
+    measurements = store.measurements(ids)
+    runs = [run_dict(r, counts.get(r.id, 0)) for r in rows]
+    listing: list[dict[str, Any]] = [
+        {
+            "measurement": m.measurement,
+            "points": m.points,
+            "first_ns": m.first_ns,
+            "last_ns": m.last_ns,
+        }
+        for m in measurements
+    ]
+    if args.json:
+        print_json(
+            {
+                "run_id": rows[0].run_id,
+                "runs": runs,
+                "points": sum(counts.values()),
+                "measurements": listing,
+            }
+        )
+    elif args.csv:
+        print_csv(listing, ["measurement", "points", "first_ns", "last_ns"])
+    else:
+        for r in runs:
+            ended = local_time(r["ended_at_ns"]) if r["ended_at_ns"] else "-"
+            print(
+                f"run {r['run_id']}  role={r['role'] or '-'} uid={r['uid'] or '-'} status={r['status']}  "
+                f"started {local_time(r['started_at_ns'])}  ended {ended}  points {r['points']}"
+            )
+        print()
+        print_table(
+            (
+                [m["measurement"], str(m["points"]), local_time(m["first_ns"]), local_time(m["last_ns"])]
+                for m in listing
+            ),
+            ["MEASUREMENT", "POINTS", "FIRST", "LAST"],
+        )
+    return 0
