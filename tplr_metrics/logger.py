@@ -8,24 +8,30 @@ dicts.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import random
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from ._version import __version__
 from .background import start_background
+from .dead_letter import DeadLetterFile
 from .destinations import resolve_destination
 from .host import HostMetrics
+from .paths import tplr_home
 from .pipeline import OVERFLOW_POLICIES, Pipeline, PipelineOptions
 from .points import Point, PointBuilder, timestamp_ns
 from .run_status import exit_status
 from .settings import ConfigurationError, ServerSettings
 from .sinks.base import RunInfo, Sink, end_run, start_run
+from .spool import private_dir
 from .stats import PipelineStats
 from .values import FieldValue, config_tags
 from .values import process_value as _process_value
@@ -34,6 +40,10 @@ logger = logging.getLogger("tplr_metrics")
 
 #: Causes that drop a whole point (the rest only change or drop a part of it).
 _POINT_CAUSES = frozenset({"no_fields", "empty_measurement"})
+
+# Sampling draws from its own generator: a training loop that seeds `random` for
+# reproducibility gets the same sequence whether or not it logs.
+_sampling = random.Random()
 
 _runtime_ids: dict[int, str] = {}
 _runtime_lock = threading.Lock()
@@ -97,6 +107,11 @@ class MetricsLogger:
         health_every: float | None = None,
         sinks: Sequence[str | Sink] | None = None,
         sink: Sink | None = None,
+        spool: bool = True,
+        spool_dir: str | os.PathLike[str] | None = None,
+        spool_max_bytes: int = 512 * 1024 * 1024,
+        durable: bool = False,
+        durable_sync_interval: float = 1.0,
     ) -> None:
         _check_positive("max_queue_size", max_queue_size)
         _check_positive("max_workers", max_workers)
@@ -105,6 +120,10 @@ class MetricsLogger:
             _check_positive("batch_size", batch_size)
         if overflow not in OVERFLOW_POLICIES:
             raise ConfigurationError(f"overflow must be one of {OVERFLOW_POLICIES}, not {overflow!r}")
+        _check_positive("spool_max_bytes", spool_max_bytes)
+        _check_positive("durable_sync_interval", durable_sync_interval)
+        if durable and not spool:
+            raise ConfigurationError("durable=True needs the spool (spool=True): the write-ahead log lives there")
 
         self.prefix = prefix or ""
         self.uid = uid
@@ -174,10 +193,35 @@ class MetricsLogger:
                 max_retry_delay_ms=max_retry_delay,
                 max_retry_time_ms=max_retry_time,
                 close_timeout_s=close_timeout,
+                spool_root=self._spool_root(spool, spool_dir, durable),
+                spool_run_name=_spool_run_name(self.runtime_id),
+                spool_max_bytes=spool_max_bytes,
+                durable=durable,
+                durable_sync_interval_s=durable_sync_interval,
             ),
+            on_rejected=DeadLetterFile(tplr_home() / "dead_letter" / f"{self.runtime_id}.jsonl"),
             on_close=self._end_run,
         )
+        self.durable = durable and self._pipeline.spool is not None
         self._background = start_background(self, system_metrics_every, health_every)
+        # Deliver at interpreter exit what an unclosed logger still holds (bounded by
+        # close_timeout); a weak reference, so an abandoned logger can still be collected.
+        self._atexit_hook = _make_atexit_hook(weakref.ref(self))
+        atexit.register(self._atexit_hook)
+
+    @staticmethod
+    def _spool_root(enabled: bool, spool_dir: str | os.PathLike[str] | None, durable: bool) -> Path | None:
+        if not enabled:
+            return None
+        root = Path(spool_dir) if spool_dir is not None else tplr_home() / "spool"
+        try:
+            private_dir(root)
+        except OSError as exc:
+            if durable:
+                raise ConfigurationError(f"durable=True but the spool directory {root} is unusable: {exc}") from None
+            logger.error("spool directory %s is unusable (%s); undelivered points are retried in memory", root, exc)
+            return None
+        return root
 
     # --- Templar compatibility ----------------------------------------------------------
 
@@ -213,7 +257,7 @@ class MetricsLogger:
     ) -> None:
         """Queue one point. Returns at once; never raises unless the logger is strict."""
         try:
-            if sample_rate < 1.0 and random.random() > sample_rate:
+            if sample_rate < 1.0 and _sampling.random() > sample_rate:
                 self._pipeline.count_sampled_out()
                 return
             if timestamp is None:
@@ -243,6 +287,15 @@ class MetricsLogger:
             )
             if self._strict_builder is not None:
                 self._strict_builder.build(record)
+            if self.durable:
+                # Durable mode: the point reaches the write-ahead log before log() returns.
+                point = self._builder.build(record)
+                if point is None:
+                    self._pipeline.count_dropped_in_caller()
+                    return
+                self._pipeline.wal_append(point)
+                self._pipeline.submit(point)
+                return
             self._pipeline.submit(record)
         except ValueError:
             if self.strict:
@@ -291,7 +344,12 @@ class MetricsLogger:
     def close(self, timeout: float | None = None) -> bool:
         """Flush, then stop the threads; idempotent. Later log() calls are counted no-ops."""
         self._background.close()  # its last points go out with the flush
+        atexit.unregister(self._atexit_hook)
         return self._pipeline.close(timeout, status="ok")
+
+    def _close_at_exit(self) -> None:
+        self._background.close()
+        self._pipeline.close(status=None)  # the run's status comes from how the process ends
 
     def _end_run(self, status: str | None) -> None:
         """Called by the pipeline once its threads are done, before the sink closes."""
@@ -316,6 +374,25 @@ class MetricsLogger:
         return (
             f"MetricsLogger(sink={self.sink!r}, role={self.role!r}, uid={self.uid!r}, runtime_id={self.runtime_id!r})"
         )
+
+
+_spool_names: dict[str, int] = {}
+
+
+def _spool_run_name(runtime_id: str) -> str:
+    """``<runtime_id>`` for a process's first logger, ``<runtime_id>-2`` for its second, ..."""
+    with _runtime_lock:
+        n = _spool_names[runtime_id] = _spool_names.get(runtime_id, 0) + 1
+    return runtime_id if n == 1 else f"{runtime_id}-{n}"
+
+
+def _make_atexit_hook(ref: weakref.ref[MetricsLogger]) -> Callable[[], None]:
+    def hook() -> None:
+        metrics_logger = ref()
+        if metrics_logger is not None and not metrics_logger._pipeline.closed:
+            metrics_logger._close_at_exit()
+
+    return hook
 
 
 def _describe_current_exception() -> str:

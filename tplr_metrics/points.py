@@ -94,6 +94,10 @@ class PointBuilder:
         self._keys: dict[str, tuple[str, str | None]] = {}
         self._float_fields: set[tuple[str, str]] = set()
 
+    def learn_float_field(self, measurement: str, field: str) -> None:
+        """The server holds this field as float (its conflict message said so): write ints as float."""
+        self._float_fields.add((measurement, field))
+
     @property
     def standard_tags(self) -> dict[str, str]:
         return dict(self._standard)

@@ -29,6 +29,10 @@ class PipelineStats:
         self.bytes_sent = 0
         self.write_seconds = 0.0
         self.last_write_seconds = 0.0
+        self.spooled = 0  # points in the disk outbox now
+        self.spooled_total = 0  # points ever put in it
+        self.replayed = 0  # points delivered from it
+        self.adopted = 0  # points picked up from the spools of dead processes
         self.dropped: Counter[str] = Counter()
         self.rejected: Counter[str] = Counter()
         self.sanitized: Counter[str] = Counter()
@@ -63,6 +67,31 @@ class PipelineStats:
             if error:
                 self.last_error = error
 
+    def spool_in(self, points: int) -> None:
+        with self._lock:
+            self.spooled += points
+            self.spooled_total += points
+
+    def spool_out(self, points: int, delivered: int) -> None:
+        """A spool file's points left the outbox; ``delivered`` of them were stored."""
+        with self._lock:
+            self.spooled = max(0, self.spooled - points)
+            self.replayed += delivered
+
+    def adopted_points(self, points: int) -> None:
+        with self._lock:
+            self.adopted += points
+            self.spooled += points
+
+    def reset_lock(self) -> None:
+        """In a forked child: the parent's threads may have held the lock at the fork."""
+        self._lock = threading.Lock()
+
+    def spool_evicted(self, points: int) -> None:
+        with self._lock:
+            self.spooled = max(0, self.spooled - points)
+            self.dropped["spool_evicted"] += points
+
     def error(self, message: str) -> None:
         with self._lock:
             self.last_error = message
@@ -93,6 +122,10 @@ class PipelineStats:
                 "rejected_total": sum(self.rejected.values()),
                 "sanitized": dict(self.sanitized),
                 "queue_depth": queue_depth,
+                "spooled": self.spooled,
+                "spooled_total": self.spooled_total,
+                "replayed": self.replayed,
+                "adopted": self.adopted,
                 "batches": self.batches,
                 "bytes_sent": self.bytes_sent,
                 "write_seconds_total": round(self.write_seconds, 6),

@@ -22,6 +22,7 @@ class Rejection:
     index: int | None  # position in the batch, None when the server did not say which
     cause: str  # short, stable key for stats(): "field_type_conflict", "bad_line", ...
     reason: str  # the server's own message
+    float_field: tuple[str, str] | None = None  # (measurement, field) the server holds as float
 
 
 @dataclass

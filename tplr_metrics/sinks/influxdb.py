@@ -239,11 +239,12 @@ class InfluxSink:
             dropped_match = _PARTIAL_DROPPED.search(message)
             dropped = int(dropped_match.group(1)) if dropped_match else 1
             named = _named_lines(batch, message)[:dropped]
-            rejected = [Rejection(indices[i], cause, reason) for i in named]
-            rejected += [Rejection(None, cause, reason)] * (dropped - len(named))
+            float_field = _float_field(message)
+            rejected = [Rejection(indices[i], cause, reason, float_field) for i in named]
+            rejected += [Rejection(None, cause, reason, float_field)] * (dropped - len(named))
             return WriteResult(stored=len(batch) - dropped, rejected=rejected, nbytes=nbytes)
         if len(indices) == 1:
-            return WriteResult(rejected=[Rejection(indices[0], cause, reason)], nbytes=nbytes)
+            return WriteResult(rejected=[Rejection(indices[0], cause, reason, _float_field(message))], nbytes=nbytes)
         # The server refused the whole body: find the bad points by halves.
         half = len(indices) // 2
         first = self._write(points, indices[:half])
@@ -259,6 +260,14 @@ class InfluxSink:
 
     def flush(self) -> None:
         return None
+
+    def after_fork(self) -> None:
+        """In a forked child: never share the parent's pooled sockets."""
+        try:
+            self._api.rest_client.pool_manager.clear()
+        except Exception:
+            pass
+        self._lock = threading.Lock()
 
     def close(self) -> None:
         try:
@@ -276,6 +285,14 @@ def _named_lines(batch: list[Point], message: str) -> list[int]:
                 return [i]
         return []
     return _conflicting_points(batch, message)
+
+
+def _float_field(message: str) -> tuple[str, str] | None:
+    """(measurement, field) when a type conflict says the server holds the field as float."""
+    match = _TYPE_CONFLICT.search(message)
+    if match and "already exists as type float" in message:
+        return match["measurement"], match["field"]
+    return None
 
 
 def _retry_after(headers: dict[str, str]) -> float | None:

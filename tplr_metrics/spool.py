@@ -1,0 +1,309 @@
+"""A durable on-disk outbox of points, bounded, replayable, and safe to pick up after a crash.
+
+Layout: ``<root>/<run dir>/`` holds one process's files; ``<root>`` is shared, so a spool left
+by a dead process (crash, SIGKILL, power loss) is found and adopted by the next logger that uses
+the same root, or by ``tplr-metrics replay --spool``. Each run dir has a ``.lock`` held (flock)
+by its live owner; a run dir whose lock can be taken belongs to nobody, so at most one process
+adopts it.
+
+Files are JSON lines, one point per line ``[measurement, tags, fields, time_ns]`` (JSON keeps
+ints and floats apart, so points replay exactly), named ``<seq>-<kind>.jsonl`` so that sorting
+by name is replay order:
+
+* ``batch`` files: batches the server could not take (written to a temp name, fsynced, renamed
+  into place, so a crash never leaves half a batch);
+* ``wal`` files: durable mode's write-ahead log, one line per accepted point, appended by log()
+  itself, fsynced every ``durable_sync_interval``; a segment is deleted once every point in it
+  is delivered or safe in a batch file.
+
+Files are 0600 in 0700 directories. When the files pass ``max_bytes`` the oldest batch files are
+evicted, and their points counted.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import re
+import shutil
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .points import Point
+from .stats import PipelineStats
+
+logger = logging.getLogger("tplr_metrics")
+
+_FILE_NAME = re.compile(r"^(\d{12})-(batch|wal)\.jsonl$")
+_LOCK_NAME = ".lock"
+
+
+def private_dir(path: Path) -> Path:
+    """Create a directory (and parents) readable by its owner only."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        os.chmod(path, 0o700)
+    except OSError:
+        pass
+    return path
+
+
+def encode_points(points: Iterable[Point]) -> bytes:
+    return "".join(json.dumps(list(p), separators=(",", ":")) + "\n" for p in points).encode()
+
+
+def decode_points(data: bytes) -> tuple[list[Point], int]:
+    """Points of a spool file, and how many lines could not be read (a torn last line)."""
+    points: list[Point] = []
+    bad = 0
+    for line in data.splitlines():
+        if not line.strip():
+            continue
+        try:
+            measurement, tags, fields, time_ns = json.loads(line)
+            points.append(Point(measurement, tags, fields, time_ns))
+        except (ValueError, TypeError):
+            bad += 1
+    return points, bad
+
+
+@dataclass
+class SpoolFile:
+    path: Path
+    seq: int
+    kind: str  # "batch" or "wal"
+    points: int  # -1 when not known yet (adopted files)
+    batch_id: int | None = None  # the in-process batch it holds, to settle flushes
+
+
+class Spool:
+    """One process's outbox under a shared root, with adoption of dead processes' outboxes."""
+
+    def __init__(self, root: Path, run_name: str, stats: PipelineStats, max_bytes: int) -> None:
+        self.root = private_dir(Path(root))
+        self.stats = stats
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._files: list[SpoolFile] = []
+        self._bytes = 0
+        self._seq = 0
+        self._wal_fd: int | None = None
+        self._wal: SpoolFile | None = None
+        self._open_run_dir(run_name)
+
+    def _open_run_dir(self, run_name: str) -> None:
+        self.dir = private_dir(self.root / run_name)
+        self._lock_fd = os.open(self.dir / _LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # Files already here (a restarted process reusing its run name) are ours to replay.
+        self._take_files_from(self.dir)
+
+    def reopen_in_child(self, run_name: str) -> None:
+        """A forked child gets its own run dir: the parent keeps its files and its lock."""
+        self._lock = threading.Lock()
+        self._files, self._bytes, self._wal, self._wal_fd = [], 0, None, None
+        self._open_run_dir(run_name)
+
+    # --- adding ------------------------------------------------------------------------
+
+    def _next_path(self, kind: str) -> tuple[int, Path]:
+        self._seq += 1
+        return self._seq, self.dir / f"{self._seq:012d}-{kind}.jsonl"
+
+    def add_batch(self, points: Sequence[Point], batch_id: int | None) -> None:
+        """Write a batch durably (temp file, fsync, rename) and queue it for replay."""
+        data = encode_points(points)
+        with self._lock:
+            seq, path = self._next_path("batch")
+            tmp = path.with_name(path.name + ".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(tmp, path)
+            self._files.append(SpoolFile(path, seq, "batch", len(points), batch_id))
+            self._bytes += len(data)
+            self._evict_if_full()
+        self.stats.spool_in(len(points))
+
+    def _evict_if_full(self) -> None:
+        while self._bytes > self.max_bytes:
+            victim = next((f for f in self._files if f.kind == "batch" and f.batch_id is None), None)
+            victim = victim or next((f for f in self._files if f.kind == "batch"), None)
+            if victim is None:
+                return
+            size = _size(victim.path)
+            points = victim.points if victim.points >= 0 else _count_lines(victim.path)
+            _unlink(victim.path)
+            self._files.remove(victim)
+            self._bytes -= size
+            self.stats.spool_evicted(points)
+            self.stats.warn_once(
+                "spool_full",
+                "spool %s is over spool_max_bytes=%d; evicting the oldest points",
+                self.dir,
+                self.max_bytes,
+            )
+
+    # --- durable mode's write-ahead log -------------------------------------------------
+
+    def wal_append(self, point: Point) -> None:
+        """Append one point to the current WAL segment (one write() call: survives SIGKILL)."""
+        line = (json.dumps(list(point), separators=(",", ":")) + "\n").encode()
+        with self._lock:
+            if self._wal_fd is None:
+                seq, path = self._next_path("wal")
+                self._wal_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+                self._wal = SpoolFile(path, seq, "wal", 0)
+            os.write(self._wal_fd, line)
+            assert self._wal is not None
+            self._wal.points += 1
+            self._bytes += len(line)
+
+    def wal_seal(self) -> SpoolFile | None:
+        """fsync and close the current WAL segment; the caller deletes it once it is safe."""
+        with self._lock:
+            fd, segment = self._wal_fd, self._wal
+            self._wal_fd, self._wal = None, None
+        if fd is None:
+            return None
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return segment
+
+    def wal_sync(self) -> None:
+        with self._lock:
+            if self._wal_fd is not None:
+                os.fsync(self._wal_fd)
+
+    def drop_segment(self, segment: SpoolFile) -> None:
+        with self._lock:
+            self._bytes -= _size(segment.path)
+            _unlink(segment.path)
+
+    # --- replay --------------------------------------------------------------------------
+
+    def pending(self) -> int:
+        """Files waiting for replay."""
+        return len(self._files)
+
+    def oldest(self) -> SpoolFile | None:
+        with self._lock:
+            return self._files[0] if self._files else None
+
+    def read(self, item: SpoolFile) -> list[Point]:
+        try:
+            points, bad = decode_points(item.path.read_bytes())
+        except FileNotFoundError:
+            return []
+        if bad:
+            self.stats.drop("spool_unreadable_line", bad)
+            self.stats.warn_once("spool_unreadable", "skipped %d unreadable line(s) in %s", bad, item.path)
+        return points
+
+    def rewrite(self, item: SpoolFile, points: Sequence[Point]) -> None:
+        """Replace a file's points with the ones still to send (atomically)."""
+        data = encode_points(points)
+        tmp = item.path.with_name(item.path.name + ".tmp")
+        with self._lock:
+            before = _size(item.path)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(tmp, item.path)
+            self._bytes += len(data) - before
+        item.points = len(points)
+
+    def done(self, item: SpoolFile) -> None:
+        """The file's points are all stored or rejected: it is never sent again."""
+        with self._lock:
+            self._bytes -= _size(item.path)
+            _unlink(item.path)
+            if item in self._files:
+                self._files.remove(item)
+
+    def adopt_orphans(self) -> int:
+        """Move the files of dead processes' run dirs into ours; returns how many were taken."""
+        taken = 0
+        for other in sorted(self.root.iterdir()):
+            if other == self.dir or not other.is_dir():
+                continue
+            lock_path = other / _LOCK_NAME
+            try:
+                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError:
+                continue
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    continue  # its owner is alive
+                with self._lock:
+                    taken += self._take_files_from(other)
+                shutil.rmtree(other, ignore_errors=True)
+            finally:
+                os.close(fd)
+        if taken:
+            logger.info("picked up %d spool file(s) left by an earlier process under %s", taken, self.root)
+        return taken
+
+    def _take_files_from(self, directory: Path) -> int:
+        found = sorted((int(m.group(1)), m.group(2), p) for p in directory.iterdir() if (m := _FILE_NAME.match(p.name)))
+        for _, _kind, path in found:
+            seq, target = self._next_path("batch")  # sealed: replayed as a whole either way
+            if path != target:
+                os.rename(path, target)
+            self._files.append(SpoolFile(target, seq, "batch", -1))
+            self._bytes += _size(target)
+        for stale in directory.glob("*.tmp"):
+            _unlink(stale)  # a batch torn by a crash before its rename: never acknowledged
+        return len(found)
+
+    def __iter__(self) -> Iterator[SpoolFile]:
+        with self._lock:
+            return iter(list(self._files))
+
+    def close(self, remove_if_empty: bool = True) -> None:
+        segment = self.wal_seal()
+        if segment is not None and segment.points == 0:
+            self.drop_segment(segment)
+        with self._lock:
+            empty = not self._files and not any(_FILE_NAME.match(p.name) for p in self.dir.iterdir())
+        if empty and remove_if_empty:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        try:
+            os.close(self._lock_fd)
+        except OSError:
+            pass
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _count_lines(path: Path) -> int:
+    try:
+        return path.read_bytes().count(b"\n")
+    except OSError:
+        return 0
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
