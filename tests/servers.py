@@ -47,6 +47,7 @@ class ServerProcess:
         if shutil.which(self.binary) is None:
             raise FileNotFoundError(f"{self.binary} is not installed (apt-get install {self.package})")
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix=f"tplr-{self.binary}-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.workdir / "server.log"

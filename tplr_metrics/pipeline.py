@@ -125,6 +125,7 @@ class Pipeline:
         self._unsafe: set[int] = set()  # ... and not in a spool file either
         self._waiting_markers: list[_FlushMarker] = []
         self._spool_wake = threading.Event()
+        self._replay_not_before = 0.0  # monotonic time before which the replayer must not send
         self._wal_segments: list[tuple[SpoolFile, _FlushMarker]] = []
         self._threads: list[threading.Thread] = []
 
@@ -302,6 +303,10 @@ class Pipeline:
             if spool is not None:
                 self.stats.retry(len(pending), result.error)
                 self._log_retry(len(pending), result, 1, 0.0, to_spool=True)
+                # The replayer's first try waits as a retry would (Retry-After included).
+                self._replay_not_before = max(
+                    self._replay_not_before, time.monotonic() + self._backoff(1, result.retry_after)
+                )
                 return self._to_spool(batch_id, pending)
             attempt += 1
             delay = self._backoff(attempt, result.retry_after)
@@ -410,6 +415,11 @@ class Pipeline:
             if self.options.durable and time.monotonic() - last_sync >= self.options.durable_sync_interval_s:
                 self._rotate_wal()
                 last_sync = time.monotonic()
+            hold = self._replay_not_before - time.monotonic()
+            if hold > 0:
+                if self._abort.wait(min(hold, 0.5)):
+                    break
+                continue
             item = spool.oldest()
             if item is None:
                 attempt = 0
