@@ -28,10 +28,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     # The CLI is an application, so it shows the library's log lines; the library never does.
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     library_logger = logging.getLogger("tplr_metrics")
-    library_logger.addHandler(handler)
+    if not any(getattr(h, "tplr_metrics_cli", False) for h in library_logger.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        handler.tplr_metrics_cli = True  # type: ignore[attr-defined]
+        library_logger.addHandler(handler)
     library_logger.setLevel(logging.INFO if args.verbose else logging.WARNING)
     func = getattr(args, "func", None)
     if func is None:
