@@ -20,6 +20,7 @@ import pytest
 from tplr_metrics import ConfigurationError, MetricsLogger, Point, Rejection, WriteResult
 from tplr_metrics.sinks.local import LocalStoreSink
 from tplr_metrics.sinks.multiplex import MultiplexSink
+from tplr_metrics.store import Store
 
 from .memory_sink import MemorySink
 from .servers import InfluxDB1
@@ -306,3 +307,28 @@ def test_no_side_effects_at_import() -> None:
     )
     assert proc.stdout.strip() == "clean", proc.stderr
     assert not os.environ.get("TPLR_METRICS_SINKS")
+
+
+def test_a_process_killed_mid_write_leaves_a_readable_store(isolated_env: Path) -> None:
+    body = """
+        from tplr_metrics import MetricsLogger
+        m = MetricsLogger(role="killed", batch_size=100, flush_interval=5)
+        print("ready", flush=True)
+        i = 0
+        while True:
+            m.log("x", {"k": i % 7}, {"i": i})
+            i += 1
+    """
+    proc = subprocess.Popen([sys.executable, "-c", script(body)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    path = isolated_env / "metrics.sqlite"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and store_rows(path, "SELECT count(*) FROM points") < [(2_000,)]:
+        time.sleep(0.05)
+    proc.kill()  # SIGKILL: no handler, no atexit, maybe mid-transaction
+    proc.wait(10)
+    assert store_rows(path, "PRAGMA integrity_check") == [("ok",)]
+    assert store_rows(path, "SELECT count(*) FROM points")[0][0] >= 2_000
+    assert store_rows(path, "SELECT status FROM runs") == [("running",)]  # nobody could say otherwise
+    with Store(path) as store:  # and a logger can go on writing into it
+        assert store.insert_points(None, [Point("after", {}, {"f": 1.0}, 1)])[0] == 1

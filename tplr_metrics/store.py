@@ -151,9 +151,16 @@ _json_ascii_fields = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), 
 _blake2b = hashlib.blake2b
 
 
+_prefixes: dict[str, bytes] = {}  # measurement -> its bytes for the hash: names repeat
+
+
 def _series(measurement: str, tags_json: bytes) -> int:
-    digest = _blake2b(measurement.encode("utf-8", "surrogatepass") + b"\0" + tags_json, digest_size=8).digest()
-    return int.from_bytes(digest, "little", signed=True)
+    prefix = _prefixes.get(measurement)
+    if prefix is None:
+        if len(_prefixes) > 10_000:
+            _prefixes.clear()
+        prefix = _prefixes[measurement] = measurement.encode("utf-8", "surrogatepass") + b"\0"
+    return int.from_bytes(_blake2b(prefix + tags_json, digest_size=8).digest(), "little", signed=True)
 
 
 def _encode_slow(point: Point) -> tuple[str, str, list[str]]:

@@ -1,0 +1,273 @@
+"""Issue 3 benchmark: insert throughput of the local store, with readers running at the same time.
+
+Run: ``python benchmarks/bench_store.py [--points N] [--batch N] [--out FILE]``. It writes
+Templar's ``validator_scores`` shape (the 7 standard tags uid, prefix, version, runtime_id, role,
+group, job_type, plus eval_uid, window and global_step tags; 6 float fields) into a fresh store
+in a temp dir through ``LocalStoreSink.write`` (the path a logger's pipeline takes: one
+transaction per batch), while a reader process polls the store as ``tplr-metrics watch`` and
+``runs`` do (new points since the last id, point counts per run, the runs listing).
+
+Figures (one JSON document on stdout and in benchmarks/results/store.json):
+
+* ``points_per_s``: the headline, sink writes while the reader polls every 50 ms (20 times as
+  often as ``watch``'s default; target >= 100,000);
+* ``points_per_s_busy_reader``: the same with the reader querying back to back, which on a
+  2-core machine mostly measures the two processes sharing the CPU;
+* ``points_per_s_stdlib_json``: the same without orjson (the fallback encoder);
+* ``points_per_s_no_reader``: the same with no reader, to show what the reader costs;
+* anchor ``raw_sqlite_points_per_s``: plain ``executemany`` of the same rows encoded beforehand
+  into the same schema and indexes: the floor SQLite sets, measured in the same run;
+* ``logger_points_per_s``: end to end, ``MetricsLogger.log()`` to points committed (includes
+  the pipeline's value rules and tag building, which run before the sink).
+
+Every figure is the best of ``--repeat`` runs (the machine is shared; best-of is the least noisy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import random
+import sqlite3
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import tplr_metrics.store as store_module  # noqa: E402
+from tplr_metrics import MetricsLogger  # noqa: E402
+from tplr_metrics.points import Point  # noqa: E402
+from tplr_metrics.sinks.base import RunInfo  # noqa: E402
+from tplr_metrics.sinks.local import LocalStoreSink  # noqa: E402
+
+FIELDS = ("gradient_score", "binary_indicator", "binary_moving_avg", "sync_score", "final_score", "weight")
+PEERS = 256
+TARGET_POINTS_PER_S = 100_000
+
+
+def standard_tags(runtime_id: str) -> dict[str, str]:
+    return {
+        "uid": "7",
+        "prefix": "V",
+        "version": "2.1.3",
+        "runtime_id": runtime_id,
+        "role": "validator",
+        "group": "validator",
+        "job_type": "validation",
+    }
+
+
+def make_points(n: int, runtime_id: str, seed: int = 1) -> list[Point]:
+    """validator_scores as the sink receives it: caller tags first, then the standard ones."""
+    rng = random.Random(seed)
+    std = standard_tags(runtime_id)
+    start = time.time_ns()
+    points = []
+    for i in range(n):
+        window = 1_000 + i // PEERS
+        tags = {"eval_uid": str(i % PEERS), "window": str(window), "global_step": str(window * 3)}
+        tags.update(std)
+        fields = {name: rng.random() for name in FIELDS}
+        fields["binary_indicator"] = float(rng.choice((-1.0, 1.0)))
+        points.append(Point("Vvalidator_scores", tags, fields, start + i * 1_000))
+    return points
+
+
+def reader(path: str, stop: Any, counts: Any, poll_s: float) -> None:
+    """Poll like watch (points since the last id) and runs (counts per run) every ``poll_s``
+    seconds; back to back when it is 0."""
+    while not os.path.exists(path):
+        time.sleep(0.01)
+    conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=30)
+    last = 0
+    queries = 0
+    seen = 0
+    while not stop.is_set():
+        try:
+            rows = conn.execute(
+                "SELECT id, run, measurement, time_ns, tags, fields FROM points WHERE id > ? ORDER BY id LIMIT 2000",
+                (last,),
+            ).fetchall()
+            if rows:
+                last = rows[-1][0]
+                seen += len(rows)
+            conn.execute("SELECT run, count(*) FROM points GROUP BY run").fetchall()
+            conn.execute("SELECT * FROM runs ORDER BY started_at DESC LIMIT 20").fetchall()
+            queries += 3
+            if poll_s:
+                stop.wait(poll_s)
+        except sqlite3.OperationalError:  # the schema is being created
+            time.sleep(0.01)
+    counts["queries"] = queries
+    counts["rows_read"] = seen
+    conn.close()
+
+
+def run_sink(points: list[Point], batch: int, with_reader: bool, poll_s: float = 0.05) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="tplr-bench-store-") as tmp:
+        path = Path(tmp) / "home" / "metrics.sqlite"
+        ctx = multiprocessing.get_context("spawn")
+        stop = ctx.Event()
+        manager = ctx.Manager()
+        counts = manager.dict()
+        proc = None
+        sink = LocalStoreSink(path)
+        sink.start_run(RunInfo(run_id=points[0].tags["runtime_id"], started_at_ns=time.time_ns(), role="validator"))
+        if with_reader:
+            proc = ctx.Process(target=reader, args=(str(path), stop, counts, poll_s))
+            proc.start()
+            time.sleep(0.5)  # let it start polling
+        t0 = time.perf_counter()
+        stored = 0
+        for i in range(0, len(points), batch):
+            result = sink.write(points[i : i + batch])
+            stored += result.stored
+            assert not result.retry and not result.rejected, result
+        elapsed = time.perf_counter() - t0
+        stop.set()
+        if proc is not None:
+            proc.join(30)
+        sink.end_run("ok")
+        sink.close()
+        with sqlite3.connect(path) as check:
+            landed = check.execute("SELECT count(*) FROM points").fetchone()[0]
+            mode = check.execute("PRAGMA journal_mode").fetchone()[0]
+        out = {
+            "points": len(points),
+            "stored": stored,
+            "landed": landed,
+            "seconds": round(elapsed, 4),
+            "points_per_s": round(len(points) / elapsed),
+            "journal_mode": mode,
+        }
+        if with_reader:
+            out["reader_queries"] = counts.get("queries", 0)
+            out["reader_rows_read"] = counts.get("rows_read", 0)
+        manager.shutdown()
+        return out
+
+
+def run_raw_sqlite(points: list[Point], batch: int) -> dict[str, Any]:
+    """The anchor: the same rows, encoded beforehand, into the same schema with executemany."""
+    rows, _, _ = store_module.encode_points(1, points)
+    with tempfile.TemporaryDirectory(prefix="tplr-bench-raw-") as tmp:
+        path = Path(tmp) / "metrics.sqlite"
+        store = store_module.Store(path)
+        conn = store.conn
+        t0 = time.perf_counter()
+        for i in range(0, len(rows), batch):
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(store_module._INSERT_POINT, rows[i : i + batch])
+            conn.execute("COMMIT")
+        elapsed = time.perf_counter() - t0
+        store.close()
+    return {"points_per_s": round(len(points) / elapsed), "seconds": round(elapsed, 4)}
+
+
+def run_logger(n: int, runtime_id: str) -> dict[str, Any]:
+    """End to end: log() calls until close() returns with every point committed."""
+    rng = random.Random(2)
+    with tempfile.TemporaryDirectory(prefix="tplr-bench-logger-") as tmp:
+        path = Path(tmp) / "metrics.sqlite"
+        m = MetricsLogger(
+            uid=7, prefix="V", version="2.1.3", role="validator", group="validator", job_type="validation",
+            runtime_id=runtime_id, sink=LocalStoreSink(path), max_queue_size=n + 1,
+        )  # fmt: skip
+        values = [{name: rng.random() for name in FIELDS} for _ in range(PEERS)]
+        t0 = time.perf_counter()
+        for i in range(n):
+            window = 1_000 + i // PEERS
+            m.log(
+                "validator_scores",
+                {"eval_uid": i % PEERS, "window": window, "global_step": window * 3},
+                values[i % PEERS],
+            )
+        m.close(timeout=600)
+        elapsed = time.perf_counter() - t0
+        stats = m.stats()
+        with sqlite3.connect(path) as check:
+            landed = check.execute("SELECT count(*) FROM points").fetchone()[0]
+    return {
+        "points_per_s": round(n / elapsed),
+        "seconds": round(elapsed, 4),
+        "landed": landed,
+        "dropped": stats["dropped_total"],
+    }
+
+
+def best(results: list[dict[str, Any]]) -> dict[str, Any]:
+    return max(results, key=lambda r: r["points_per_s"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--points", type=int, default=200_000)
+    parser.add_argument("--batch", type=int, default=10_000, help="points per write (a validator's batch_size)")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--poll", type=float, default=0.05, help="the reader's poll interval, seconds (watch: 1.0)")
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "store.json"))
+    args = parser.parse_args()
+
+    runtime_id = str(uuid.uuid4())
+    points = make_points(args.points, runtime_id)
+    with_reader = [run_sink(points, args.batch, True, args.poll) for _ in range(args.repeat)]
+    busy_reader = [run_sink(points, args.batch, True, 0.0) for _ in range(args.repeat)]
+    no_reader = [run_sink(points, args.batch, False) for _ in range(args.repeat)]
+    raw = [run_raw_sqlite(points, args.batch) for _ in range(args.repeat)]
+    fast = store_module._orjson
+    store_module._orjson = None  # type: ignore[assignment]
+    try:
+        stdlib = [run_sink(points, args.batch, True, args.poll) for _ in range(args.repeat)]
+    finally:
+        store_module._orjson = fast
+    logger_runs = [run_logger(min(args.points, 100_000), runtime_id) for _ in range(args.repeat)]
+
+    headline = best(with_reader)
+    report = {
+        "benchmark": "local store insert throughput, validator_scores shape, reader process running",
+        "points_per_s": headline["points_per_s"],
+        "target_points_per_s": TARGET_POINTS_PER_S,
+        "meets_target": headline["points_per_s"] >= TARGET_POINTS_PER_S,
+        "encoder": "orjson" if fast is not None else "json",
+        "points_per_s_stdlib_json": best(stdlib)["points_per_s"],
+        "points_per_s_busy_reader": best(busy_reader)["points_per_s"],
+        "points_per_s_no_reader": best(no_reader)["points_per_s"],
+        "raw_sqlite_points_per_s": best(raw)["points_per_s"],
+        "logger_points_per_s": best(logger_runs)["points_per_s"],
+        "runs": {
+            "with_reader": with_reader,
+            "busy_reader": busy_reader,
+            "no_reader": no_reader,
+            "raw_sqlite": raw,
+            "stdlib_json": stdlib,
+            "logger": logger_runs,
+        },
+        "batch": args.batch,
+        "reader_poll_s": args.poll,
+        "repeat": args.repeat,
+        "shape": {"tags": 10, "fields": 6, "field_type": "float"},
+        "machine": {
+            "python": platform.python_version(),
+            "sqlite": sqlite3.sqlite_version,
+            "cpus": os.cpu_count(),
+            "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+            "platform": platform.platform(),
+        },
+    }
+    text = json.dumps(report, indent=2)
+    print(text)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
