@@ -99,8 +99,16 @@ class Pipeline:
         self._closed = False
         self.spool: Spool | None = None
         if options.spool_root is not None:
-            self.spool = Spool(options.spool_root, options.spool_run_name, stats, options.spool_max_bytes)
-            self.spool.adopt_orphans()
+            try:
+                self.spool = Spool(options.spool_root, options.spool_run_name, stats, options.spool_max_bytes)
+                self.spool.adopt_orphans()
+            except OSError as exc:
+                if options.durable:
+                    raise
+                logger.error(
+                    "spool under %s is unusable (%s); undelivered points are retried in memory", options.spool_root, exc
+                )
+                self.spool = None
         self._init_state()
         self._start_threads()
         if hasattr(os, "register_at_fork"):

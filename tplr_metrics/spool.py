@@ -96,11 +96,22 @@ class Spool:
         self._open_run_dir(run_name)
 
     def _open_run_dir(self, run_name: str) -> None:
-        self.dir = private_dir(self.root / run_name)
-        self._lock_fd = os.open(self.dir / _LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        # Files already here (a restarted process reusing its run name) are ours to replay.
-        self._take_files_from(self.dir)
+        # Another live process may hold this name (a runtime_id passed to several processes):
+        # then take a name of our own rather than share its files.
+        candidates = [run_name] + [f"{run_name}.{os.getpid()}.{n}" for n in range(1, 100)]
+        for name in candidates:
+            directory = private_dir(self.root / name)
+            fd = os.open(directory / _LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                continue
+            self.dir, self._lock_fd = directory, fd
+            # Files already here (left by an earlier process of the same name) are ours to replay.
+            self._take_files_from(self.dir)
+            return
+        raise OSError(f"no free spool directory for {run_name!r} under {self.root}")
 
     def reopen_in_child(self, run_name: str) -> None:
         """A forked child gets its own run dir: the parent keeps its files and its lock."""
