@@ -97,16 +97,35 @@ def format_field_value(value: int | float | str) -> str:
     raise TypeError(f"not a line protocol field value: {type(value).__name__}")
 
 
-_ESCAPED: dict[str, str] = {}  # names and tag values repeat: escape each once
+# Names and tag values repeat from point to point: escape each once. The caches are bounded and
+# only ever hold what escaping a given string gives, so sharing them between threads is safe.
+_TAG_PAIRS: dict[tuple[str, str], str] = {}
+_FIELD_KEYS: dict[str, str] = {}
+_CACHE_LIMIT = 200_000
 
 
-def _escaped(name: str) -> str:
-    hit = _ESCAPED.get(name)
-    if hit is None:
-        if len(_ESCAPED) > 200_000:
-            _ESCAPED.clear()
-        hit = _ESCAPED[name] = name.translate(_KEY_ESCAPES)
-    return hit
+def _tag_pair(key: str, value: str) -> str:
+    if len(_TAG_PAIRS) > _CACHE_LIMIT:
+        _TAG_PAIRS.clear()
+    pair = _TAG_PAIRS[key, value] = "," + key.translate(_KEY_ESCAPES) + "=" + value.translate(_KEY_ESCAPES)
+    return pair
+
+
+_MEASUREMENTS: dict[str, str] = {}
+
+
+def _measurement(name: str) -> str:
+    if len(_MEASUREMENTS) > _CACHE_LIMIT:
+        _MEASUREMENTS.clear()
+    escaped = _MEASUREMENTS[name] = name.translate(_MEASUREMENT_ESCAPES)
+    return escaped
+
+
+def _field_key(key: str) -> str:
+    if len(_FIELD_KEYS) > _CACHE_LIMIT:
+        _FIELD_KEYS.clear()
+    prefix = _FIELD_KEYS[key] = key.translate(_KEY_ESCAPES) + "="
+    return prefix
 
 
 def encode_line(
@@ -119,22 +138,30 @@ def encode_line(
 
     Empty tag values are left out, as the spec requires.
     """
-    head = measurement.translate(_MEASUREMENT_ESCAPES)
-    for key, tag in tags.items():
-        if tag:
-            head += "," + _escaped(key) + "=" + _escaped(tag)
-    body = []
+    pairs = _TAG_PAIRS
+    parts = [_MEASUREMENTS.get(measurement) or _measurement(measurement)]
+    for item in tags.items():
+        if item[1]:
+            parts.append(pairs.get(item) or _tag_pair(*item))
+    parts.append(" ")
+    keys = _FIELD_KEYS
+    first = True
     for key, value in fields.items():
-        if type(value) is float:
-            text = repr(value)
-        elif type(value) is int:
-            text = f"{value}i"
+        if first:
+            first = False
         else:
-            text = format_field_value(value)
-        body.append(_escaped(key) + "=" + text)
-    if time_ns is None:
-        return head + " " + ",".join(body)
-    return f"{head} {','.join(body)} {time_ns}"
+            parts.append(",")
+        parts.append(keys.get(key) or _field_key(key))
+        kind = type(value)
+        if kind is float:
+            parts.append(repr(value))
+        elif kind is int:
+            parts.append(f"{value}i")
+        else:
+            parts.append(format_field_value(value))
+    if time_ns is not None:
+        parts.append(f" {time_ns}")
+    return "".join(parts)
 
 
 def encode_lines(lines: Iterable[str]) -> bytes:

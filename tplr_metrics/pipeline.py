@@ -33,8 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .line_protocol import encode_line
 from .points import Point, PointBuilder, Record
-from .sinks.base import Rejection, Sink, WriteResult
+from .sinks.base import PointBatch, Rejection, Sink, WriteResult
 from .spool import Spool, SpoolFile
 from .stats import PipelineStats
 
@@ -96,6 +97,7 @@ class Pipeline:
         self.options = options
         self._on_rejected = on_rejected
         self._on_close = on_close
+        self._encode_lines = bool(getattr(sink, "accepts_lines", False))
         self._closed = False
         self.spool: Spool | None = None
         if options.spool_root is not None:
@@ -254,6 +256,9 @@ class Pipeline:
             self._handoff_put(_STOP, force=True)
 
     def _emit(self, batch: list[Point]) -> None:
+        if self._encode_lines:
+            batch = PointBatch(batch)
+            batch.lines = [encode_line(*p) for p in batch]
         with self._settle_lock:
             batch_id = self._next_batch_id
             self._next_batch_id += 1

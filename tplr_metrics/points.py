@@ -92,11 +92,11 @@ class PointBuilder:
                 self._standard[clean] = clean_key(value, is_tag_value=True)[0]
         self._names: dict[str, str] = {}
         self._keys: dict[str, tuple[str, str | None]] = {}
-        self._float_fields: set[tuple[str, str]] = set()
+        self._float_fields: dict[str, set[str]] = {}  # measurement -> fields seen as float
 
     def learn_float_field(self, measurement: str, field: str) -> None:
         """The server holds this field as float (its conflict message said so): write ints as float."""
-        self._float_fields.add((measurement, field))
+        self._float_fields.setdefault(measurement, set()).add(field)
 
     @property
     def standard_tags(self) -> dict[str, str]:
@@ -141,16 +141,21 @@ class PointBuilder:
         if host_fields:
             processed.update(host_fields)
         fields: dict[str, FieldValue] = {}
+        keys = self._keys
+        float_fields = self._float_fields.get(measurement)
+        if float_fields is None:
+            float_fields = self._float_fields[measurement] = set()
         for key, value in processed.items():
-            clean = self._clean_key(key, measurement)
+            hit = keys.get(key)  # names repeat: the cached, issue-free answer is the fast path
+            clean = hit[0] if hit is not None and hit[1] is None else self._clean_key(key, measurement)
             if not clean:
                 self._on_issue("empty_key", measurement, key, "a field needs a name; field dropped")
                 continue
             kind = type(value)
             if kind is float:
-                self._float_fields.add((measurement, clean))
+                float_fields.add(clean)
             elif kind is int:
-                if (measurement, clean) in self._float_fields:
+                if clean in float_fields:
                     value = float(value)
             elif kind is str and len(value) * 4 > MAX_STRING_BYTES:  # type: ignore[arg-type]
                 value, cut = truncate_string(value)  # type: ignore[arg-type]
@@ -169,14 +174,16 @@ class PointBuilder:
             if not raw_tags_part:
                 continue
             for key, value in raw_tags_part.items():
-                clean = self._clean_key(key, measurement)
+                hit = keys.get(key)
+                clean = hit[0] if hit is not None and hit[1] is None else self._clean_key(key, measurement)
                 if not clean:
                     self._on_issue("empty_key", measurement, str(key), "a tag needs a name; tag dropped")
                     continue
-                text = tag_value(value)
+                text = value if type(value) is str else tag_value(value)
                 if not text:
                     continue
-                text = self._clean_key(text, measurement, is_tag_value=True)
+                if "\\" in text or "\n" in text or "\r" in text:  # the only things a tag value may need
+                    text = self._clean_key(text, measurement, is_tag_value=True)
                 if clean in standard:
                     renamed = CALLER_TAG_PREFIX + clean
                     self._on_issue(

@@ -133,9 +133,17 @@ def check_field_value(key: str, v: FieldValue, issue: IssueSink = _ignore_issue)
 def process_fields(fields: Mapping[Any, Any], issue: IssueSink = _ignore_issue) -> dict[str, FieldValue]:
     """Apply the value rules to a whole fields dict (lists expand into stats fields)."""
     out: dict[str, FieldValue] = {}
+    isfinite = math.isfinite
     for key, raw in fields.items():
         if type(key) is not str:
             key = _safe_str(key)
+        kind = type(raw)
+        if kind is float and isfinite(raw):  # the common cases, without the general path's calls
+            out[key] = raw
+            continue
+        if (kind is int and INT64_MIN <= raw <= INT64_MAX) or kind is str:
+            out[key] = raw
+            continue
         value = process_value(raw)
         if type(value) is dict:
             for stat, stat_value in value.items():
@@ -152,10 +160,12 @@ def process_fields(fields: Mapping[Any, Any], issue: IssueSink = _ignore_issue) 
 
 def tag_value(v: Any) -> str:
     """A tag value as Templar writes it: ``str(v)``; None becomes empty (left out)."""
-    if v is None:
-        return ""
     if type(v) is str:
         return v
+    if type(v) is int:
+        return str(v)
+    if v is None:
+        return ""
     return _safe_str(coerce_scalar(v))
 
 

@@ -49,6 +49,14 @@ class WriteResult:
         return cls(retry=range(n), error=error, retry_after=retry_after)
 
 
+class PointBatch(list[Point]):
+    """A batch as the pipeline hands it to ``Sink.write``: a list of points that, for a sink
+    that sets ``accepts_lines = True``, also carries their line protocol in ``lines``, encoded
+    on the pipeline's encoder thread so the writer's time goes to the wire."""
+
+    lines: list[str] | None = None
+
+
 @runtime_checkable
 class Sink(Protocol):
     """A destination for points. Implementations must never raise from ``write``."""

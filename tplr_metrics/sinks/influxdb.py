@@ -115,6 +115,7 @@ class InfluxSink:
 
     name = "influxdb"
     path = "/api/v2/write"
+    accepts_lines = True
 
     def __init__(
         self,
@@ -211,7 +212,9 @@ class InfluxSink:
 
     def _write(self, points: Sequence[Point], indices: list[int]) -> WriteResult:
         batch = [points[i] for i in indices]
-        body = "\n".join([encode_line(*p) for p in batch]).encode("utf-8", "replace")
+        lines = getattr(points, "lines", None)  # encoded by the pipeline's encoder thread
+        encoded = [lines[i] for i in indices] if lines is not None else [encode_line(*p) for p in batch]
+        body = "\n".join(encoded).encode("utf-8", "replace")
         try:
             status, message, headers = self.post(self.path, body, self.query_params(), "text/plain; charset=utf-8")
         except Exception as exc:
