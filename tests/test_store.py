@@ -6,6 +6,8 @@ import math
 import os
 import sqlite3
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -177,3 +179,30 @@ def test_a_corrupt_or_foreign_file_is_named_in_the_error(isolated_env: Path) -> 
     with pytest.raises(StoreError, match="no local store here"):
         Store(isolated_env / "missing.sqlite", create=False)
     assert not (isolated_env / "missing.sqlite").exists()
+
+
+def test_processes_racing_to_create_one_store_all_get_in(isolated_env: Path) -> None:
+    # Switching a new file to WAL answers "locked" at once (no busy handler) while another
+    # process opens it; the store waits that out instead of failing the logger.
+    program = f"""
+import os, sys, time
+sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+from tplr_metrics.points import Point
+from tplr_metrics.store import Store
+start = float(sys.argv[2])
+while time.time() < start:
+    pass
+with Store(sys.argv[1]) as store:
+    for i in range(10):
+        store.insert_points(None, [Point("m", {{"pid": str(os.getpid())}}, {{"i": i}}, time.time_ns())])
+"""
+    for trial in range(3):
+        path = isolated_env / f"race-{trial}" / "metrics.sqlite"
+        start = str(time.time() + 0.5)
+        procs = [
+            subprocess.Popen([sys.executable, "-c", program, str(path), start], stderr=subprocess.PIPE, text=True)
+            for _ in range(4)
+        ]
+        errors = [p.communicate(timeout=60)[1] for p in procs]
+        assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
+        assert sqlite3.connect(path).execute("SELECT count(*) FROM points").fetchone()[0] == 40

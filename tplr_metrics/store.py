@@ -31,6 +31,7 @@ import os
 import socket
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -396,6 +397,7 @@ class Store:
 
     def __init__(self, path: str | os.PathLike[str], *, create: bool = True, busy_timeout_s: float = 30.0) -> None:
         self.path = Path(path)
+        self.busy_timeout_s = busy_timeout_s
         self._lock = threading.RLock()
         try:
             if create:
@@ -411,7 +413,7 @@ class Store:
         except (OSError, sqlite3.Error) as exc:
             raise _error(self.path, exc) from None
         try:
-            self._configure(create)
+            self._retry_busy(lambda: self._configure(create))
         except sqlite3.Error as exc:
             self.conn.close()
             raise _error(self.path, exc) from None
@@ -421,11 +423,15 @@ class Store:
 
     def _configure(self, create: bool) -> None:
         conn = self.conn
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        conn.execute("BEGIN")  # one snapshot: another process may be creating the schema now
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        finally:
+            conn.execute("COMMIT")
         if version > SCHEMA_VERSION:
             raise StoreError(self.path, f"written by a newer tplr_metrics (schema {version}); upgrade to read it")
         if version == 0:
-            tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
             if tables:
                 raise StoreError(self.path, "an SQLite file, but not a tplr_metrics store", corrupt=True)
             if not create:
@@ -458,6 +464,24 @@ class Store:
                     conn.execute("ROLLBACK")
                 raise
 
+    def _retry_busy(self, work: Callable[[], _T]) -> _T:
+        """Run ``work`` again while SQLite answers "locked" at once, up to the busy timeout.
+
+        The busy handler covers most waits, but not all: switching a new file to WAL mode while
+        another process opens it returns SQLITE_BUSY immediately, and so can a reader racing a
+        WAL recovery. Two processes starting on one fresh store hit exactly that.
+        """
+        deadline = time.monotonic() + self.busy_timeout_s
+        delay = 0.005
+        while True:
+            try:
+                return work()
+            except sqlite3.OperationalError as exc:
+                if not _error(self.path, exc).busy or time.monotonic() + delay > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.25)
+
     def close(self) -> None:
         with self._lock:
             try:
@@ -473,25 +497,29 @@ class Store:
 
     def _write(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
         """Run ``work`` in one write transaction, the lock taken up front (no upgrade deadlock)."""
-        with self._lock:
-            conn = self.conn
+        conn = self.conn
+
+        def transaction() -> _T:
+            conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    result = work(conn)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
+                result = work(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return result
+
+        with self._lock:
+            try:
+                return self._retry_busy(transaction)
             except sqlite3.Error as exc:
                 raise _error(self.path, exc) from None
-            return result
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         with self._lock:
             try:
-                return self.conn.execute(sql, params).fetchall()
+                return self._retry_busy(lambda: self.conn.execute(sql, params).fetchall())
             except sqlite3.Error as exc:
                 raise _error(self.path, exc) from None
 
