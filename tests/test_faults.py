@@ -260,3 +260,40 @@ def test_8_eight_processes_into_one_server_lose_nothing(influx1: InfluxDB1, uniq
     for child in children:
         assert child.wait(120) == 0
     assert influx1.count("processes", "v", unique_db) == 20_000
+
+
+def test_replay_spool_delivers_what_a_dead_process_left(influx1: InfluxDB1, unique_db: str, tmp_path: Path) -> None:
+    """`tplr-metrics replay --spool DIR` picks up a spool whose owner is gone."""
+    spool_root = tmp_path / "spool"
+    m = logger_for(f"http://127.0.0.1:{free_port()}", unique_db, spool_dir=spool_root)
+    for i in range(1_500):
+        m.log("left_behind", {"i": str(i)}, {"v": float(i)})
+    assert m.close(timeout=1) is False  # nobody listening: everything stays in the spool
+    assert m.stats()["spooled"] == 1_500
+    influx1.create_database(unique_db)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tplr_metrics.cli",
+            "replay",
+            "--spool",
+            str(spool_root),
+            "--url",
+            influx1.url,
+            "--api",
+            "v1",
+            "--database",
+            unique_db,
+            "--json",
+        ],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["written"] == 1_500 and summary["left_in_spool"] == 0
+    assert influx1.count("left_behind", "v", unique_db) == 1_500
+    assert not [p for p in spool_root.rglob("*.jsonl")]

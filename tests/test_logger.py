@@ -266,3 +266,12 @@ def shared_logger() -> Any:
     m = make_logger(MemorySink())
     yield m
     assert m.close()
+
+
+@pytest.mark.parametrize(("error", "status"), [(RuntimeError, "failed"), (KeyboardInterrupt, "cancelled")])
+def test_a_with_block_that_raises_ends_its_run_accordingly(error: type[BaseException], status: str) -> None:
+    sink = MemorySink()
+    with pytest.raises(error), make_logger(sink) as m:
+        m.log("x", {}, {"f": 1.0})
+        raise error()
+    assert sink.ended == [status] and len(sink.points) == 1

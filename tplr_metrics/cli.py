@@ -6,19 +6,27 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from ._version import __version__
 from .commands import CommandError, load_commands
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """Usage errors as one line on stderr and exit code 2, like every command's own errors."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="tplr-metrics",
         description="Telemetry for training runs: simulate, inspect and ship metrics.",
     )
     parser.add_argument("--version", action="version", version=f"tplr-metrics {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the library does")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineErrorParser)
     for module in load_commands():
         module.register(subparsers)
     return parser

@@ -363,8 +363,17 @@ class MetricsLogger:
     def __enter__(self) -> MetricsLogger:
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
+        # A block that raised ends its run as failed (or cancelled on Ctrl-C), not ok.
+        if exc_type is None:
+            status = "ok"
+        elif issubclass(exc_type, KeyboardInterrupt):
+            status = "cancelled"
+        else:
+            status = "failed"
+        self._background.close()
+        atexit.unregister(self._atexit_hook)
+        self._pipeline.close(status=status)
 
     def stats(self) -> dict[str, Any]:
         """Counters: logged, sampled_out, written, retried, dropped/rejected by reason, ..."""

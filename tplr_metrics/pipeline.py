@@ -535,6 +535,7 @@ class Pipeline:
         workers = [t for t in self._threads if t.name != "tplr-metrics-spool"]
         for thread in workers:
             thread.join(max(0.0, deadline - time.monotonic()) + grace)
+        self._spool_wake.set()  # the workers are done: let the replayer see it at once
         replayer = [t for t in self._threads if t.name == "tplr-metrics-spool"]
         for thread in replayer:  # it may still be draining files adopted from a dead process
             thread.join(max(0.0, deadline - time.monotonic()))

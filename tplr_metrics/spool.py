@@ -206,6 +206,12 @@ class Spool:
         """Files waiting for replay."""
         return len(self._files)
 
+    def pending_points(self) -> int:
+        """Points waiting for replay (files adopted but not read yet are counted by line)."""
+        with self._lock:
+            files = list(self._files)
+        return sum(f.points if f.points >= 0 else _count_lines(f.path) for f in files)
+
     def oldest(self) -> SpoolFile | None:
         with self._lock:
             return self._files[0] if self._files else None

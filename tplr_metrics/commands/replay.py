@@ -9,9 +9,11 @@ stores each point once.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import IO, Any
 
 from ..pipeline import Pipeline, PipelineOptions
@@ -45,6 +47,13 @@ def register(subparsers: Any) -> None:
     one_line_errors(parser)
     add_selection_arguments(parser)
     parser.add_argument("--all", action="store_true", help="every point in the store")
+    parser.add_argument(
+        "--spool",
+        metavar="DIR",
+        type=Path,
+        help="instead of the store: deliver what dead processes left in a spool (a spool root such as "
+        "~/.tplr_metrics/spool, or one run directory under it)",
+    )
     parser.add_argument("--url", help="InfluxDB URL (default: INFLUXDB_URL, or INFLUXDB_HOST/INFLUXDB_PORT)")
     parser.add_argument("--database", help="database (v1) or bucket (v2) (default: INFLUXDB_DATABASE)")
     parser.add_argument("--org", help="organization, for the v2 API (default: INFLUXDB_ORG)")
@@ -75,6 +84,8 @@ class _AsStored(PointBuilder):
 
 @survives_closed_pipe
 def run(args: argparse.Namespace) -> int:
+    if args.spool is not None:
+        return _replay_spool(args)
     if not (args.all or args.run_id or args.since is not None or args.until is not None or args.measurement):
         raise CommandError("say what to replay: --run-id ID, --since/--until, --measurement, or --all", 2)
     try:
@@ -140,6 +151,58 @@ def run(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def _replay_spool(args: argparse.Namespace) -> int:
+    """Adopt the spools of dead processes under a root and deliver them through the pipeline."""
+    root = args.spool.expanduser()
+    if (root / ".lock").exists():  # one run directory: its root holds it and its siblings
+        root = root.parent
+    if not root.is_dir():
+        raise CommandError(f"no spool directory at {args.spool}", 2)
+    try:
+        server = resolve_server(url=args.url, database=args.database, org=args.org, api=args.api)
+    except ConfigurationError as exc:
+        raise CommandError(str(exc), 2) from None
+    stats = PipelineStats()
+    pipeline = Pipeline(
+        build_influx_sink(server),
+        _AsStored(),
+        stats,
+        PipelineOptions(
+            retry_interval_ms=500,
+            max_retry_delay_ms=5_000,
+            spool_root=root,
+            spool_run_name=f"replay-{os.getpid()}",
+        ),
+    )
+    spool = pipeline.spool
+    if spool is None:
+        pipeline.close(0)
+        raise CommandError(f"cannot use the spool at {root}", 1)
+    deadline = time.monotonic() + args.retry_seconds
+    while spool.pending() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = spool.pending_points()
+    pipeline.close(1.0, status="ok")
+    snapshot = stats.snapshot(0)
+    summary = {
+        "picked_up": snapshot["adopted"],
+        "written": snapshot["written"],
+        "rejected": snapshot["rejected_total"],
+        "left_in_spool": left,
+        "server": server.url,
+        "database": server.database,
+        "last_error": snapshot["last_error"],
+    }
+    if args.json:
+        print_json(summary)
+    else:
+        print(
+            f"delivered {summary['written']} of {summary['picked_up']} spooled points into {server.url} "
+            f"database {server.database!r} ({summary['rejected']} rejected, {left} still in {root})"
+        )
+    return 1 if left else 0
 
 
 def _settled(stats: PipelineStats) -> int:
