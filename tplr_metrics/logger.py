@@ -156,7 +156,7 @@ class MetricsLogger:
                 },
                 sinks=sinks,
             )
-            logger.info("tplr_metrics: points go to %r", sink)
+            logger.info("points go to %r", sink)
         self.sink = sink
         self.database = self.server.database if self.server else database
         self.org = self.server.org if self.server else org
