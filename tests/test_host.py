@@ -127,7 +127,7 @@ def test_no_gpu_here_nothing_raises_one_log_line_counted(host: HostMetrics, capl
     assert not [k for k in fields if k.startswith("gpu_")]
     assert host.cached(False, True) == (None, None)
     lines = [r for r in caplog.records if "GPU metrics unavailable" in r.getMessage()]
-    assert len(lines) == 1 and lines[0].levelno == logging.WARNING
+    assert len(lines) == 1 and lines[0].levelno == logging.INFO
     assert host._stats.snapshot(0)["sanitized"] == {"gpu_unavailable": 1}
 
 

@@ -119,7 +119,7 @@ class BackgroundMeasurements:
             name = getattr(job, "__name__", "job")
             if name not in self._warned:
                 self._warned.add(name)
-                logger.warning("tplr_metrics: background %s failed: %r (further failures are not logged)", name, exc)
+                logger.warning("background %s failed: %r (further failures are not logged)", name, exc)
 
     def _log_system(self) -> None:
         sample = self._logger._host.sample()

@@ -280,9 +280,7 @@ class _SystemReader:
             return
         self._failed.add(what)
         self._stats.sanitize("system_metrics_unavailable")
-        logger.warning(
-            "tplr_metrics: system metrics (%s) unavailable: %s; those fields are left out", what, _short(exc)
-        )
+        logger.warning("system metrics (%s) unavailable: %s; those fields are left out", what, _short(exc))
 
     def _read_cpu(self, psutil: Any, fields: dict[str, float | int]) -> None:
         times = psutil.cpu_times()
@@ -376,13 +374,14 @@ class _Nvml:
             spec = os.environ.get("CUDA_VISIBLE_DEVICES")
             self._unavailable(f"no GPU visible to this process (CUDA_VISIBLE_DEVICES={spec!r})")
             return
-        logger.debug("tplr_metrics: NVML sees %s", [(i, name) for i, _, name in self._devices])
+        logger.debug("NVML sees %s", [(i, name) for i, _, name in self._devices])
 
     def _unavailable(self, reason: str) -> None:
         self.state = "unavailable"
         self._stats.sanitize("gpu_unavailable")
-        logger.warning(
-            "tplr_metrics: GPU metrics unavailable (%s); points get no NVML GPU fields "
+        # Expected on CPU-only machines: one informational line, not a warning.
+        logger.info(
+            "GPU metrics unavailable (%s); points get no NVML GPU fields "
             "(counted in stats()['sanitized']['gpu_unavailable'])",
             reason,
         )
