@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import subprocess
@@ -16,8 +17,8 @@ import pytest
 from tplr_metrics.cli import main
 from tplr_metrics.connectivity import CHECK_MEASUREMENT, EXIT_CODES
 
-from .docker_engine import docker_unavailable
-from .servers import InfluxDB1, http
+from .influx2_container import influx2_container
+from .servers import InfluxDB1
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "tok-" + uuid.uuid4().hex  # must never be printed
@@ -161,41 +162,8 @@ def test_testing_metrics_script(influx1: InfluxDB1, unique_db: str, tmp_path: Pa
 
 @pytest.fixture(scope="module")
 def influx2() -> Iterator[dict[str, str]]:
-    reason = docker_unavailable()
-    if reason:
-        pytest.skip(f"InfluxDB 2.x runs in Docker: {reason}")
-    from testcontainers.core.container import DockerContainer
-
-    token = uuid.uuid4().hex + uuid.uuid4().hex
-    settings = {"org": "tplr", "bucket": "check", "token": token}
-    container = (
-        DockerContainer("influxdb:2.7")
-        .with_env("DOCKER_INFLUXDB_INIT_MODE", "setup")
-        .with_env("DOCKER_INFLUXDB_INIT_USERNAME", "tplr-admin")
-        .with_env("DOCKER_INFLUXDB_INIT_PASSWORD", uuid.uuid4().hex)
-        .with_env("DOCKER_INFLUXDB_INIT_ORG", settings["org"])
-        .with_env("DOCKER_INFLUXDB_INIT_BUCKET", settings["bucket"])
-        .with_env("DOCKER_INFLUXDB_INIT_ADMIN_TOKEN", token)
-        .with_exposed_ports(8086)
-    )
-    container.start()
-    try:
-        url = f"http://{container.get_container_host_ip()}:{container.get_exposed_port(8086)}"
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                status, body = http("GET", url + "/health", timeout=2)
-                if status == 200 and b'"pass"' in body:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.5)
-        else:
-            pytest.fail(f"InfluxDB 2.x did not become healthy:\n{container.get_logs()}")
-        settings["url"] = url
-        yield settings
-    finally:
-        container.stop()
+    with influx2_container(bucket="check") as server:
+        yield dataclasses.asdict(server)
 
 
 @pytest.mark.docker

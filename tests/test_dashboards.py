@@ -7,6 +7,7 @@ return rows. The Flux dialect runs the same way against InfluxDB 2.x where Docke
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -24,8 +25,8 @@ from tplr_metrics.dashboards import DIALECTS, VARIABLES, all_dashboards, build, 
 from tplr_metrics.dashboards import flux as flux_dialect
 from tplr_metrics.dashboards import influxql as influxql_dialect
 
-from .docker_engine import docker_unavailable
 from .grafana_macros import ALL, expand_flux, expand_influxql, interval_ms
+from .influx2_container import influx2_container
 from .servers import InfluxDB1, http
 
 REPO = Path(__file__).resolve().parent.parent
@@ -201,55 +202,20 @@ def test_dashboard_json_shape(dialect: str) -> None:
 
 # --- Flux against InfluxDB 2.x (Docker) ---------------------------------------------------------
 
-INFLUX2_IMAGE = "influxdb:2.7"
-
 
 @pytest.fixture(scope="module")
 def influx2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    reason = docker_unavailable()
-    if reason:
-        pytest.skip(f"InfluxDB 2.x runs in Docker: {reason}")
-    from testcontainers.core.container import DockerContainer
-
-    token = uuid.uuid4().hex + uuid.uuid4().hex  # a throwaway admin token for a throwaway server
-    settings = {"org": "tplr", "bucket": "dash_" + uuid.uuid4().hex[:8], "token": token}
-    container = (
-        DockerContainer(INFLUX2_IMAGE)
-        .with_env("DOCKER_INFLUXDB_INIT_MODE", "setup")
-        .with_env("DOCKER_INFLUXDB_INIT_USERNAME", "tplr-admin")
-        .with_env("DOCKER_INFLUXDB_INIT_PASSWORD", uuid.uuid4().hex)
-        .with_env("DOCKER_INFLUXDB_INIT_ORG", settings["org"])
-        .with_env("DOCKER_INFLUXDB_INIT_BUCKET", settings["bucket"])
-        .with_env("DOCKER_INFLUXDB_INIT_ADMIN_TOKEN", token)
-        .with_exposed_ports(8086)
-    )
-    container.start()
-    try:
-        url = f"http://{container.get_container_host_ip()}:{container.get_exposed_port(8086)}"
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                status, body = http("GET", url + "/health", timeout=2)
-                if status == 200 and b'"pass"' in body:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.5)
-        else:
-            pytest.fail(f"InfluxDB 2.x did not become healthy:\n{container.get_logs()}")
-        settings["url"] = url
+    with influx2_container(bucket="dash_" + uuid.uuid4().hex[:8]) as server:
         home = tmp_path_factory.mktemp("tplr_home_v2")
         env = {
-            "INFLUXDB_URL": url,
-            "INFLUXDB_TOKEN": token,
-            "INFLUXDB_ORG": settings["org"],
-            "INFLUXDB_BUCKET": settings["bucket"],
+            "INFLUXDB_URL": server.url,
+            "INFLUXDB_TOKEN": server.token,
+            "INFLUXDB_ORG": server.org,
+            "INFLUXDB_BUCKET": server.bucket,
             "INFLUXDB_API": "v2",
         }
         _simulate_into(env, home)
-        yield settings
-    finally:
-        container.stop()
+        yield dataclasses.asdict(server)
 
 
 @pytest.mark.docker

@@ -4,77 +4,39 @@ from __future__ import annotations
 
 import json
 import secrets
-import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 
 from tplr_metrics import MetricsLogger
 
-from .docker_support import require_docker
-from .servers import http
+from .influx2_container import Influx2, influx2_container
 
 pytestmark = pytest.mark.docker
 
 
-@dataclass
-class Influx2:
-    url: str
-    org: str
-    bucket: str
-    token: str
-
-    def flux_count(self, measurement: str, field: str, runtime_id: str) -> int:
-        flux = (
-            f'from(bucket: "{self.bucket}") |> range(start: 0)'
-            f' |> filter(fn: (r) => r._measurement == "{measurement}" and r._field == "{field}"'
-            f' and r.runtime_id == "{runtime_id}") |> group() |> count()'
-        )
-        request = urllib.request.Request(
-            f"{self.url}/api/v2/query?org={self.org}",
-            data=json.dumps({"query": flux, "dialect": {"header": False}}).encode(),
-            headers={"Authorization": f"Token {self.token}", "Content-Type": "application/json"},
-            method="POST",
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:
-            rows = [line for line in response.read().decode().splitlines() if line.strip()]
-        # CSV: ,result,table,_value
-        return int(rows[0].split(",")[-1]) if rows else 0
+def flux_count(server: Influx2, measurement: str, field: str, runtime_id: str) -> int:
+    flux = (
+        f'from(bucket: "{server.bucket}") |> range(start: 0)'
+        f' |> filter(fn: (r) => r._measurement == "{measurement}" and r._field == "{field}"'
+        f' and r.runtime_id == "{runtime_id}") |> group() |> count()'
+    )
+    request = urllib.request.Request(
+        f"{server.url}/api/v2/query?org={server.org}",
+        data=json.dumps({"query": flux, "dialect": {"header": False}}).encode(),
+        headers={"Authorization": f"Token {server.token}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        rows = [line for line in response.read().decode().splitlines() if line.strip()]
+    return int(rows[0].split(",")[-1]) if rows else 0  # CSV: ,result,table,_value
 
 
 @pytest.fixture(scope="module")
 def influx2() -> Iterator[Influx2]:
-    require_docker()
-    from testcontainers.core.container import DockerContainer
-
-    token = secrets.token_hex(24)  # generated per run: no credential is built in
-    container = (
-        DockerContainer("influxdb:2.7")
-        .with_exposed_ports(8086)
-        .with_envs(
-            DOCKER_INFLUXDB_INIT_MODE="setup",
-            DOCKER_INFLUXDB_INIT_USERNAME="tplr",
-            DOCKER_INFLUXDB_INIT_PASSWORD=secrets.token_hex(12),
-            DOCKER_INFLUXDB_INIT_ORG="tplr",
-            DOCKER_INFLUXDB_INIT_BUCKET="tplr",
-            DOCKER_INFLUXDB_INIT_ADMIN_TOKEN=token,
-        )
-    )
-    with container:
-        url = f"http://{container.get_container_host_ip()}:{container.get_exposed_port(8086)}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if http("GET", url + "/health", timeout=2)[0] == 200:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.5)
-        else:
-            pytest.fail("influxdb:2.7 did not become healthy in 60 s")
-        yield Influx2(url=url, org="tplr", bucket="tplr", token=token)
+    with influx2_container() as server:
+        yield server
 
 
 def test_v2_write_api_reads_back_exactly(influx2: Influx2) -> None:
@@ -84,7 +46,7 @@ def test_v2_write_api_reads_back_exactly(influx2: Influx2) -> None:
     for i in range(5_000):
         m.log("training_step_v2", {"window": i}, {"loss": 1.0 / (i + 1), "n_gather_peers": i % 7})
     assert m.close(timeout=60)
-    assert influx2.flux_count("training_step_v2", "loss", m.runtime_id) == 5_000
+    assert flux_count(influx2, "training_step_v2", "loss", m.runtime_id) == 5_000
 
 
 def test_v1_compatibility_endpoint_with_a_token(influx2: Influx2) -> None:
@@ -92,7 +54,7 @@ def test_v1_compatibility_endpoint_with_a_token(influx2: Influx2) -> None:
     for i in range(1_000):
         m.log("compat", {"window": i}, {"loss": 0.5})
     assert m.close(timeout=60)
-    assert influx2.flux_count("compat", "loss", m.runtime_id) == 1_000
+    assert flux_count(influx2, "compat", "loss", m.runtime_id) == 1_000
 
 
 def test_a_wrong_token_is_reported_without_leaking_it(influx2: Influx2) -> None:
