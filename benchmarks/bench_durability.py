@@ -22,30 +22,17 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import psutil
+from null_sink import NullSink  # benchmarks/null_sink.py
 
-from tplr_metrics import MetricsLogger, Point, WriteResult, encode_line
+from tplr_metrics import MetricsLogger, encode_line
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from tests.servers import InfluxDB1, free_port  # noqa: E402
-
-
-class NullSink:
-    name = "null"
-
-    def write(self, points: Sequence[Point]) -> WriteResult:
-        return WriteResult.all_stored(len(points))
-
-    def flush(self) -> None:
-        return None
-
-    def close(self) -> None:
-        return None
 
 
 def point_args(i: int) -> tuple[str, dict[str, Any], dict[str, Any]]:

@@ -25,14 +25,15 @@ import random
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psutil
+from null_sink import NullSink  # benchmarks/null_sink.py
 
 import tplr_metrics
-from tplr_metrics import MetricsLogger, Point, WriteResult
+from tplr_metrics import MetricsLogger
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET_EXTRA_US = 2.0
@@ -42,21 +43,6 @@ VARIANTS = {
     "with_gpu_metrics": (False, True),
     "both": (True, True),
 }
-
-
-class NullSink:
-    """Stores nothing: what is measured is the caller's side."""
-
-    name = "null"
-
-    def write(self, points: Sequence[Point]) -> WriteResult:
-        return WriteResult.all_stored(len(points))
-
-    def flush(self) -> None:
-        return None
-
-    def close(self) -> None:
-        return None
 
 
 def loop_ns(call: Callable[[], object], n: int) -> float:

@@ -44,10 +44,11 @@ import psutil
 import requests
 from influxdb_client import InfluxDBClient, WriteOptions
 from influxdb_client import Point as ClientPoint
+from null_sink import NullSink  # benchmarks/null_sink.py
 
 import tplr_metrics
-from tplr_metrics import MetricsLogger, WriteResult, encode_line
-from tplr_metrics.points import Point, PointBuilder
+from tplr_metrics import MetricsLogger, encode_line
+from tplr_metrics.points import PointBuilder
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -282,21 +283,6 @@ def landed(logged: int, read_back: int, clocks: dict[str, float]) -> dict[str, A
         "lost": logged - read_back,
         "points_per_s": round(read_back / clocks["seconds"]),
     }
-
-
-class NullSink:
-    """A sink that stores nothing: the pipeline runs, no HTTP does."""
-
-    name = "null"
-
-    def write(self, points: Sequence[Point]) -> WriteResult:
-        return WriteResult.all_stored(len(points))
-
-    def flush(self) -> None:
-        return None
-
-    def close(self) -> None:
-        return None
 
 
 def log_samples(metrics: MetricsLogger, samples: Sequence[Sample]) -> tuple[list[int], bool]:

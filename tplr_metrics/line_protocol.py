@@ -36,15 +36,21 @@ _AMBIGUOUS_BACKSLASH_KEY = re.compile(r"\\(?=[,= \\]|$)")
 _NEWLINES = re.compile(r"[\r\n]")
 
 
-def clean_measurement(name: str) -> tuple[str, str | None]:
-    """The measurement name as it can be stored, and the cause if it had to change."""
+def _clean_name(name: str, ambiguous_backslash: re.Pattern[str]) -> tuple[str, str | None]:
+    """What measurements and keys share: no newline, no backslash the servers disagree about."""
     cause = None
     if "\n" in name or "\r" in name:
         name, cause = _NEWLINES.sub(" ", name), "newline_in_name"
     if "\\" in name:
-        fixed = _AMBIGUOUS_BACKSLASH_MEASUREMENT.sub("/", name)
+        fixed = ambiguous_backslash.sub("/", name)
         if fixed != name:
             name, cause = fixed, "backslash_in_name"
+    return name, cause
+
+
+def clean_measurement(name: str) -> tuple[str, str | None]:
+    """The measurement name as it can be stored, and the cause if it had to change."""
+    name, cause = _clean_name(name, _AMBIGUOUS_BACKSLASH_MEASUREMENT)
     if name.startswith("#"):
         name, cause = "_" + name[1:], "comment_char_in_measurement"
     return name, cause
@@ -52,13 +58,7 @@ def clean_measurement(name: str) -> tuple[str, str | None]:
 
 def clean_key(name: str, *, is_tag_value: bool = False) -> tuple[str, str | None]:
     """A tag key, tag value or field key as it can be stored, and the cause if it had to change."""
-    cause = None
-    if "\n" in name or "\r" in name:
-        name, cause = _NEWLINES.sub(" ", name), "newline_in_name"
-    if "\\" in name:
-        fixed = _AMBIGUOUS_BACKSLASH_KEY.sub("/", name)
-        if fixed != name:
-            name, cause = fixed, "backslash_in_name"
+    name, cause = _clean_name(name, _AMBIGUOUS_BACKSLASH_KEY)
     if not is_tag_value and name in RESERVED_KEYS:
         name, cause = name + "_", "reserved_key"
     return name, cause

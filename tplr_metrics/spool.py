@@ -130,14 +130,7 @@ class Spool:
         data = encode_points(points)
         with self._lock:
             seq, path = self._next_path("batch")
-            tmp = path.with_name(path.name + ".tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.rename(tmp, path)
+            _write_durably(path, data)
             self._files.append(SpoolFile(path, seq, "batch", len(points), batch_id))
             self._bytes += len(data)
             self._evict_if_full()
@@ -229,16 +222,9 @@ class Spool:
     def rewrite(self, item: SpoolFile, points: Sequence[Point]) -> None:
         """Replace a file's points with the ones still to send (atomically)."""
         data = encode_points(points)
-        tmp = item.path.with_name(item.path.name + ".tmp")
         with self._lock:
             before = _size(item.path)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.rename(tmp, item.path)
+            _write_durably(item.path, data)
             self._bytes += len(data) - before
         item.points = len(points)
 
@@ -303,6 +289,18 @@ class Spool:
             os.close(self._lock_fd)
         except OSError:
             pass
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    """Write a file that is either whole or absent after a crash: temp name, fsync, rename."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
 
 
 def _size(path: Path) -> int:
