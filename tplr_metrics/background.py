@@ -180,6 +180,12 @@ def _period(name: str, value: Any) -> float | None:
     return float(value)
 
 
+def check_periods(system_metrics_every: Any, health_every: Any) -> None:
+    """Raise ConfigurationError for a bad period before anything starts."""
+    _period("system_metrics_every", system_metrics_every)
+    _period("health_every", health_every)
+
+
 def start_background(
     metrics_logger: Any, system_metrics_every: float | None, health_every: float | None
 ) -> BackgroundMeasurements:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ._version import __version__
-from .background import start_background
+from .background import check_periods, start_background
 from .dead_letter import DeadLetterFile
 from .destinations import resolve_destination
 from .host import HostMetrics
@@ -122,6 +122,7 @@ class MetricsLogger:
             raise ConfigurationError(f"overflow must be one of {OVERFLOW_POLICIES}, not {overflow!r}")
         _check_positive("spool_max_bytes", spool_max_bytes)
         _check_positive("durable_sync_interval", durable_sync_interval)
+        check_periods(system_metrics_every, health_every)
         if durable and not spool:
             raise ConfigurationError("durable=True needs the spool (spool=True): the write-ahead log lives there")
 
