@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
+from .paths import tplr_home
 from .points import Point
 from .sinks.base import Rejection, RunInfo
 
@@ -44,7 +45,6 @@ logger = logging.getLogger("tplr_metrics")
 
 SCHEMA_VERSION = 1
 STORE_FILENAME = "metrics.sqlite"
-DEFAULT_HOME = "~/.tplr_metrics"
 RUN_STATUSES = ("running", "ok", "failed", "cancelled")
 _PAGE_SIZE = 16_384
 _CHECKPOINT_BYTES = 32 * 1024 * 1024
@@ -119,9 +119,7 @@ class StoreError(Exception):
 
 def default_store_path(environ: Mapping[str, str] | None = None) -> Path:
     """``$TPLR_METRICS_HOME/metrics.sqlite``, ``~/.tplr_metrics/metrics.sqlite`` by default."""
-    environ = os.environ if environ is None else environ
-    home = (environ.get("TPLR_METRICS_HOME") or "").strip() or DEFAULT_HOME
-    return Path(os.path.expanduser(home)) / STORE_FILENAME
+    return tplr_home(environ) / STORE_FILENAME
 
 
 def _error(path: Path, exc: BaseException) -> StoreError:
