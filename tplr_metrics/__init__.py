@@ -6,6 +6,7 @@ logging; a :class:`MetricsLogger` does its work when it is built.
 
 from ._version import __version__
 from .line_protocol import encode_line
+from .log_store import open_log_store
 from .logger import MetricsLogger, process_runtime_id
 from .points import Point
 from .settings import ConfigurationError, ServerSettings
@@ -22,6 +23,7 @@ __all__ = [
     "WriteResult",
     "__version__",
     "encode_line",
+    "open_log_store",
     "process_runtime_id",
     "process_value",
 ]

@@ -1,0 +1,216 @@
+"""The LogStore facade: the acceptance run through jsonl, the same calls into the local store,
+rank awareness, bad input counted, writes after close, tables printed back by the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import stat
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tplr_metrics import ConfigurationError, open_log_store
+from tplr_metrics.cli import main
+from tplr_metrics.log_store import LogStore, LogStoreClosedError, detect_rank
+
+
+def write_acceptance_run(log_dir: Path, **params: Any) -> LogStore:
+    """Hyperparams, 100 train steps, 10 val steps, an artifact (the issue's acceptance run)."""
+    store = open_log_store("jsonl", log_dir=str(log_dir), **params)
+    store.log_hyperparams({"lr": 3e-4, "batch_size": 64, "optimizer": {"name": "adamw", "betas": [0.9, 0.95]}})
+    for step in range(100):
+        store.log_metrics({"loss": 5.0 * 0.97**step, "grad_norm": 1.0 + step % 7}, step)
+        if step % 10 == 9:
+            store.log_metrics({"loss": 5.2 * 0.97**step}, step, split="val")
+    store.log_hyperparams({"lr": 1e-4, "warmup": 10})  # merged with the first call
+    store.log_artifact("checkpoint", log_dir.parent / "ckpt" / "step-100.pt")
+    assert store.close(10)
+    return store
+
+
+def test_acceptance_run_through_jsonl(tmp_path: Path) -> None:
+    log_dir = tmp_path / "outputs" / "run-001" / "logs"
+    store = write_acceptance_run(log_dir)
+    assert sorted(p.name for p in log_dir.iterdir()) == ["artifacts.json", "hyperparams.json", "metrics.jsonl"]
+
+    rows = [json.loads(line) for line in (log_dir / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 110 and all(set(r) == {"ts", "step", "split", "metrics"} for r in rows)
+    train = [r for r in rows if r["split"] == "train"]
+    val = [r for r in rows if r["split"] == "val"]
+    assert [r["step"] for r in train] == list(range(100))
+    assert [r["step"] for r in val] == list(range(9, 100, 10))
+    assert train[3]["metrics"] == {"loss": pytest.approx(5.0 * 0.97**3), "grad_norm": 4.0}
+    assert set(val[0]["metrics"]) == {"loss"}
+    assert all(isinstance(r["ts"], float) for r in rows) and rows[0]["ts"] <= rows[-1]["ts"]
+
+    hyperparams = json.loads((log_dir / "hyperparams.json").read_text())
+    assert hyperparams == {
+        "lr": 1e-4,
+        "batch_size": 64,
+        "optimizer": {"name": "adamw", "betas": [0.9, 0.95]},
+        "warmup": 10,
+    }
+    artifacts = json.loads((log_dir / "artifacts.json").read_text())
+    assert len(artifacts) == 1 and set(artifacts[0]) == {"name", "path", "kind", "ts"}
+    assert artifacts[0]["name"] == "checkpoint" and artifacts[0]["kind"] == "file"
+    assert artifacts[0]["path"] == str(tmp_path / "outputs" / "run-001" / "ckpt" / "step-100.pt")
+
+    # Private files in private directories (the ones this sink created).
+    for path in log_dir.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    for directory in (log_dir, log_dir.parent, tmp_path / "outputs"):
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
+
+    for call in (
+        lambda: store.log_metrics({"loss": 1.0}, 100),
+        lambda: store.log_scalar("loss", 1.0, 100),
+        lambda: store.log_hyperparams({"x": 1}),
+        lambda: store.log_artifact("a", "b"),
+        lambda: store.log_table("t", [{"a": 1}]),
+    ):
+        with pytest.raises(LogStoreClosedError, match=r"after close\(\)"):
+            call()
+    assert store.close() is True  # closing twice is fine
+    assert len((log_dir / "metrics.jsonl").read_text().splitlines()) == 110
+
+
+def test_file_names_are_configurable(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    store = open_log_store(
+        "jsonl", log_dir=str(logs), metrics_file="m.jsonl", hyperparams_file="h.json", artifacts_file="a.json"
+    )
+    store.log_hyperparams({"a": 1})
+    store.log_scalar("x", 2.0, 0)
+    store.log_artifact("model", "s3://bucket/model.pt", kind="model")
+    assert store.close(10)
+    assert sorted(p.name for p in logs.iterdir()) == ["a.json", "h.json", "m.jsonl"]
+    assert json.loads((logs / "a.json").read_text())[0]["path"] == "s3://bucket/model.pt"
+
+
+def query(path: Path, sql: str) -> list[tuple[Any, ...]]:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+def test_the_same_calls_land_in_the_local_store(tmp_path: Path) -> None:
+    db = tmp_path / "store.sqlite"
+    store = open_log_store("local", path=str(db), logger_options={"role": "trainer"})
+    store.log_hyperparams({"lr": 0.001, "layers": [2, 2]})
+    for step in range(20):
+        store.log_metrics({"loss": 1.0 / (step + 1)}, step)
+    store.log_metrics({"loss": 0.5}, 19, split="val")
+    store.log_artifact("ckpt", "/ckpt/19.pt")
+    assert store.close(10)
+    ((run_id, config, status, role),) = query(db, "SELECT run_id, config, status, role FROM runs")
+    assert run_id == store.run_id and status == "ok" and role == "trainer"
+    assert json.loads(config) == {"config_lr": "0.001"}  # scalars become the run's config tags
+    rows = query(
+        db,
+        "SELECT json_extract(tags, '$.split'), json_extract(fields, '$.step'), json_extract(fields, '$.loss'),"
+        " json_extract(tags, '$.config_lr') FROM points WHERE measurement = 'metrics' ORDER BY id",
+    )
+    assert len(rows) == 21 and rows[0] == ("train", 0, 1.0, "0.001") and rows[-1][:2] == ("val", 19)
+    assert query(db, "SELECT json_type(fields, '$.step') FROM points WHERE measurement = 'metrics' LIMIT 1") == [
+        ("integer",)
+    ]
+    (hyper,) = query(
+        db, "SELECT json_extract(fields, '$.hyperparams_json') FROM points WHERE measurement = 'hyperparams'"
+    )
+    assert json.loads(hyper[0]) == {"lr": 0.001, "layers": [2, 2]}
+    assert query(db, "SELECT json_extract(tags, '$.name'), json_extract(fields, '$.path') FROM points "
+                 "WHERE measurement = 'artifacts'") == [("ckpt", "/ckpt/19.pt")]  # fmt: skip
+
+
+def test_only_rank_zero_logs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RANK", "1")
+    assert detect_rank() == 1
+    quiet = open_log_store("jsonl", log_dir=str(tmp_path / "r1"))
+    assert not quiet.active and quiet.sink is None
+    quiet.log_hyperparams({"a": 1})
+    quiet.log_metrics({"loss": 1.0}, 0)
+    assert quiet.close()
+    assert not (tmp_path / "r1").exists()
+    with pytest.raises(LogStoreClosedError):
+        quiet.log_metrics({"loss": 1.0}, 1)
+    with pytest.raises(ConfigurationError, match="unknown param logdir"):
+        open_log_store("jsonl", logdir="x")  # a bad config fails on every rank
+
+    loud = open_log_store("jsonl", log_dir=str(tmp_path / "all"), all_ranks=True)
+    loud.log_metrics({"loss": 1.0}, 0)
+    assert loud.close(10) and (tmp_path / "all" / "metrics.jsonl").exists()
+
+    monkeypatch.delenv("RANK")
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    assert detect_rank() == 2
+    # torch.distributed, when the caller imported and initialized it, is asked first.
+    fake = types.SimpleNamespace(is_available=lambda: True, is_initialized=lambda: True, get_rank=lambda: 0)
+    monkeypatch.setitem(__import__("sys").modules, "torch.distributed", fake)
+    assert detect_rank() == 0
+    assert open_log_store("jsonl", log_dir=str(tmp_path / "r0")).active
+
+
+def test_bad_input_is_counted_never_raised(tmp_path: Path) -> None:
+    store = open_log_store("jsonl", log_dir=str(tmp_path))
+    store.log_metrics("loss=1", 0)  # type: ignore[arg-type]
+    store.log_metrics({"loss": 1.0}, "first")  # type: ignore[arg-type]
+    store.log_metrics({"loss": 1.0}, 1.5)  # type: ignore[arg-type]
+    store.log_scalar("loss", float("nan"), 2)
+    store.log_table("t", "not rows")  # type: ignore[arg-type]
+    store.log_hyperparams({"when": object()})
+    store.log_metrics({"loss": 2.0}, 3)
+    assert store.close(10)
+    stats = store.stats()
+    assert stats["dropped"]["not_a_mapping"] == 1 and stats["dropped"]["bad_step"] == 2
+    assert stats["dropped"]["bad_table"] == 1 and stats["sanitized"]["hyperparam_not_json"] == 1
+    assert stats["dropped"]["no_metrics"] == 1 and stats["sanitized"]["nan"] == 1
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["metrics"]) for r in lines] == [(3, {"loss": 2.0})]  # NaN dropped by the value rules
+
+
+def test_a_table_lands_as_rows_and_prints_back(
+    tmp_path: Path, isolated_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = [
+        {"prompt": "2+2=", "completion": "4", "score": 1.0},
+        {"prompt": "capital of France", "completion": "Paris", "score": 0.9},
+        {"prompt": "haiku", "completion": "old pond / frog", "score": 0.25},
+    ]
+    for kind, params in (("jsonl", {"log_dir": str(tmp_path / "logs")}), ("local", {})):
+        store = open_log_store(kind, **params)
+        store.log_table("samples", rows[:1], step=5)
+        store.log_table("samples", [[r["prompt"], r["completion"], r["score"]] for r in rows],
+                        columns=["prompt", "completion", "score"], step=10)  # fmt: skip
+        assert store.close(10)
+        source = ["--input", str(tmp_path / "logs")] if kind == "jsonl" else ["--run-id", str(store.run_id)]
+        capsys.readouterr()
+        assert main(["table", *source]) == 0
+        listing = capsys.readouterr().out
+        assert listing.split("\n")[1].split()[:3] == ["samples", "2", "3"]
+        assert main(["table", "samples", *source]) == 0
+        out = capsys.readouterr().out.splitlines()
+        assert "step 10" in out[0] and "(3 rows)" in out[0]
+        assert out[1].split() == ["ROW", "prompt", "completion", "score"]
+        assert out[3].split() == ["1", "capital", "of", "France", "Paris", "0.9"]
+        assert main(["table", "samples", "--all", "--json", *source]) == 0
+        versions = json.loads(capsys.readouterr().out)
+        assert [v["step"] for v in versions] == [5, 10] and versions[1]["rows"] == rows
+        assert main(["table", "nope", *source]) == 2
+        assert "no table 'nope'" in capsys.readouterr().err
+
+
+def test_logger_options_are_checked(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="unknown MetricsLogger argument"):
+        open_log_store("jsonl", log_dir=str(tmp_path), logger_options={"sinks": ["local"]})
+    store = open_log_store("jsonl", log_dir=str(tmp_path), logger_options={"prefix": "T", "uid": 3})
+    store.log_metrics({"loss": 1.0}, 0)
+    assert store.close(10)
+    (line,) = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(line)["split"] == "train"  # the prefix ("Tmetrics") is recognized
+    assert os.stat(tmp_path / "metrics.jsonl").st_size > 0
