@@ -11,7 +11,19 @@ import importlib
 from types import ModuleType
 
 #: Modules under tplr_metrics.commands, in the order ``--help`` lists them.
-COMMAND_MODULES: list[str] = ["simulate", "runs", "watch", "export", "replay", "prune", "dashboards", "check"]
+COMMAND_MODULES: list[str] = [
+    "simulate",
+    "runs",
+    "watch",
+    "export",
+    "replay",
+    "prune",
+    "dashboards",
+    "check",
+    "plot",
+    "compare",
+    "table",
+]
 
 
 class CommandError(Exception):
