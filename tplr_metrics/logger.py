@@ -105,7 +105,7 @@ class MetricsLogger:
         host_metrics_interval: float = 2.0,
         system_metrics_every: float | None = None,
         health_every: float | None = None,
-        sinks: Sequence[str | Sink] | None = None,
+        sinks: Sequence[str | Sink | Mapping[str, Any]] | None = None,
         sink: Sink | None = None,
         spool: bool = True,
         spool_dir: str | os.PathLike[str] | None = None,
