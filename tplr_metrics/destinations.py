@@ -39,8 +39,7 @@ from .sinks.registry import (
     create_sink,
     get_factory,
     influx_from_params,
-    normalize_kind,
-    parse_spec,
+    split_spec,
 )
 
 logger = logging.getLogger("tplr_metrics")
@@ -151,22 +150,15 @@ def resolve_destination(
     seen: set[str] = set()
     skipped: list[str] = []
     for item in chosen:
+        spec = split_spec(item, where)
+        if not isinstance(spec, tuple):
+            built.append(spec)
+            continue
+        kind, params = spec
         if isinstance(item, str):
-            kind, params = normalize_kind(item), dict[str, Any]()
             if kind in seen:
                 raise ConfigurationError(f"sink {kind!r} is named twice")
             seen.add(kind)
-        elif isinstance(item, Mapping):
-            kind, params = parse_spec(item, where)
-        elif isinstance(item, Sink):
-            built.append(item)
-            continue
-        else:
-            names_text = ", ".join(SINK_NAMES)
-            raise ConfigurationError(
-                f"{where} takes names ({names_text}), {{'kind': ..., 'params': {{...}}}} mappings "
-                f"or Sink objects, not {item!r}"
-            )
         try:
             if kind in _INFLUX_KINDS:
                 check_params(kind, get_factory(kind), params)

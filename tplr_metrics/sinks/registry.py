@@ -271,6 +271,18 @@ def parse_spec(item: Mapping[str, Any], where: str) -> tuple[str, dict[str, Any]
     return normalize_kind(kind), dict(params)
 
 
+def split_spec(item: object, where: str) -> tuple[str, dict[str, Any]] | Sink:
+    """One sink spec as (kind, params) - from a name or a {kind, params} mapping - or the Sink
+    object it already is."""
+    if isinstance(item, str):
+        return normalize_kind(item), {}
+    if isinstance(item, Mapping):
+        return parse_spec(item, where)
+    if isinstance(item, Sink):
+        return item
+    raise ConfigurationError(f"{where} takes names of sinks, {{kind, params}} mappings or Sink objects, not {item!r}")
+
+
 def build_sinks(
     specs: Sequence[SinkSpec], where: str, environ: Mapping[str, str] | None = None
 ) -> tuple[list[Sink], list[SinkUnavailableError]]:
@@ -278,17 +290,11 @@ def build_sinks(
     built: list[Sink] = []
     skipped: list[SinkUnavailableError] = []
     for item in specs:
-        if isinstance(item, str):
-            kind, params = normalize_kind(item), dict[str, Any]()
-        elif isinstance(item, Mapping):
-            kind, params = parse_spec(item, where)
-        elif isinstance(item, Sink):
-            built.append(item)
+        spec = split_spec(item, where)
+        if not isinstance(spec, tuple):
+            built.append(spec)
             continue
-        else:
-            raise ConfigurationError(
-                f"{where} takes sink names, {{kind, params}} mappings or Sink objects, not {item!r}"
-            )
+        kind, params = spec
         try:
             built.append(create_sink(kind, environ=environ, **params))
         except SinkUnavailableError as exc:
