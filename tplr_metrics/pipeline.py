@@ -43,6 +43,9 @@ logger = logging.getLogger("tplr_metrics")
 
 OVERFLOW_POLICIES = ("drop_oldest", "drop_new", "block")
 
+# Jitter draws from its own generator, never from the global one a training loop may have seeded.
+_jitter = random.Random()
+
 
 @dataclass(frozen=True)
 class PipelineOptions:
@@ -224,7 +227,7 @@ class Pipeline:
         interval = options.flush_interval_ms / 1000.0
         batch: list[Point] = []
         while True:
-            timeout = interval + random.uniform(0, options.flush_jitter_ms / 1000.0)
+            timeout = interval + _jitter.uniform(0, options.flush_jitter_ms / 1000.0)
             poked = self._wake.wait(timeout)
             self._wake.clear()
             with self._lock:
@@ -365,7 +368,7 @@ class Pipeline:
             options.max_retry_delay_ms / 1000.0,
             options.retry_interval_ms / 1000.0 * options.exponential_base ** (attempt - 1),
         )
-        delay = random.uniform(delay / 2, delay)  # jitter, so that many loggers do not pulse together
+        delay = _jitter.uniform(delay / 2, delay)  # jitter, so that many loggers do not pulse together
         if retry_after is not None:
             delay = max(delay, retry_after)
         return delay
