@@ -275,3 +275,16 @@ def test_a_with_block_that_raises_ends_its_run_accordingly(error: type[BaseExcep
         m.log("x", {}, {"f": 1.0})
         raise error()
     assert sink.ended == [status] and len(sink.points) == 1
+
+
+def test_logging_never_draws_from_the_global_random_generator() -> None:
+    import random
+
+    random.seed(1234)
+    expected = [random.random() for _ in range(3)]
+    random.seed(1234)
+    with make_logger(MemorySink(), flush_jitter=5) as m:
+        for _ in range(500):
+            m.log("x", {}, {"f": 1.0}, sample_rate=0.5)
+        m.flush(5)
+    assert [random.random() for _ in range(3)] == expected  # a seeded training loop stays reproducible
