@@ -105,6 +105,8 @@ def test_reserved_keys_and_comment_lines() -> None:
     assert clean_key("time") == ("time_", "reserved_key")
     assert clean_key("time", is_tag_value=True) == ("time", None)
     assert clean_measurement("#m")[0] == "_m"
+    assert clean_measurement("\x000")[0] == "_0"  # InfluxDB 1.x drops a leading NUL
+    assert clean_measurement("a\x00b")[0] == "a\x00b"  # elsewhere it is kept
 
 
 def test_long_strings_are_truncated_on_a_character_boundary() -> None:

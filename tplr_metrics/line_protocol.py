@@ -10,7 +10,8 @@ inject a second point, tag or field, and what is logged reads back identically:
 * a backslash at the end of a name or tag value, or before a character the spec escapes, becomes
   ``/`` (InfluxDB 1.x keeps such a backslash literally, 2.x and VictoriaMetrics unescape it, so
   no spelling reads back the same everywhere); every other backslash is kept;
-* a measurement starting with ``#`` (a comment line) starts with ``_`` instead.
+* a measurement starting with ``#`` (a comment line) or a NUL (which InfluxDB 1.x drops) starts
+  with ``_`` instead.
 
 Keys InfluxDB refuses (``time``, and 2.x's ``_measurement``, ``_field``, ``_time``) get a
 trailing ``_``. String field values longer than :data:`MAX_STRING_BYTES` are truncated.
@@ -51,8 +52,8 @@ def _clean_name(name: str, ambiguous_backslash: re.Pattern[str]) -> tuple[str, s
 def clean_measurement(name: str) -> tuple[str, str | None]:
     """The measurement name as it can be stored, and the cause if it had to change."""
     name, cause = _clean_name(name, _AMBIGUOUS_BACKSLASH_MEASUREMENT)
-    if name.startswith("#"):
-        name, cause = "_" + name[1:], "comment_char_in_measurement"
+    if name[:1] in ("#", "\x00"):  # a comment line; a leading NUL, which InfluxDB drops
+        name, cause = "_" + name[1:], "leading_char_in_measurement"
     return name, cause
 
 
