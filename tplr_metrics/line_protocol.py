@@ -20,7 +20,7 @@ trailing ``_``. String field values longer than :data:`MAX_STRING_BYTES` are tru
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 #: InfluxDB's limit for one string field value (64 KiB).
 MAX_STRING_BYTES = 64 * 1024
@@ -63,15 +63,6 @@ def clean_key(name: str, *, is_tag_value: bool = False) -> tuple[str, str | None
     if not is_tag_value and name in RESERVED_KEYS:
         name, cause = name + "_", "reserved_key"
     return name, cause
-
-
-def escape_measurement(name: str) -> str:
-    return name.translate(_MEASUREMENT_ESCAPES)
-
-
-def escape_key(name: str) -> str:
-    """Escape a tag key, tag value or field key (already cleaned)."""
-    return name.translate(_KEY_ESCAPES)
 
 
 def truncate_string(value: str) -> tuple[str, bool]:
@@ -163,8 +154,3 @@ def encode_line(
     if time_ns is not None:
         parts.append(f" {time_ns}")
     return "".join(parts)
-
-
-def encode_lines(lines: Iterable[str]) -> bytes:
-    """Join encoded lines into one request body."""
-    return "\n".join(lines).encode("utf-8", "replace")

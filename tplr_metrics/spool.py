@@ -29,7 +29,7 @@ import os
 import re
 import shutil
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -183,11 +183,6 @@ class Spool:
             os.close(fd)
         return segment
 
-    def wal_sync(self) -> None:
-        with self._lock:
-            if self._wal_fd is not None:
-                os.fsync(self._wal_fd)
-
     def drop_segment(self, segment: SpoolFile) -> None:
         with self._lock:
             self._bytes -= _size(segment.path)
@@ -272,10 +267,6 @@ class Spool:
         for stale in directory.glob("*.tmp"):
             _unlink(stale)  # a batch torn by a crash before its rename: never acknowledged
         return len(found)
-
-    def __iter__(self) -> Iterator[SpoolFile]:
-        with self._lock:
-            return iter(list(self._files))
 
     def close(self, remove_if_empty: bool = True) -> None:
         segment = self.wal_seal()
