@@ -9,10 +9,10 @@ dicts.
 from __future__ import annotations
 
 import atexit
+import itertools
 import logging
 import os
 import random
-import threading
 import time
 import uuid
 import weakref
@@ -45,17 +45,16 @@ _POINT_CAUSES = frozenset({"no_fields", "empty_measurement"})
 # reproducibility gets the same sequence whether or not it logs.
 _sampling = random.Random()
 
+# No locks here: dict.setdefault and next() on a count are atomic, and a lock could be left
+# held in a forked child.
 _runtime_ids: dict[int, str] = {}
-_runtime_lock = threading.Lock()
 
 
 def process_runtime_id() -> str:
     """A uuid4 for this process (a forked child gets its own)."""
     pid = os.getpid()
-    with _runtime_lock:
-        if pid not in _runtime_ids:
-            _runtime_ids[pid] = str(uuid.uuid4())
-        return _runtime_ids[pid]
+    known = _runtime_ids.get(pid)
+    return known if known is not None else _runtime_ids.setdefault(pid, str(uuid.uuid4()))
 
 
 class MetricsLogger:
@@ -386,13 +385,12 @@ class MetricsLogger:
         )
 
 
-_spool_names: dict[str, int] = {}
+_spool_names: dict[str, itertools.count[int]] = {}
 
 
 def _spool_run_name(runtime_id: str) -> str:
     """``<runtime_id>`` for a process's first logger, ``<runtime_id>-2`` for its second, ..."""
-    with _runtime_lock:
-        n = _spool_names[runtime_id] = _spool_names.get(runtime_id, 0) + 1
+    n = next(_spool_names.setdefault(runtime_id, itertools.count(1)))
     return runtime_id if n == 1 else f"{runtime_id}-{n}"
 
 
