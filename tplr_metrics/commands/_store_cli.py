@@ -15,23 +15,13 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any, NoReturn
+from typing import IO, Any
 
 from ..store import RunRow, Store, StoreError, default_store_path
 from . import CommandError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
-
-
-def one_line_errors(parser: argparse.ArgumentParser) -> None:
-    """Usage errors as one line and exit code 2 (argparse prints the whole usage first)."""
-
-    def error(message: str) -> NoReturn:
-        sys.stderr.write(f"{parser.prog}: {message}\n")
-        raise SystemExit(2)
-
-    parser.error = error  # type: ignore[method-assign]
 
 
 def survives_closed_pipe(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:

@@ -12,7 +12,7 @@ from typing import Any
 from ..run_data import RunData
 from . import CommandError
 from ._run_inputs import add_source_arguments, read_named, report_inputs, warn
-from ._store_cli import one_line_errors, print_json, print_table
+from ._store_cli import print_json, print_table
 from .plot import add_plot_arguments, draw
 
 #: How many metrics compare plots when --metrics does not say.
@@ -28,7 +28,6 @@ def register(subparsers: Any) -> None:
         "their metrics on shared axes. A RUN is a JSONL log or directory, or a run id of the local "
         "store (of InfluxDB with --from-influx).",
     )
-    one_line_errors(parser)
     parser.add_argument("runs", nargs="+", metavar="RUN", help="a JSONL path, or a run id (or unique prefix)")
     parser.add_argument(
         "--metrics",

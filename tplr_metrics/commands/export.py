@@ -19,7 +19,6 @@ from . import CommandError
 from ._store_cli import (
     add_store_argument,
     iso,
-    one_line_errors,
     open_output,
     open_store,
     parse_time,
@@ -38,7 +37,6 @@ def register(subparsers: Any) -> None:
         description="Write the points of a run, of measurements or of a time window (all points when "
         "nothing is selected) as CSV, JSON lines or InfluxDB line protocol.",
     )
-    one_line_errors(parser)
     add_selection_arguments(parser)
     parser.add_argument(
         "--format",

@@ -10,7 +10,7 @@ from ..plotting import SMOOTHINGS, X_KEYS, PlotExtraMissing, import_pyplot, plot
 from ..run_data import RunData
 from . import CommandError
 from ._run_inputs import add_source_arguments, read_runs, report_inputs, save_figure, warn
-from ._store_cli import one_line_errors, positive_int
+from ._store_cli import positive_int
 
 
 def register(subparsers: Any) -> None:
@@ -21,7 +21,6 @@ def register(subparsers: Any) -> None:
         "names are split.metric (LogStore metrics, e.g. train.loss) or measurement.field (any other "
         "point, e.g. training_step_v2.loss); --list shows what an input has.",
     )
-    one_line_errors(parser)
     parser.add_argument(
         "--input",
         nargs="+",

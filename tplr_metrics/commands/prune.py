@@ -18,7 +18,6 @@ from ._store_cli import (
     add_store_argument,
     is_live,
     local_time,
-    one_line_errors,
     open_store,
     parse_duration,
     print_json,
@@ -36,7 +35,6 @@ def register(subparsers: Any) -> None:
         "(--older-than, by when they last ended or started), with their points, then VACUUM. "
         "--dry-run only says what would go.",
     )
-    one_line_errors(parser)
     parser.add_argument("--keep-runs", type=int, metavar="N", help="keep the N most recently started runs")
     parser.add_argument("--older-than", type=parse_duration, metavar="DURATION", help="e.g. 30d, 12h")
     parser.add_argument("--dry-run", action="store_true", help="say what would be deleted; delete nothing")

@@ -24,7 +24,6 @@ from ..store import StoreError
 from . import CommandError
 from ._store_cli import (
     add_store_argument,
-    one_line_errors,
     open_store,
     positive_float,
     positive_int,
@@ -44,7 +43,6 @@ def register(subparsers: Any) -> None:
         "comes from --url/--database or INFLUXDB_* variables (credentials: INFLUXDB_TOKEN, "
         "INFLUXDB_USERNAME/INFLUXDB_PASSWORD).",
     )
-    one_line_errors(parser)
     add_selection_arguments(parser)
     parser.add_argument("--all", action="store_true", help="every point in the store")
     parser.add_argument(

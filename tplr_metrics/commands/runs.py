@@ -13,7 +13,6 @@ from ._store_cli import (
     add_store_argument,
     human_duration,
     local_time,
-    one_line_errors,
     open_store,
     parse_duration,
     positive_int,
@@ -55,7 +54,6 @@ def register(subparsers: Any) -> None:
         description="List the most recent runs (one per logger) in the local store, newest first; "
         "with --run-id, that run's measurements and point counts.",
     )
-    one_line_errors(parser)
     parser.add_argument("--role", help="only runs of this role (miner, validator, evaluator, ...)")
     parser.add_argument("--since", type=parse_duration, metavar="DURATION", help="started within, e.g. 30m, 24h, 7d")
     parser.add_argument("--limit", type=positive_int, default=20, metavar="N", help="at most N runs (default 20)")

@@ -10,7 +10,7 @@ from typing import Any
 from ..run_data import RunData, TableRecord
 from . import CommandError
 from ._run_inputs import add_source_arguments, read_path, read_run_id
-from ._store_cli import local_time, one_line_errors, print_json, print_table, survives_closed_pipe
+from ._store_cli import local_time, print_json, print_table, survives_closed_pipe
 
 
 def register(subparsers: Any) -> None:
@@ -20,7 +20,6 @@ def register(subparsers: Any) -> None:
         description="Without NAME, list the run's tables; with NAME, print its latest version "
         "(--all: every version, oldest first).",
     )
-    one_line_errors(parser)
     parser.add_argument("name", nargs="?", metavar="NAME", help="the table's name")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--input", metavar="PATH", help="a JSONL log directory (or its metrics/tables file)")

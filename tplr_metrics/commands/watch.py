@@ -16,7 +16,6 @@ from ..store import RunRow, Store, StoredPoint, StoreError
 from ._store_cli import (
     add_store_argument,
     iso,
-    one_line_errors,
     open_store,
     positive_float,
     select_run,
@@ -38,7 +37,6 @@ def register(subparsers: Any) -> None:
         description="Tail the local store: print new points as they are written, following the newest "
         "run (or --run-id, or --all). Ctrl-C stops.",
     )
-    one_line_errors(parser)
     target = parser.add_mutually_exclusive_group()
     target.add_argument("--run-id", metavar="ID", help="follow this run (its runtime_id, or a unique prefix)")
     target.add_argument("--all", action="store_true", help="follow every run")
