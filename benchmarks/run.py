@@ -192,17 +192,10 @@ class VictoriaMetricsTarget:
         return {"bucket": database, "org": "bench", "precision": "ns"}
 
     def read_back(self, run_id: str, database: str, expected: int) -> int:
-        """Samples of the run's gradient_score series. VictoriaMetrics makes rows searchable a
-        moment after it acknowledged them, so count until the figure stops growing."""
+        """Samples of the run's gradient_score series (polled: VictoriaMetrics makes rows
+        searchable a moment after it acknowledged them)."""
         match = f'{{__name__="{STORED_MEASUREMENT}_gradient_score",runtime_id="{run_id}"}}'
-        count, changed_at = -1, time.monotonic()
-        while True:
-            latest = self.server.count_samples(match)
-            if latest != count:
-                count, changed_at = latest, time.monotonic()
-            if count >= expected or time.monotonic() - changed_at > 3:
-                return count
-            time.sleep(0.5)
+        return self.server.count_samples(match, expected=expected, timeout=30.0)
 
 
 class InfluxDB1Target:
