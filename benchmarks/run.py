@@ -7,6 +7,7 @@ so that the ratios hold on a noisy, shared machine:
 
 * caller cost of ``log()`` (pipeline running; and with a sink that does nothing);
 * points landed per second, and points lost (logged - read back), per server;
+* client CPU per point (this process, all threads), per run;
 * anchor (a): influxdb-client's batching ``WriteApi`` fed hand-built ``Point`` objects
   (VictoriaMetrics only: InfluxDB 1.6.7 serves no /api/v2/write);
 * anchor (b): the same lines encoded beforehand, POSTed sequentially in 5,000-line batches over
@@ -440,7 +441,9 @@ def round_ratios(figures: dict[str, Any]) -> dict[str, float]:
         "caller_median_influxdb_client_over_ours": vm["influxdb_client_batching"]["caller_us"]["median"]
         / vm["ours"]["caller_us"]["median"],
         # Not targets. What the client spends per point, whatever the server's pace:
-        "client_cpu_per_point_influxdb_client_over_ours": vm["influxdb_client_batching"]["client_cpu_us_per_point"]
+        "victoriametrics_client_cpu_per_point_influxdb_client_over_ours": vm["influxdb_client_batching"][
+            "client_cpu_us_per_point"
+        ]
         / vm["ours"]["client_cpu_us_per_point"],
         # and the most the first ratio could be while the server is the bottleneck.
         "victoriametrics_landed_preserialized_post_over_influxdb_client_batching": vm["preserialized_post"][
