@@ -186,10 +186,11 @@ def test_5b_sigkill_in_durable_mode_then_the_next_process_replays(
         finally:
             if child.poll() is None:
                 child.kill()
-    assert influx1.count("durable", "v", unique_db) == 0
-    # The next process using the same spool directory picks up the dead one's files.
-    with logger_for(influx1.url, unique_db) as m:
-        assert m.flush(timeout=30)
+        assert influx1.count("durable", "v", unique_db) == 0
+        # The next process for the same destination picks up the dead one's files.
+        proxy.delay = 0.0
+        with logger_for(proxy.url, unique_db) as m:
+            assert m.flush(timeout=30)
     assert influx1.count("durable", "v", unique_db) == 3_000
     assert m.stats()["adopted"] >= 3_000
 
@@ -285,6 +286,7 @@ def test_replay_spool_delivers_what_a_dead_process_left(influx1: InfluxDB1, uniq
             "v1",
             "--database",
             unique_db,
+            "--into-configured",  # it was logged for a server on another port
             "--json",
         ],
         env={**os.environ, "PYTHONPATH": str(REPO)},

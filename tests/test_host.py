@@ -19,8 +19,8 @@ import psutil
 import pytest
 
 from tplr_metrics import ConfigurationError, MetricsLogger
+from tplr_metrics.delivery.stats import PipelineStats
 from tplr_metrics.host import HostMetrics, visible_devices
-from tplr_metrics.stats import PipelineStats
 
 from .servers import InfluxDB1
 

@@ -29,8 +29,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .delivery.stats import PipelineStats
 from .settings import ConfigurationError
-from .stats import PipelineStats
 
 logger = logging.getLogger("tplr_metrics")
 

@@ -46,12 +46,12 @@ from types import TracebackType
 from typing import Any
 
 from . import log_points
+from .delivery.stats import PipelineStats
 from .destinations import resolve_destination
 from .logger import MetricsLogger
 from .settings import ConfigurationError
 from .sinks.base import Sink
 from .sinks.registry import check_params, get_factory, normalize_kind
-from .stats import PipelineStats
 from .values import coerce_scalar
 
 logger = logging.getLogger("tplr_metrics")

@@ -9,6 +9,7 @@ dicts.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import itertools
 import logging
 import os
@@ -22,18 +23,19 @@ from typing import Any
 
 from ._version import __version__
 from .background import check_periods, start_background
-from .dead_letter import DeadLetterFile
+from .delivery.accounting import accounting_of, merge_snapshot
+from .delivery.dead_letter import DeadLetterFile
+from .delivery.pipeline import OVERFLOW_POLICIES, Pipeline, PipelineOptions
+from .delivery.spool import private_dir
+from .delivery.stats import PipelineStats
 from .destinations import resolve_destination
 from .host import HostMetrics
 from .paths import tplr_home
-from .pipeline import OVERFLOW_POLICIES, Pipeline, PipelineOptions
 from .points import Point, PointBuilder, timestamp_ns
 from .run_status import exit_status
 from .settings import ConfigurationError, ServerSettings
 from .sinks.base import RunInfo, Sink, end_run, start_run
-from .spool import private_dir
-from .stats import PipelineStats
-from .values import FieldValue, config_tags
+from .values import IMMUTABLE_TYPES, FieldValue, config_tags, frozen_tags, process_fields
 from .values import process_value as _process_value
 
 logger = logging.getLogger("tplr_metrics")
@@ -128,6 +130,7 @@ class MetricsLogger:
         self.prefix = prefix or ""
         self.uid = uid
         self.version = version
+        self._given_runtime_id = runtime_id
         self.runtime_id = runtime_id or process_runtime_id()
         self.role = role or ""
         self.config = config
@@ -177,37 +180,72 @@ class MetricsLogger:
         self._host = HostMetrics(self._stats, interval=host_metrics_interval)
         self._builder = PointBuilder(self.standard_tags(), self.prefix, self._on_issue)
         self._strict_builder = PointBuilder(self.standard_tags(), self.prefix, self._raise_issue) if strict else None
+        self._pipeline_options = PipelineOptions(
+            max_queue_size=max_queue_size,
+            batch_size=batch_size or (10_000 if self.role == "validator" else 1_000),
+            flush_interval_ms=flush_interval,
+            flush_jitter_ms=flush_jitter,
+            max_workers=max_workers,
+            overflow=overflow,
+            block_timeout_s=block_timeout,
+            retry_interval_ms=retry_interval,
+            max_retry_delay_ms=max_retry_delay,
+            max_retry_time_ms=max_retry_time,
+            close_timeout_s=close_timeout,
+            spool_root=self._spool_root(spool, spool_dir, durable),
+            spool_run_name=_spool_run_name(self.runtime_id),
+            spool_max_bytes=spool_max_bytes,
+            durable=durable,
+            durable_sync_interval_s=durable_sync_interval,
+        )
+        self._dead_letter = DeadLetterFile(tplr_home() / "dead_letter" / f"{self.runtime_id}.jsonl")
         self._pipeline = Pipeline(
             sink,
             self._builder,
             self._stats,
-            PipelineOptions(
-                max_queue_size=max_queue_size,
-                batch_size=batch_size or (10_000 if self.role == "validator" else 1_000),
-                flush_interval_ms=flush_interval,
-                flush_jitter_ms=flush_jitter,
-                max_workers=max_workers,
-                overflow=overflow,
-                block_timeout_s=block_timeout,
-                retry_interval_ms=retry_interval,
-                max_retry_delay_ms=max_retry_delay,
-                max_retry_time_ms=max_retry_time,
-                close_timeout_s=close_timeout,
-                spool_root=self._spool_root(spool, spool_dir, durable),
-                spool_run_name=_spool_run_name(self.runtime_id),
-                spool_max_bytes=spool_max_bytes,
-                durable=durable,
-                durable_sync_interval_s=durable_sync_interval,
-            ),
-            on_rejected=DeadLetterFile(tplr_home() / "dead_letter" / f"{self.runtime_id}.jsonl"),
+            self._pipeline_options,
+            on_rejected=self._dead_letter,
             on_close=self._end_run,
         )
-        self.durable = durable and self._pipeline.spool is not None
+        self.durable = durable and self._pipeline.durable
         self._background = start_background(self, system_metrics_every, health_every)
         # Deliver at interpreter exit what an unclosed logger still holds (bounded by
         # close_timeout); a weak reference, so an abandoned logger can still be collected.
         self._atexit_hook = _make_atexit_hook(weakref.ref(self))
         atexit.register(self._atexit_hook)
+        self._register_exit_hooks()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=_make_fork_hook(weakref.ref(self)))
+
+    def _register_exit_hooks(self) -> None:
+        """multiprocessing ends its children with os._exit, so atexit never runs there; its
+        Finalize registry does run (in Process._bootstrap). A forked child registers again, since
+        multiprocessing clears that registry after the fork."""
+        from multiprocessing import util as mp_util
+
+        self._mp_finalizer = mp_util.Finalize(None, self._atexit_hook, exitpriority=10)
+        mp_util.register_after_fork(self, MetricsLogger._register_exit_hooks)
+
+    def _after_fork_in_child(self) -> None:
+        """A forked child is a run of its own: its own run id, zeroed counters, empty queue."""
+        if self._pipeline.closed:
+            return
+        given = self._given_runtime_id
+        self.runtime_id = f"{given}.{os.getpid()}" if given else process_runtime_id()
+        self.run = dataclasses.replace(self.run, run_id=self.runtime_id, started_at_ns=time.time_ns())
+        self._stats = PipelineStats()
+        self._builder = PointBuilder(self.standard_tags(), self.prefix, self._on_issue)
+        if self._strict_builder is not None:
+            self._strict_builder = PointBuilder(self.standard_tags(), self.prefix, self._raise_issue)
+        self._dead_letter = DeadLetterFile(tplr_home() / "dead_letter" / f"{self.runtime_id}.jsonl")
+        for lane in self._pipeline.lanes:
+            lane._on_rejected = self._dead_letter
+            lane._learn_float_field = self._builder.learn_float_field
+        self._pipeline.after_fork_in_child(self._builder, self._stats)
+        try:
+            start_run(self.sink, self.run)
+        except Exception as exc:
+            logger.warning("could not record the start of run %s: %s", self.runtime_id, type(exc).__name__)
 
     @staticmethod
     def _spool_root(enabled: bool, spool_dir: str | os.PathLike[str] | None, durable: bool) -> Path | None:
@@ -255,7 +293,11 @@ class MetricsLogger:
         with_gpu_metrics: bool = False,
         sample_rate: float = 1.0,
     ) -> None:
-        """Queue one point. Returns at once; never raises unless the logger is strict."""
+        """Queue one point. Returns at once; never raises unless the logger is strict.
+
+        Everything the stored point depends on is fixed before this returns: tags and fields are
+        copied, and lists, arrays, tensors and other mutable values are turned into what will be
+        stored (list statistics included), so a caller may reuse or change them at once."""
         try:
             if sample_rate < 1.0 and _sampling.random() > sample_rate:
                 self._pipeline.count_sampled_out()
@@ -273,25 +315,34 @@ class MetricsLogger:
                     )
                     explicit = time.time_ns()
                 time_ns = explicit
+            if type(fields) is dict:
+                fields = dict(fields)
+                for value in fields.values():
+                    if type(value) not in IMMUTABLE_TYPES:
+                        fields = self._freeze_fields(fields, measurement)
+                        break
+            else:
+                fields = self._freeze_fields(self._as_dict(fields, "fields", measurement), measurement)
+            if type(tags) is dict:
+                tags = dict(tags)
+                for value in tags.values():
+                    if type(value) not in IMMUTABLE_TYPES:
+                        tags = frozen_tags(tags)
+                        break
+            else:
+                tags = frozen_tags(self._as_dict(tags, "tags", measurement))
             host_fields: Mapping[str, Any] | None = None
             host_tags: Mapping[str, str] | None = None
             if with_system_metrics or with_gpu_metrics:
                 host_fields, host_tags = self._host.cached(with_system_metrics, with_gpu_metrics)
-            record = (
-                measurement,
-                dict(tags) if type(tags) is dict else self._as_dict(tags, "tags", measurement),
-                dict(fields) if type(fields) is dict else self._as_dict(fields, "fields", measurement),
-                time_ns,
-                host_fields,
-                host_tags,
-            )
+            record = (measurement, tags, fields, time_ns, host_fields, host_tags)
             if self._strict_builder is not None:
                 self._strict_builder.build(record)
             if self.durable:
                 # Durable mode: the point reaches the write-ahead log before log() returns.
                 point = self._builder.build(record)
                 if point is None:
-                    self._pipeline.count_dropped_in_caller()
+                    self._pipeline.count_logged()  # its drop is counted by reason
                     return
                 self._pipeline.wal_append(point)
                 self._pipeline.submit(point)
@@ -303,6 +354,14 @@ class MetricsLogger:
             self._internal_error("log_error")
         except Exception:
             self._internal_error("log_error")
+
+    def _freeze_fields(self, fields: dict[Any, Any], measurement: Any) -> dict[str, Any]:
+        """The value rules applied in the call, for fields holding anything but plain values."""
+
+        def issue(cause: str, field: str, detail: str) -> None:
+            self._on_issue(cause, str(measurement), field, detail)
+
+        return process_fields(fields, issue)
 
     def _as_dict(self, value: Any, what: str, measurement: Any) -> dict[Any, Any]:
         """tags/fields that are not a dict: any Mapping is fine, None is empty, else bad input."""
@@ -319,7 +378,7 @@ class MetricsLogger:
         return {}
 
     def _internal_error(self, cause: str) -> None:
-        self._stats.drop(cause)
+        self._pipeline.count_refused(cause)
         self._stats.warn_once(cause, "tplr_metrics could not queue a point: %s", _describe_current_exception())
 
     def _on_issue(self, cause: str, measurement: str, field: str, detail: str) -> None:
@@ -338,14 +397,25 @@ class MetricsLogger:
     # --- flush, close, stats ------------------------------------------------------------
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Return once everything logged before the call is stored (False if timeout passed)."""
+        """Return once everything logged before the call has settled in every destination.
+
+        False when the timeout passed first, or when any point was dropped or rejected meanwhile."""
         return self._pipeline.flush(timeout)
 
     def close(self, timeout: float | None = None) -> bool:
-        """Flush, then stop the threads; idempotent. Later log() calls are counted no-ops."""
+        """Deliver what is left (or spool it, or count it), stop the threads; idempotent.
+
+        True when everything was delivered in time with nothing dropped or rejected during the
+        close. Later log() calls are counted no-ops (``after_close``)."""
+        return self._close(timeout, "ok")
+
+    def _close(self, timeout: float | None, status: str | None) -> bool:
         self._background.close()  # its last points go out with the flush
         atexit.unregister(self._atexit_hook)
-        return self._pipeline.close(timeout, status="ok")
+        finalizer = getattr(self, "_mp_finalizer", None)
+        if finalizer is not None:
+            finalizer.cancel()
+        return self._pipeline.close(timeout, status=status)
 
     def _close_at_exit(self) -> None:
         self._background.close()
@@ -371,13 +441,18 @@ class MetricsLogger:
             status = "cancelled"
         else:
             status = "failed"
-        self._background.close()
-        atexit.unregister(self._atexit_hook)
-        self._pipeline.close(status=status)
+        self._close(None, status)
 
     def stats(self) -> dict[str, Any]:
-        """Counters: logged, sampled_out, written, retried, dropped/rejected by reason, ..."""
-        return self._stats.snapshot(self._pipeline.queue_depth())
+        """Counters: logged, sampled_out, written, retried, dropped/rejected by reason, ...,
+        and ``lanes``: the same figures for each destination on its own."""
+        return merge_snapshot(self._pipeline, self._stats)
+
+    def accounting(self) -> dict[str, Any]:
+        """The accounting invariant's terms, per destination and in total, and whether they
+        add up: ``logged + adopted == written + rejected + dropped + spooled`` per lane once the
+        logger is closed (``in_flight`` is what is still on its way)."""
+        return accounting_of(self._pipeline, self._stats)
 
     def __repr__(self) -> str:
         return (
@@ -399,6 +474,15 @@ def _make_atexit_hook(ref: weakref.ref[MetricsLogger]) -> Callable[[], None]:
         metrics_logger = ref()
         if metrics_logger is not None and not metrics_logger._pipeline.closed:
             metrics_logger._close_at_exit()
+
+    return hook
+
+
+def _make_fork_hook(ref: weakref.ref[MetricsLogger]) -> Callable[[], None]:
+    def hook() -> None:
+        metrics_logger = ref()
+        if metrics_logger is not None:
+            metrics_logger._after_fork_in_child()
 
     return hook
 

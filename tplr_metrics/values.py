@@ -104,6 +104,13 @@ def process_value(v: Any) -> FieldValue | dict[str, float]:
             return _list_value(v)
         except Exception:
             return _safe_str(v)
+    if getattr(v, "ndim", 0) and callable(getattr(v, "tolist", None)):  # numpy arrays, torch tensors
+        try:
+            items = v.tolist()
+        except Exception:
+            items = None
+        if isinstance(items, list):
+            return process_value(items)
     scalar = coerce_scalar(v)
     if scalar is not v:
         return process_value(scalar)
@@ -156,6 +163,15 @@ def process_fields(fields: Mapping[Any, Any], issue: IssueSink = _ignore_issue) 
         if checked is not None:
             out[key] = checked
     return out
+
+
+#: Types whose values cannot change after log() returns: queued as they are.
+IMMUTABLE_TYPES = frozenset({float, int, str, bool, type(None)})
+
+
+def frozen_tags(tags: dict[Any, Any]) -> dict[Any, Any]:
+    """Tag values as they are now: anything mutable becomes its text in the call (a copy)."""
+    return {k: v if type(v) in IMMUTABLE_TYPES else tag_value(v) for k, v in tags.items()}
 
 
 def tag_value(v: Any) -> str:

@@ -16,10 +16,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from ..pipeline import Pipeline, PipelineOptions
+from ..delivery.accounting import merge_snapshot
+from ..delivery.destination_id import describe_destination, describe_text, fingerprint
+from ..delivery.pipeline import Pipeline, PipelineOptions
+from ..delivery.spool import MANIFEST_NAME, move_orphans, spooled_destinations
+from ..delivery.stats import PipelineStats
 from ..points import Point, PointBuilder, Record
 from ..settings import ConfigurationError, build_influx_sink, resolve_server
-from ..stats import PipelineStats
 from ..store import StoreError
 from . import CommandError
 from ._store_cli import (
@@ -50,7 +53,13 @@ def register(subparsers: Any) -> None:
         metavar="DIR",
         type=Path,
         help="instead of the store: deliver what dead processes left in a spool (a spool root such as "
-        "~/.tplr_metrics/spool, or one run directory under it)",
+        "~/.tplr_metrics/spool, or a directory under it); only points meant for the configured destination, "
+        "unless --into-configured",
+    )
+    parser.add_argument(
+        "--into-configured",
+        action="store_true",
+        help="with --spool: also deliver points that were meant for other destinations into the configured one",
     )
     parser.add_argument("--url", help="InfluxDB URL (default: INFLUXDB_URL, or INFLUXDB_HOST/INFLUXDB_PORT)")
     parser.add_argument("--database", help="database (v1) or bucket (v2) (default: INFLUXDB_DATABASE)")
@@ -121,15 +130,16 @@ def run(args: argparse.Namespace) -> int:
                         break
                     submitted += 1
                     if submitted % 1_000 == 0:
-                        if stats.dropped:  # the server gave up on a batch: do not feed it more
+                        snapshot = merge_snapshot(pipeline, stats)
+                        if snapshot["dropped_total"]:  # the server gave up on a batch: do not feed it more
                             break
-                        progress.draw(_settled(stats))
+                        progress.draw(_settled(snapshot))
             finally:
                 pipeline.close(args.retry_seconds + 30.0, status="ok")
-                progress.draw(_settled(stats), final=True)
+                progress.draw(_settled(merge_snapshot(pipeline, stats)), final=True)
         except StoreError as exc:
             raise store_error(exc) from None
-    snapshot = stats.snapshot(0)
+    snapshot = merge_snapshot(pipeline, stats)
     summary = {
         "points": total,
         "written": snapshot["written"],
@@ -154,7 +164,9 @@ def run(args: argparse.Namespace) -> int:
 def _replay_spool(args: argparse.Namespace) -> int:
     """Adopt the spools of dead processes under a root and deliver them through the pipeline."""
     root = args.spool.expanduser()
-    if (root / ".lock").exists():  # one run directory: its root holds it and its siblings
+    if (root / ".lock").exists():  # one run directory: its destination's directory holds it
+        root = root.parent
+    if (root / MANIFEST_NAME).exists():  # one destination's directory: the root holds it
         root = root.parent
     if not root.is_dir():
         raise CommandError(f"no spool directory at {args.spool}", 2)
@@ -162,9 +174,26 @@ def _replay_spool(args: argparse.Namespace) -> int:
         server = resolve_server(url=args.url, database=args.database, org=args.org, api=args.api)
     except ConfigurationError as exc:
         raise CommandError(str(exc), 2) from None
+    sink = build_influx_sink(server)
+    own = fingerprint(describe_destination(sink))
+    foreign = 0
+    for directory, manifest, files in spooled_destinations(root):
+        if directory.name == own or not files:
+            continue
+        meant_for = describe_text(manifest) if manifest else "an unknown destination"
+        if args.into_configured:
+            move_orphans(directory, root / own)
+            print(f"tplr-metrics replay: delivering {files} file(s) meant for {meant_for}", file=sys.stderr)
+        else:
+            foreign += files
+            print(
+                f"tplr-metrics replay: {directory} holds {files} file(s) meant for {meant_for}; left there "
+                "(run replay with that destination, or add --into-configured)",
+                file=sys.stderr,
+            )
     stats = PipelineStats()
     pipeline = Pipeline(
-        build_influx_sink(server),
+        sink,
         _AsStored(),
         stats,
         PipelineOptions(
@@ -174,7 +203,7 @@ def _replay_spool(args: argparse.Namespace) -> int:
             spool_run_name=f"replay-{os.getpid()}",
         ),
     )
-    spool = pipeline.spool
+    spool = pipeline.lanes[0].spool
     if spool is None:
         pipeline.close(0)
         raise CommandError(f"cannot use the spool at {root}", 1)
@@ -183,7 +212,7 @@ def _replay_spool(args: argparse.Namespace) -> int:
         time.sleep(0.1)
     left = spool.pending_points()
     pipeline.close(1.0, status="ok")
-    snapshot = stats.snapshot(0)
+    snapshot = merge_snapshot(pipeline, stats)
     summary = {
         "picked_up": snapshot["adopted"],
         "written": snapshot["written"],
@@ -200,11 +229,11 @@ def _replay_spool(args: argparse.Namespace) -> int:
             f"delivered {summary['written']} of {summary['picked_up']} spooled points into {server.url} "
             f"database {server.database!r} ({summary['rejected']} rejected, {left} still in {root})"
         )
-    return 1 if left else 0
+    return 1 if left or foreign else 0
 
 
-def _settled(stats: PipelineStats) -> int:
-    return stats.written + sum(stats.rejected.values()) + sum(stats.dropped.values())
+def _settled(snapshot: Mapping[str, Any]) -> int:
+    return int(snapshot["written"] + snapshot["rejected_total"] + snapshot["dropped_total"])
 
 
 def _print_summary(summary: Mapping[str, Any], as_json: bool) -> None:

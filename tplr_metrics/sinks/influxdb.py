@@ -159,6 +159,23 @@ class InfluxSink:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(url={self.url!r}, {self.describe_target()})"
 
+    kind = "influxdb"
+
+    def destination(self) -> dict[str, str | None]:
+        """Where points go, for spool fingerprints and messages (no credentials)."""
+        parsed = urllib.parse.urlsplit(self.url)
+        netloc = parsed.hostname or ""
+        if parsed.port:
+            netloc += f":{parsed.port}"
+        return {
+            "kind": self.kind,
+            "url": urllib.parse.urlunsplit((parsed.scheme, netloc, parsed.path, "", "")),
+            **self.target(),
+        }
+
+    def target(self) -> dict[str, str | None]:
+        raise NotImplementedError
+
     def describe_target(self) -> str:
         raise NotImplementedError
 
@@ -319,6 +336,11 @@ class InfluxV2Sink(InfluxSink):
         self.bucket = bucket
         self.org = org or ""
 
+    kind = "influxdb-v2"
+
+    def target(self) -> dict[str, str | None]:
+        return {"org": self.org, "bucket": self.bucket}
+
     def describe_target(self) -> str:
         return f"org={self.org!r}, bucket={self.bucket!r}"
 
@@ -349,6 +371,11 @@ class InfluxV1Sink(InfluxSink):
         self.retention_policy = retention_policy
         self.create_database = create_database
         self._created = False
+
+    kind = "influxdb-v1"
+
+    def target(self) -> dict[str, str | None]:
+        return {"database": self.database}
 
     def describe_target(self) -> str:
         return f"database={self.database!r}"

@@ -92,6 +92,10 @@ class JsonlSink:
             self._run_id = str(uuid.uuid4())
         return self._home / "logs" / self._run_id
 
+    def destination(self) -> dict[str, str]:
+        base = self._configured_dir if self._configured_dir is not None else self._home / "logs"
+        return {"kind": "jsonl", "dir": str(base.absolute())}
+
     def __repr__(self) -> str:
         return f"JsonlSink({str(self.log_dir)!r})"
 

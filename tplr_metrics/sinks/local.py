@@ -50,6 +50,9 @@ class LocalStoreSink:
         self._run_pid = 0
         self._reported: str | None = None  # the error last reported, so it is said once
 
+    def destination(self) -> dict[str, str]:
+        return {"kind": "local", "path": str(self.path.expanduser().absolute())}
+
     def __repr__(self) -> str:
         return f"LocalStoreSink({str(self.path)!r})"
 

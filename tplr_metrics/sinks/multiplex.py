@@ -25,7 +25,12 @@ logger = logging.getLogger("tplr_metrics")
 
 
 class MultiplexSink:
-    """Writes each batch to all children; the first child is the primary in names and logs."""
+    """Writes each batch to all children; the first child is the primary in names and logs.
+
+    A logger never calls ``write`` on it: it gives each child a delivery lane of its own (see
+    ``tplr_metrics.delivery.lane``). ``write`` serves code that uses the sink on its own."""
+
+    is_multiplex = True  # the pipeline opens one lane per child
 
     def __init__(self, children: Sequence[Sink]) -> None:
         if not children:

@@ -84,6 +84,9 @@ class TensorBoardSink:
             self.run_name = str(uuid.uuid4())
         return self.log_dir / self.run_name
 
+    def destination(self) -> dict[str, str]:
+        return {"kind": "tensorboard", "dir": str(self.log_dir.absolute())}
+
     def __repr__(self) -> str:
         return f"TensorBoardSink({str(self.log_dir)!r}, run_name={self.run_name!r})"
 

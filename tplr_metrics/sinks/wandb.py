@@ -70,6 +70,9 @@ class WandbSink:
         self._status = "ok"
         self._reported = False
 
+    def destination(self) -> dict[str, str]:
+        return {"kind": "wandb", "dir": str(self.log_dir.absolute()), "project": self.project}
+
     def __repr__(self) -> str:
         return f"WandbSink({str(self.log_dir)!r}, mode={self.mode!r})"
 

@@ -8,8 +8,8 @@ import threading
 import time
 from pathlib import Path
 
-from .points import Point
-from .sinks.base import Rejection
+from ..points import Point
+from ..sinks.base import Rejection
 from .spool import private_dir
 
 

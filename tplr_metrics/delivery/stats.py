@@ -18,8 +18,11 @@ class PipelineStats:
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.logged = 0
+        # Reentrant: log() may report an issue from a signal handler that interrupted this thread
+        # while it held the lock.
+        self._lock = threading.RLock()
+        self.logged = 0  # in a lane: points handed to it
+        self.wal_failed = 0
         self.sampled_out = 0
         self.after_close = 0
         self.queue_dropped = 0
@@ -38,6 +41,22 @@ class PipelineStats:
         self.sanitized: Counter[str] = Counter()
         self.last_error: str | None = None
         self._warned: set[str] = set()
+
+    def received(self, n: int) -> None:
+        with self._lock:
+            self.logged += n
+
+    def count(self, what: str) -> None:
+        """An informational count that changes no point's fate (``wal_failed``)."""
+        with self._lock:
+            setattr(self, what, getattr(self, what) + 1)
+
+    def undrop(self, reason: str, n: int) -> None:
+        """A late answer showed points counted lost were stored after all."""
+        with self._lock:
+            self.dropped[reason] -= n
+            if self.dropped[reason] <= 0:
+                del self.dropped[reason]
 
     def drop(self, reason: str, n: int = 1) -> None:
         if n:
@@ -85,7 +104,7 @@ class PipelineStats:
 
     def reset_lock(self) -> None:
         """In a forked child: the parent's threads may have held the lock at the fork."""
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     def spool_evicted(self, points: int) -> None:
         with self._lock:

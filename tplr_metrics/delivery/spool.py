@@ -32,14 +32,18 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from .points import Point
+import orjson
+
+from ..points import Point
 from .stats import PipelineStats
 
 logger = logging.getLogger("tplr_metrics")
 
 _FILE_NAME = re.compile(r"^(\d{12})-(batch|wal)\.jsonl$")
 _LOCK_NAME = ".lock"
+MANIFEST_NAME = "destination.json"
 
 
 def private_dir(path: Path) -> Path:
@@ -52,8 +56,16 @@ def private_dir(path: Path) -> Path:
     return path
 
 
+def encode_point(point: Point) -> bytes:
+    """One spool line, ``[measurement, tags, fields, time_ns]\\n`` (orjson: a few µs less than json)."""
+    try:
+        return orjson.dumps(tuple(point), option=orjson.OPT_APPEND_NEWLINE)
+    except TypeError:  # an int orjson cannot hold: the stdlib can
+        return (json.dumps(list(point), separators=(",", ":")) + "\n").encode()
+
+
 def encode_points(points: Iterable[Point]) -> bytes:
-    return "".join(json.dumps(list(p), separators=(",", ":")) + "\n" for p in points).encode()
+    return b"".join(encode_point(p) for p in points)
 
 
 def decode_points(data: bytes) -> tuple[list[Point], int]:
@@ -83,11 +95,22 @@ class SpoolFile:
 class Spool:
     """One process's outbox under a shared root, with adoption of dead processes' outboxes."""
 
-    def __init__(self, root: Path, run_name: str, stats: PipelineStats, max_bytes: int) -> None:
+    def __init__(
+        self,
+        root: Path,
+        run_name: str,
+        stats: PipelineStats,
+        max_bytes: int,
+        describe: dict[str, Any] | None = None,
+    ) -> None:
         self.root = private_dir(Path(root))
+        if describe is not None:
+            write_manifest(self.root, describe)
         self.stats = stats
         self.max_bytes = max_bytes
-        self._lock = threading.Lock()
+        # Reentrant: durable mode appends to the WAL from log(), which a signal handler may call
+        # while the same thread is inside an append.
+        self._lock = threading.RLock()
         self._files: list[SpoolFile] = []
         self._bytes = 0
         self._seq = 0
@@ -113,9 +136,10 @@ class Spool:
             return
         raise OSError(f"no free spool directory for {run_name!r} under {self.root}")
 
-    def reopen_in_child(self, run_name: str) -> None:
+    def reopen_in_child(self, run_name: str, stats: PipelineStats) -> None:
         """A forked child gets its own run dir: the parent keeps its files and its lock."""
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self.stats = stats
         self._files, self._bytes, self._wal, self._wal_fd = [], 0, None, None
         self._open_run_dir(run_name)
 
@@ -125,16 +149,51 @@ class Spool:
         self._seq += 1
         return self._seq, self.dir / f"{self._seq:012d}-{kind}.jsonl"
 
-    def add_batch(self, points: Sequence[Point], batch_id: int | None) -> None:
-        """Write a batch durably (temp file, fsync, rename) and queue it for replay."""
+    def add_batch(self, points: Sequence[Point], batch_id: int | None) -> SpoolFile | None:
+        """Write a batch durably (temp file, fsync, rename) and queue it for replay; None when the
+        disk refused it even after evicting older files (the caller counts the points)."""
         data = encode_points(points)
         with self._lock:
             seq, path = self._next_path("batch")
-            _write_durably(path, data)
-            self._files.append(SpoolFile(path, seq, "batch", len(points), batch_id))
+            try:
+                _write_durably(path, data)
+            except OSError as exc:
+                if not self._evict_for_space(len(data)):
+                    self.stats.error(f"spool {self.dir}: {exc.strerror or exc}")
+                    self.stats.warn_once("spool_write_failed", "spool %s cannot be written: %s", self.dir, exc)
+                    return None
+                try:
+                    _write_durably(path, data)
+                except OSError as exc2:
+                    self.stats.error(f"spool {self.dir}: {exc2.strerror or exc2}")
+                    self.stats.warn_once("spool_write_failed", "spool %s cannot be written: %s", self.dir, exc2)
+                    return None
+            item = SpoolFile(path, seq, "batch", len(points), batch_id)
+            self._files.append(item)
             self._bytes += len(data)
             self._evict_if_full()
         self.stats.spool_in(len(points))
+        return item
+
+    def _evict_for_space(self, needed: int) -> bool:
+        """The disk is full: evict the oldest batch files (counted) until ``needed`` bytes are freed."""
+        freed = 0
+        while freed < needed:
+            victim = next((f for f in self._files if f.kind == "batch"), None)
+            if victim is None:
+                return freed > 0
+            freed += self._evict(victim)
+        return True
+
+    def _evict(self, victim: SpoolFile) -> int:
+        size = _size(victim.path)
+        points = victim.points if victim.points >= 0 else _count_lines(victim.path)
+        _unlink(victim.path)
+        self._files.remove(victim)
+        self._bytes -= size
+        self.stats.spool_evicted(points)
+        self.stats.warn_once("spool_full", "spool %s is full; evicting the oldest points", self.dir)
+        return size
 
     def _evict_if_full(self) -> None:
         while self._bytes > self.max_bytes:
@@ -142,33 +201,32 @@ class Spool:
             victim = victim or next((f for f in self._files if f.kind == "batch"), None)
             if victim is None:
                 return
-            size = _size(victim.path)
-            points = victim.points if victim.points >= 0 else _count_lines(victim.path)
-            _unlink(victim.path)
-            self._files.remove(victim)
-            self._bytes -= size
-            self.stats.spool_evicted(points)
-            self.stats.warn_once(
-                "spool_full",
-                "spool %s is over spool_max_bytes=%d; evicting the oldest points",
-                self.dir,
-                self.max_bytes,
-            )
+            self._evict(victim)
 
     # --- durable mode's write-ahead log -------------------------------------------------
 
-    def wal_append(self, point: Point) -> None:
-        """Append one point to the current WAL segment (one write() call: survives SIGKILL)."""
-        line = (json.dumps(list(point), separators=(",", ":")) + "\n").encode()
-        with self._lock:
-            if self._wal_fd is None:
-                seq, path = self._next_path("wal")
-                self._wal_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-                self._wal = SpoolFile(path, seq, "wal", 0)
-            os.write(self._wal_fd, line)
-            assert self._wal is not None
-            self._wal.points += 1
-            self._bytes += len(line)
+    def wal_append(self, line: bytes) -> bool:
+        """Append one encoded point to the current WAL segment (one write() call: survives
+        SIGKILL); False when the disk refused it (the caller counts it; the point goes on)."""
+        try:
+            with self._lock:
+                if self._wal_fd is None:
+                    seq, path = self._next_path("wal")
+                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+                    if self._wal_fd is None:
+                        self._wal_fd, self._wal = fd, SpoolFile(path, seq, "wal", 0)
+                    else:  # a signal handler's append opened one meanwhile: use that one
+                        os.close(fd)
+                        _unlink(path)
+                fd = self._wal_fd
+                assert fd is not None and self._wal is not None
+                if os.write(fd, line) != len(line):
+                    return False
+                self._wal.points += 1
+                self._bytes += len(line)
+                return True
+        except OSError:
+            return False
 
     def wal_seal(self) -> SpoolFile | None:
         """fsync and close the current WAL segment; the caller deletes it once it is safe."""
@@ -282,16 +340,94 @@ class Spool:
             pass
 
 
-def _write_durably(path: Path, data: bytes) -> None:
-    """Write a file that is either whole or absent after a crash: temp name, fsync, rename."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+def spooled_destinations(root: Path) -> list[tuple[Path, dict[str, Any] | None, int]]:
+    """Each destination directory under a spool root: (its path, its manifest, spool files in it)."""
+    found = []
     try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
+        entries = sorted(root.iterdir())
+    except OSError:
+        return []
+    for directory in entries:
+        if directory.is_symlink() or not directory.is_dir():
+            continue
+        files = sum(1 for p in directory.glob("*/*.jsonl") if _FILE_NAME.match(p.name))
+        found.append((directory, read_manifest(directory), files))
+    return found
+
+
+def move_orphans(source: Path, target: Path) -> int:
+    """Move the run dirs of dead processes from one destination's directory into another's
+    (``replay --spool --into-configured``); live ones (lock held) stay. Returns how many moved."""
+    private_dir(target)
+    moved = 0
+    for run_dir in sorted(source.iterdir()):
+        if run_dir.is_symlink() or not run_dir.is_dir():
+            continue
+        try:
+            fd = os.open(run_dir / _LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        except OSError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # its owner is alive
+            destination = target / f"{run_dir.name}.moved"
+            n = 1
+            while destination.exists():
+                n += 1
+                destination = target / f"{run_dir.name}.moved{n}"
+            os.rename(run_dir, destination)
+            moved += 1
+        finally:
+            os.close(fd)
+    return moved
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """os.write until every byte is written (a full disk gives short writes before ENOSPC)."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:
+            raise OSError(28, "No space left on device (short write)")
+        view = view[written:]
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    """Write a file that is either whole or absent after a crash: temp name, fsync, rename.
+    On any failure the temp file is removed."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        try:
+            write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+    except BaseException:
+        _unlink(tmp)
+        raise
+
+
+def write_manifest(directory: Path, describe: dict[str, Any]) -> None:
+    """``destination.json``: where this spool's points were meant to go (never a secret)."""
+    path = directory / MANIFEST_NAME
+    if path.exists():
+        return
+    try:
+        _write_durably(path, json.dumps(describe, sort_keys=True, indent=1).encode())
+    except OSError:
+        pass
+
+
+def read_manifest(directory: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((directory / MANIFEST_NAME).read_bytes())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _size(path: Path) -> int:

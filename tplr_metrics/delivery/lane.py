@@ -1,0 +1,570 @@
+"""One destination's own way out: buffer, writer threads, retry, spool, counters.
+
+Every destination a logger writes to (each sink of ``sinks=[...]``) gets a lane, as Telegraf
+gives every output its own buffer and OpenTelemetry every exporter its own processor. A lane
+that is down, slow or raising never delays, blocks or duplicates another: the encoder hands each
+lane the same encoded batch and goes on; what a lane cannot deliver stays in *its* buffer, retry
+loop and spool directory.
+
+Inside a lane: batches wait in a bounded buffer; ``max_workers`` writer threads write them.
+With a spool, a batch the destination cannot take for a reason that is not the data's fault goes
+to disk, and a replayer thread sends the spool's files in order, with exponential backoff and
+full jitter (honouring Retry-After), as soon as the destination answers again; while files wait,
+new batches join the end of the spool, so order holds and memory stays bounded. Without a spool,
+writers retry in memory for at most ``max_retry_time``, then drop and count.
+
+Accounting is exact: every point handed to the lane (``received``) and every point adopted from
+a dead process's spool is, once the lane is closed, in exactly one of ``written``, ``rejected``,
+``dropped`` (by reason) or ``spooled`` (waiting on disk for the next process).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..points import Point
+from ..sinks.base import Rejection, Sink, WriteResult
+from .spool import Spool, SpoolFile
+from .stats import PipelineStats
+
+logger = logging.getLogger("tplr_metrics")
+
+# Jitter draws from its own generator, never from the global one a training loop may have seeded.
+_jitter = random.Random()
+
+OnRejected = Callable[[Point, Rejection, str], None]
+
+
+@dataclass(frozen=True)
+class LaneOptions:
+    batch_size: int = 1_000
+    max_workers: int = 1
+    buffer_points: int = 600_000  # points waiting in memory before the lane spills or drops
+    retry_interval_ms: int = 1_000
+    max_retry_delay_ms: int = 30_000
+    max_retry_time_ms: int = 180_000
+    exponential_base: float = 2.0
+    spool_max_bytes: int = 512 * 1024 * 1024
+    durable: bool = False
+    durable_sync_interval_s: float = 1.0
+
+
+class FlushMarker:
+    """Done when every batch a lane was given before the marker has settled (or is safe)."""
+
+    __slots__ = ("done", "batch_id", "durable_only")
+
+    def __init__(self, batch_id: int = -1, durable_only: bool = False) -> None:
+        self.done = threading.Event()
+        self.batch_id = batch_id
+        self.durable_only = durable_only
+
+
+class _Flight:
+    """One sink.write call in progress, so that close() can account for it if it never returns."""
+
+    __slots__ = ("points", "done", "abandoned", "spooled")
+
+    def __init__(self, points: Sequence[Point]) -> None:
+        self.points = points
+        self.done = False
+        self.abandoned = False
+        self.spooled: SpoolFile | None = None
+
+
+_STOP = object()
+
+
+class Lane:
+    """Delivers the batches it is given to one sink, and counts what became of each point."""
+
+    def __init__(
+        self,
+        name: str,
+        sink: Sink,
+        options: LaneOptions,
+        spool_dir: Path | None,
+        spool_run_name: str,
+        on_rejected: OnRejected | None = None,
+        learn_float_field: Callable[[str, str], None] | None = None,
+        describe: dict[str, Any] | None = None,
+    ) -> None:
+        self.name = name
+        self.sink = sink
+        self.options = options
+        self.stats = PipelineStats()
+        self.accepts_lines = bool(getattr(sink, "accepts_lines", False))
+        self._on_rejected = on_rejected
+        self._learn_float_field = learn_float_field
+        self.spool: Spool | None = None
+        if spool_dir is not None:
+            try:
+                self.spool = Spool(spool_dir, spool_run_name, self.stats, options.spool_max_bytes, describe)
+                self.spool.adopt_orphans()
+            except OSError as exc:
+                if options.durable:
+                    raise
+                logger.error("spool under %s is unusable (%s); lane %s retries in memory", spool_dir, exc, name)
+                self.spool = None
+        self._init_state()
+
+    # --- state ---------------------------------------------------------------------------
+
+    def _init_state(self) -> None:
+        self._buffer: deque[Any] = deque()
+        self._buffered_points = 0
+        self._buffer_ready = threading.Condition(threading.Lock())
+        self._abort = threading.Event()  # deadline passed: stop retrying, spool or count the rest
+        self._stopping = threading.Event()
+        self._settle_lock = threading.Lock()
+        self._next_batch_id = 0
+        self._unsettled: set[int] = set()  # not yet stored, rejected or dropped
+        self._unsafe: set[int] = set()  # ... and not in a spool file either
+        self._waiting_markers: list[FlushMarker] = []
+        self._spool_wake = threading.Event()
+        self._replay_not_before = 0.0  # monotonic time before which the replayer must not send
+        self._wal_segments: list[tuple[SpoolFile, FlushMarker]] = []
+        self._flight_lock = threading.Lock()
+        self._flights: set[_Flight] = set()
+        self._writers: list[threading.Thread] = []
+        self._replayer: threading.Thread | None = None
+        self.request_wal_marker: Callable[[FlushMarker], None] | None = None  # set by the pipeline
+        self.on_room: Callable[[], None] | None = None  # set by the pipeline: a writer took a batch
+
+    def start(self) -> None:
+        for i in range(max(1, self.options.max_workers)):
+            thread = threading.Thread(
+                target=self._writer_loop, name=f"tplr-metrics-{self.name}-writer-{i}", daemon=True
+            )
+            self._writers.append(thread)
+        if self.spool is not None:
+            self._replayer = threading.Thread(
+                target=self._spool_loop, name=f"tplr-metrics-{self.name}-spool", daemon=True
+            )
+        for thread in self._threads():
+            thread.start()
+
+    def _threads(self) -> list[threading.Thread]:
+        return self._writers + ([self._replayer] if self._replayer is not None else [])
+
+    def after_fork_in_child(self, run_name: str) -> None:
+        """A forked child's lane starts empty, with zeroed counters and a spool dir of its own:
+        what the parent had buffered or spooled is the parent's to deliver."""
+        self.stats = PipelineStats()
+        reopen = getattr(self.sink, "after_fork", None)
+        if reopen is not None:
+            reopen()
+        if self.spool is not None:
+            self.spool.reopen_in_child(run_name, self.stats)
+        self._init_state()
+
+    # --- from the encoder ----------------------------------------------------------------
+
+    def has_room(self) -> bool:
+        """The writers are keeping up: fewer batches wait than there are writers."""
+        return len(self._buffer) < max(1, self.options.max_workers)
+
+    def offer(self, batch: list[Point]) -> None:
+        """Take one batch; never blocks. Past its buffer bound the lane spills to its spool, or
+        (without one) drops its oldest batch, counted ``buffer_full``."""
+        n = len(batch)
+        self.stats.received(n)
+        with self._settle_lock:
+            batch_id = self._next_batch_id
+            self._next_batch_id += 1
+            self._unsettled.add(batch_id)
+            self._unsafe.add(batch_id)
+        with self._buffer_ready:
+            self._buffer.append((batch_id, batch))
+            self._buffered_points += n
+            evicted: list[tuple[int, list[Point]]] = []
+            while self._buffered_points > self.options.buffer_points and len(self._buffer) > 1:
+                old = self._buffer.popleft()
+                self._buffered_points -= len(old[1])
+                evicted.append(old)
+            self._buffer_ready.notify()
+        for old_id, old_batch in evicted:
+            if self.spool is not None:
+                self._to_spool(old_id, old_batch)
+            else:
+                self.stats.drop("buffer_full", len(old_batch))
+                self.stats.warn_once(
+                    "buffer_full",
+                    "%s: more than %d points waiting; the oldest are dropped",
+                    self.name,
+                    self.options.buffer_points,
+                )
+                self._settle(old_id)
+
+    def mark(self, durable_only: bool = False) -> FlushMarker:
+        """A marker done once every batch offered so far has settled (or, durable_only, is safe)."""
+        return self.track(FlushMarker(durable_only=durable_only))
+
+    def track(self, marker: FlushMarker) -> FlushMarker:
+        with self._settle_lock:
+            marker.batch_id = self._next_batch_id - 1
+            self._waiting_markers.append(marker)
+            self._release_markers()
+        self._spool_wake.set()
+        return marker
+
+    def buffered_points(self) -> int:
+        return self._buffered_points
+
+    # --- writer threads ------------------------------------------------------------------
+
+    def _writer_loop(self) -> None:
+        while True:
+            with self._buffer_ready:
+                while not self._buffer:
+                    self._buffer_ready.wait()
+                item = self._buffer.popleft()
+                if item is not _STOP:
+                    self._buffered_points -= len(item[1])
+            if self.on_room is not None:
+                self.on_room()
+            if item is _STOP:
+                return
+            batch_id, batch = item
+            settled = True
+            try:
+                settled = self._deliver(batch_id, batch)
+            except Exception as exc:  # the sink or the disk broke a promise: count, carry on
+                self.stats.drop("sink_error", len(batch))
+                self.stats.error(f"{type(exc).__name__} in {self.name}: {exc}"[:300])
+            finally:
+                if settled:
+                    self._settle(batch_id)
+
+    def _deliver(self, batch_id: int, batch: list[Point]) -> bool:
+        """Write one batch; False when (part of) it went to the spool and is not settled yet."""
+        spool = self.spool
+        if self._abort.is_set():
+            if spool is not None:
+                return self._to_spool(batch_id, batch)
+            self.stats.drop("close_timeout", len(batch))
+            return True
+        if spool is not None and spool.pending():
+            return self._to_spool(batch_id, batch)  # keep order behind the files already waiting
+        pending: Sequence[Point] = batch
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            result = self._write(pending)
+            if result is None or not result.retry:
+                return True  # None: close() gave up on this request and accounted for it
+            pending = [pending[i] for i in result.retry]
+            if spool is not None:
+                self.stats.retry(len(pending), result.error)
+                self._log_retry(len(pending), result, 1, 0.0, to_spool=True)
+                # The replayer's first try waits as a retry would (Retry-After included).
+                self._replay_not_before = max(
+                    self._replay_not_before, time.monotonic() + self._backoff(1, result.retry_after)
+                )
+                return self._to_spool(batch_id, pending)
+            attempt += 1
+            delay = self._backoff(attempt, result.retry_after)
+            self.stats.retry(len(pending), result.error)
+            self._log_retry(len(pending), result, attempt, delay)
+            if time.monotonic() + delay > started + self.options.max_retry_time_ms / 1000.0:
+                self.stats.drop("retries_exhausted", len(pending))
+                logger.error(
+                    "%s: gave up on %d points after retrying for %.0fs",
+                    self.name,
+                    len(pending),
+                    time.monotonic() - started,
+                )
+                return True
+            if self._abort.wait(delay):
+                self.stats.drop("close_timeout", len(pending))
+                return True
+
+    def _write(self, points: Sequence[Point]) -> WriteResult | None:
+        """One sink.write, its outcome counted (stored, rejected) and rejects handed on.
+
+        None when close() abandoned the request while it was in flight: close() then put the
+        points in the spool or counted them, and the late answer only corrects that count."""
+        flight = _Flight(points)
+        with self._flight_lock:
+            self._flights.add(flight)
+        t0 = time.monotonic()
+        try:
+            result = self.sink.write(points)
+        except Exception as exc:  # a sink must not raise; one that does is retried like a failure
+            self.stats.warn_once(f"raised:{self.name}", "%s raised %s in write", self.name, type(exc).__name__)
+            result = WriteResult.all_retry(len(points), f"{type(exc).__name__}: {exc}"[:300])
+        elapsed = time.monotonic() - t0
+        with self._flight_lock:
+            self._flights.discard(flight)
+            flight.done = True
+            abandoned = flight.abandoned
+        if abandoned:
+            self._late_answer(flight, result)
+            return None
+        self._count_result(points, result, elapsed)
+        return result
+
+    def _count_result(self, points: Sequence[Point], result: WriteResult, elapsed: float) -> None:
+        if result.stored:
+            self.stats.wrote(result.stored, result.nbytes, elapsed)
+        for rejection in result.rejected:
+            self.stats.reject(rejection.cause)
+            self.stats.warn_once("rejected:" + rejection.cause, "%s refused a point: %s", self.name, rejection.reason)
+            if rejection.float_field is not None and self._learn_float_field is not None:
+                self._learn_float_field(*rejection.float_field)
+            if self._on_rejected is not None and rejection.index is not None:
+                try:
+                    self._on_rejected(points[rejection.index], rejection, self.name)
+                except Exception as exc:
+                    self.stats.warn_once("dead_letter", "could not keep a rejected point: %s", exc)
+
+    def _late_answer(self, flight: _Flight, result: WriteResult) -> None:
+        """An answer that came after close() had accounted for its request: when the whole batch
+        settled, move its count from spooled (removing the copy) or in_flight_at_exit."""
+        if result.retry:
+            return  # the copy in the spool (or the in_flight_at_exit count) stands
+        n = len(flight.points)
+        if flight.spooled is not None and self.spool is not None:
+            self.spool.done(flight.spooled)
+            self.stats.spool_out(n, 0)
+        else:
+            self.stats.undrop("in_flight_at_exit", n)
+        self._count_result(flight.points, result, 0.0)
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        options = self.options
+        delay = min(
+            options.max_retry_delay_ms / 1000.0,
+            options.retry_interval_ms / 1000.0 * options.exponential_base ** (attempt - 1),
+        )
+        delay = _jitter.uniform(delay / 2, delay)  # jitter, so that many loggers do not pulse together
+        if retry_after is not None:
+            delay = max(delay, retry_after)
+        return delay
+
+    def _log_retry(self, points: int, result: WriteResult, attempt: int, delay: float, to_spool: bool = False) -> None:
+        if to_spool:
+            self.stats.warn_once(
+                "spooling",
+                "%s: %d points not delivered (%s); kept in the spool until it answers",
+                self.name,
+                points,
+                result.error,
+            )
+        elif attempt == 1 or attempt % 10 == 0:
+            logger.warning(
+                "%s: %d points not delivered (%s); retry %d in %.1fs",
+                self.name,
+                points,
+                result.error,
+                attempt,
+                delay,
+            )
+
+    def _to_spool(self, batch_id: int | None, points: Sequence[Point]) -> bool:
+        assert self.spool is not None
+        if self.spool.add_batch(points, batch_id) is None:
+            self.stats.drop("spool_write_failed", len(points))  # counted, never silent
+            if batch_id is not None:
+                self._settle(batch_id)
+            return False
+        if batch_id is not None:
+            with self._settle_lock:
+                self._unsafe.discard(batch_id)
+                self._release_markers()
+        self._spool_wake.set()
+        return False
+
+    def _settle(self, batch_id: int) -> None:
+        with self._settle_lock:
+            self._unsettled.discard(batch_id)
+            self._unsafe.discard(batch_id)
+            self._release_markers()
+
+    def _release_markers(self) -> None:
+        """Wake the flushes whose batches have all settled (call with _settle_lock held)."""
+        oldest = min(self._unsettled) if self._unsettled else self._next_batch_id
+        oldest_unsafe = min(self._unsafe) if self._unsafe else self._next_batch_id
+        still = []
+        for marker in self._waiting_markers:
+            if marker.batch_id < (oldest_unsafe if marker.durable_only else oldest):
+                marker.done.set()
+            else:
+                still.append(marker)
+        self._waiting_markers = still
+
+    # --- spool replayer thread -----------------------------------------------------------
+
+    def _spool_loop(self) -> None:
+        spool = self.spool
+        assert spool is not None
+        attempt = 0
+        last_sync = time.monotonic()
+        while not self._abort.is_set():
+            if self.options.durable and time.monotonic() - last_sync >= self.options.durable_sync_interval_s:
+                self._rotate_wal()
+                last_sync = time.monotonic()
+            hold = self._replay_not_before - time.monotonic()
+            if hold > 0:
+                if self._abort.wait(min(hold, 0.5)):
+                    break
+                continue
+            item = spool.oldest()
+            if item is None:
+                attempt = 0
+                if self._stopping.is_set() and not any(t.is_alive() for t in self._writers):
+                    break
+                self._spool_wake.wait(min(0.5, self.options.durable_sync_interval_s))
+                self._spool_wake.clear()
+                continue
+            try:
+                delay = self._replay_one(spool, item)
+            except Exception as exc:  # a broken file or sink must not stop the replayer
+                self.stats.error(f"spool replay: {type(exc).__name__}: {exc}"[:300])
+                delay = 1.0
+            if delay is None:
+                attempt = 0
+                continue
+            attempt += 1
+            if self._abort.wait(self._backoff(attempt, delay or None)):
+                break
+        if self.options.durable:
+            self._rotate_wal()
+
+    def _replay_one(self, spool: Spool, item: SpoolFile) -> float | None:
+        """Send one spool file; None when it is done, else the Retry-After hint (0 = none)."""
+        points = spool.read(item)
+        if item.points < 0:  # a file adopted from a dead process
+            self.stats.adopted_points(len(points))
+            item.points = len(points)
+        result = self._write(points) if points else WriteResult()
+        if result is None:
+            return None
+        if result.retry:
+            self.stats.retry(len(result.retry), result.error)
+            if len(result.retry) < len(points):
+                # Part was stored: rewrite the file with the rest, so nothing stored is sent twice.
+                spool.rewrite(item, [points[i] for i in result.retry])
+                self.stats.spool_out(len(points) - len(result.retry), result.stored)
+            return result.retry_after or 0.0
+        spool.done(item)
+        self.stats.spool_out(item.points, result.stored)
+        if item.batch_id is not None:
+            self._settle(item.batch_id)
+        return None
+
+    def _rotate_wal(self) -> None:
+        """Seal the WAL segment (fsync) and delete sealed ones whose points are all safe."""
+        spool = self.spool
+        assert spool is not None
+        segment = spool.wal_seal()
+        if segment is not None and self.request_wal_marker is not None:
+            marker = FlushMarker(durable_only=True)
+            self.request_wal_marker(marker)
+            self._wal_segments.append((segment, marker))
+        while self._wal_segments and self._wal_segments[0][1].done.is_set():
+            done_segment, _ = self._wal_segments.pop(0)
+            spool.drop_segment(done_segment)
+
+    def wal_append(self, line: bytes) -> None:
+        if self.spool is not None and not self.spool.wal_append(line):
+            self.stats.warn_once("wal_failed", "%s: a point could not be added to the write-ahead log", self.name)
+            self.stats.count("wal_failed")
+
+    # --- close ---------------------------------------------------------------------------
+
+    def abort(self) -> None:
+        """The deadline passed: stop retrying; what is left goes to the spool or is counted."""
+        self._abort.set()
+        self._spool_wake.set()
+        with self._buffer_ready:
+            self._buffer_ready.notify_all()
+
+    def begin_stop(self) -> None:
+        """The encoder has handed over its last batch: writers stop once the buffer is empty."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        with self._buffer_ready:
+            for _ in self._writers:
+                self._buffer.append(_STOP)
+            self._buffer_ready.notify_all()
+
+    def stop(self, deadline: float, grace: float = 0.5) -> None:
+        """Drain, stop the threads, account for requests still in flight. Returns by
+        ``deadline`` (+ two ``grace`` periods)."""
+        self.begin_stop()
+        for thread in self._writers:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if any(t.is_alive() for t in self._writers):
+            self.abort()
+            for thread in self._writers:
+                thread.join(grace)
+        self._spool_wake.set()
+        if self._replayer is not None:  # it may still be draining files adopted from a dead process
+            self._replayer.join(max(0.0, deadline - time.monotonic()))
+            self.abort()
+            self._replayer.join(grace)
+        self._account_leftovers()
+
+    def _account_leftovers(self) -> None:
+        """Batches no writer took and requests that never answered: to the spool, or counted."""
+        with self._buffer_ready:
+            left = [item for item in self._buffer if item is not _STOP]
+            self._buffer.clear()
+            self._buffered_points = 0
+        for batch_id, batch in left:
+            if self.spool is not None:
+                self._to_spool(batch_id, batch)
+            else:
+                self.stats.drop("close_timeout", len(batch))
+        with self._flight_lock:
+            flights = [f for f in self._flights if not f.done]
+            for flight in flights:
+                flight.abandoned = True
+        for flight in flights:
+            n = len(flight.points)
+            copy = self.spool.add_batch(flight.points, None) if self.spool is not None else None
+            if copy is not None:
+                flight.spooled = copy
+            else:
+                self.stats.drop("in_flight_at_exit", n)
+        if flights:
+            logger.warning(
+                "%s: %d request(s) still unanswered at close; their points are %s",
+                self.name,
+                len(flights),
+                "in the spool" if self.spool is not None else "counted in_flight_at_exit",
+            )
+
+    def finish(self, delivered: bool) -> int:
+        """Close the spool (and, when all was delivered, durable mode's WAL); points left there."""
+        spool = self.spool
+        if spool is None:
+            return 0
+        if delivered and self.options.durable:
+            # Everything accepted before close() is stored: the write-ahead log has done its job.
+            sealed = spool.wal_seal()
+            for segment in [s for s, _ in self._wal_segments] + ([sealed] if sealed else []):
+                spool.drop_segment(segment)
+            self._wal_segments.clear()
+        left = spool.pending_points()
+        spool.close(remove_if_empty=not any(t.is_alive() for t in self._threads()))
+        return left
+
+    def close_sink(self) -> None:
+        try:
+            self.sink.close()
+        except Exception as exc:
+            logger.warning("closing %s failed: %s", self.name, type(exc).__name__)
+
+    def alive(self) -> bool:
+        return any(t.is_alive() for t in self._threads())
