@@ -52,3 +52,12 @@ def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 @pytest.fixture
 def unique_db() -> str:
     return "t_" + uuid.uuid4().hex[:12]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--fault-seeds",
+        type=int,
+        default=0,
+        help="run the fault matrix over this many seeds instead of the fixed CI seeds",
+    )

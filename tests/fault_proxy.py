@@ -8,6 +8,7 @@ check what the server acknowledged.
 from __future__ import annotations
 
 import http.client
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 @dataclass
 class Fault:
-    status: int  # answered instead of forwarding
+    status: int  # answered instead of forwarding; 0: the connection is reset unanswered
     retry_after: float | None = None
     times: int = 1  # how many requests get it
 
@@ -58,6 +59,14 @@ class FaultProxy:
                 if is_write:
                     with proxy._lock:
                         proxy.log.started.append(time.monotonic())
+                if fault is not None and fault.status == 0:  # a reset: the connection dies unanswered
+                    proxy._record(is_write, 0, body)
+                    self.close_connection = True
+                    try:
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+                    return
                 if fault is not None:
                     self._answer(fault.status, b'{"error":"injected by the fault proxy"}', fault.retry_after)
                     proxy._record(is_write, fault.status, body)
