@@ -11,7 +11,8 @@ In order:
   with no server configured the local store at ``$TPLR_METRICS_HOME/metrics.sqlite``, so a
   fresh machine gets a working logger instead of an error.
 
-Several sinks are fanned out by a :class:`~tplr_metrics.sinks.multiplex.MultiplexSink`. A sink
+Several sinks are grouped in a :class:`~tplr_metrics.sinks.multiplex.MultiplexSink`, whose
+children the pipeline gives a delivery lane each. A sink
 whose optional extra (tensorboard, wandb) is not installed is skipped with one warning; when
 none is left, points go where they would with nothing configured (the server, else the local
 store), so a missing package never costs a run its metrics. The ``influxdb`` kinds start from

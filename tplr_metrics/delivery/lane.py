@@ -287,14 +287,16 @@ class Lane:
                 self.stats.drop("close_timeout", len(pending))
                 return True
 
-    def _write(self, points: Sequence[Point]) -> WriteResult | None:
+    def _write(self, points: Sequence[Point], from_spool: bool = False) -> WriteResult | None:
         """One sink.write, its outcome counted (stored, rejected) and rejects handed on.
 
         None when close() abandoned the request while it was in flight: close() then put the
-        points in the spool or counted them, and the late answer only corrects that count."""
+        points in the spool or counted them, and the late answer only corrects that count. A
+        replay's points are in their spool file already: close() leaves those requests alone."""
         flight = _Flight(points)
-        with self._flight_lock:
-            self._flights.add(flight)
+        if not from_spool:
+            with self._flight_lock:
+                self._flights.add(flight)
         t0 = time.monotonic()
         try:
             result = self.sink.write(points)
@@ -445,9 +447,8 @@ class Lane:
         if item.points < 0:  # a file adopted from a dead process
             self.stats.adopted_points(len(points))
             item.points = len(points)
-        result = self._write(points) if points else WriteResult()
-        if result is None:
-            return None
+        result = self._write(points, from_spool=True) if points else WriteResult()
+        assert result is not None
         if result.retry:
             self.stats.retry(len(result.retry), result.error)
             if len(result.retry) < len(points):
@@ -526,17 +527,16 @@ class Lane:
                 self._to_spool(batch_id, batch)
             else:
                 self.stats.drop("close_timeout", len(batch))
+        # Under the flight lock, so that an answer arriving meanwhile sees the copy or the count.
         with self._flight_lock:
             flights = [f for f in self._flights if not f.done]
             for flight in flights:
                 flight.abandoned = True
-        for flight in flights:
-            n = len(flight.points)
-            copy = self.spool.add_batch(flight.points, None) if self.spool is not None else None
-            if copy is not None:
-                flight.spooled = copy
-            else:
-                self.stats.drop("in_flight_at_exit", n)
+                copy = self.spool.add_batch(flight.points, None) if self.spool is not None else None
+                if copy is not None:
+                    flight.spooled = copy
+                else:
+                    self.stats.drop("in_flight_at_exit", len(flight.points))
         if flights:
             logger.warning(
                 "%s: %d request(s) still unanswered at close; their points are %s",

@@ -1,14 +1,14 @@
-"""One sink that fans every batch out to several (e.g. InfluxDB plus a local copy).
+"""Several destinations under one name (e.g. InfluxDB plus a local copy).
 
-What the pipeline is told: a point is stored when **every** child stored it. A point one child
-wants retried is handed back for retry, and the retry goes to every child again, which is
-harmless because each child stores a point once per series and time (InfluxDB overwrites, the
-local store upserts). A point a child refused is counted rejected (with that child's name in
-the reason) even if another child stored it: it did not land everywhere. So ``stats()`` stays
-honest about the weakest destination, while the others still get every point.
+A logger never writes through this class: it gives each child a delivery lane of its own
+(``tplr_metrics.delivery.lane``), so a child that is down, slow or raising never delays,
+blocks or duplicates the others, and each child's figures are in ``stats()["lanes"]``.
 
-A child that raises (breaking the sink contract) or fails never stops the others: its failure
-is counted in :attr:`MultiplexSink.child_counts` and its points are retried.
+``write`` serves code that uses the sink on its own: a point is reported stored when **every**
+child stored it; a point one child wants retried is handed back for retry (to every child again,
+harmless where each child stores a point once per series and time); a point a child refused is
+counted rejected with that child's name in the reason. A child that raises never stops the
+others: its failure is counted in :attr:`MultiplexSink.child_counts` and its points are retried.
 """
 
 from __future__ import annotations
