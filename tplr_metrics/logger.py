@@ -31,7 +31,7 @@ from .delivery.stats import PipelineStats
 from .destinations import resolve_destination
 from .host import HostMetrics
 from .paths import tplr_home
-from .points import Point, PointBuilder, timestamp_ns
+from .points import Point, PointBuilder, Record, timestamp_ns
 from .run_status import exit_status
 from .settings import ConfigurationError, ServerSettings
 from .sinks.base import RunInfo, Sink, end_run, start_run
@@ -46,6 +46,9 @@ _POINT_CAUSES = frozenset({"no_fields", "empty_measurement"})
 # Sampling draws from its own generator: a training loop that seeds `random` for
 # reproducibility gets the same sequence whether or not it logs.
 _sampling = random.Random()
+
+_PLAIN = IMMUTABLE_TYPES  # module globals: one cached lookup each per log() call
+_time_ns = time.time_ns
 
 # No locks here: dict.setdefault and next() on a count are atomic, and a lock could be left
 # held in a forked child.
@@ -208,6 +211,8 @@ class MetricsLogger:
             on_close=self._end_run,
         )
         self.durable = durable and self._pipeline.durable
+        self._submit = self._pipeline.submit
+        self._builds_in_caller = self.durable or self._strict_builder is not None
         self._background = start_background(self, system_metrics_every, health_every)
         # Deliver at interpreter exit what an unclosed logger still holds (bounded by
         # close_timeout); a weak reference, so an abandoned logger can still be collected.
@@ -242,6 +247,7 @@ class MetricsLogger:
             lane._on_rejected = self._dead_letter
             lane._learn_float_field = self._builder.learn_float_field
         self._pipeline.after_fork_in_child(self._builder, self._stats)
+        self._submit = self._pipeline.submit
         try:
             start_run(self.sink, self.run)
         except Exception as exc:
@@ -303,7 +309,7 @@ class MetricsLogger:
                 self._pipeline.count_sampled_out()
                 return
             if timestamp is None:
-                time_ns = time.time_ns()
+                time_ns = _time_ns()
             else:
                 explicit = timestamp_ns(timestamp)
                 if explicit is None:
@@ -315,10 +321,11 @@ class MetricsLogger:
                     )
                     explicit = time.time_ns()
                 time_ns = explicit
+            plain = _PLAIN
             if type(fields) is dict:
                 fields = dict(fields)
                 for value in fields.values():
-                    if type(value) not in IMMUTABLE_TYPES:
+                    if type(value) not in plain:
                         fields = self._freeze_fields(fields, measurement)
                         break
             else:
@@ -326,34 +333,40 @@ class MetricsLogger:
             if type(tags) is dict:
                 tags = dict(tags)
                 for value in tags.values():
-                    if type(value) not in IMMUTABLE_TYPES:
+                    if type(value) not in plain:
                         tags = frozen_tags(tags)
                         break
             else:
                 tags = frozen_tags(self._as_dict(tags, "tags", measurement))
-            host_fields: Mapping[str, Any] | None = None
-            host_tags: Mapping[str, str] | None = None
             if with_system_metrics or with_gpu_metrics:
-                host_fields, host_tags = self._host.cached(with_system_metrics, with_gpu_metrics)
-            record = (measurement, tags, fields, time_ns, host_fields, host_tags)
-            if self._strict_builder is not None:
-                self._strict_builder.build(record)
-            if self.durable:
-                # Durable mode: the point reaches the write-ahead log before log() returns.
-                point = self._builder.build(record)
-                if point is None:
-                    self._pipeline.count_logged()  # its drop is counted by reason
-                    return
-                self._pipeline.wal_append(point)
-                self._pipeline.submit(point)
-                return
-            self._pipeline.submit(record)
+                record = (measurement, tags, fields, time_ns, *self._host.cached(with_system_metrics, with_gpu_metrics))
+            else:
+                record = (measurement, tags, fields, time_ns, None, None)
+            if self._builds_in_caller:
+                self._submit_built(record)
+            else:
+                self._submit(record)
         except ValueError:
             if self.strict:
                 raise
             self._internal_error("log_error")
         except Exception:
             self._internal_error("log_error")
+
+    def _submit_built(self, record: Record) -> None:
+        """Strict mode checks the point in the call; durable mode builds it there and writes it
+        to the write-ahead log before log() returns."""
+        if self._strict_builder is not None:
+            self._strict_builder.build(record)
+        if not self.durable:
+            self._submit(record)
+            return
+        point = self._builder.build(record)
+        if point is None:
+            self._pipeline.count_logged()  # its drop is counted by reason
+            return
+        self._pipeline.wal_append(point)
+        self._submit(point)
 
     def _freeze_fields(self, fields: dict[Any, Any], measurement: Any) -> dict[str, Any]:
         """The value rules applied in the call, for fields holding anything but plain values."""

@@ -167,6 +167,9 @@ class Pipeline:
     def _init_state(self) -> None:
         self._queue: deque[Any] = deque()
         self._accepted = AtomicCounter()  # records queued (or built in the caller), ever
+        self._count_accepted = self._accepted.incr
+        self._max_queue_size = self.options.max_queue_size
+        self._batch_size = self.options.batch_size
         self._refused = ReasonCounters()  # log() calls that queued nothing: after_close, queue_full, ...
         self._evicted = AtomicCounter()  # queued records dropped by drop_oldest
         self._sampled_out = AtomicCounter()
@@ -216,8 +219,8 @@ class Pipeline:
             self._refused.add("after_close")
             return False
         queue = self._queue
-        options = self.options
-        if len(queue) >= options.max_queue_size:
+        if len(queue) >= self._max_queue_size:
+            options = self.options
             policy = options.overflow
             if policy == "drop_oldest":
                 try:
@@ -237,8 +240,8 @@ class Pipeline:
                 self._refused.add("queue_full")
                 return False
         queue.append(record)
-        self._accepted.incr()
-        if len(queue) == options.batch_size and not self._waking:
+        self._count_accepted()
+        if len(queue) == self._batch_size and not self._waking:
             # Event.set takes a lock: a signal handler that interrupted this very call must not
             # try to take it again, so it skips the wake-up (the encoder wakes on its interval).
             self._waking = True
