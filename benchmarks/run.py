@@ -266,7 +266,8 @@ def percentiles_us(durations_ns: Sequence[int]) -> dict[str, float]:
     def at(q: float) -> float:
         return round(ordered[min(n - 1, int(q * n))] / 1000, 3)
 
-    return {"median": at(0.5), "p99": at(0.99), "p999": at(0.999), "max": round(ordered[-1] / 1000, 1)}
+    mean = round(statistics.fmean(ordered) / 1000, 3)
+    return {"median": at(0.5), "mean": mean, "p99": at(0.99), "p999": at(0.999), "max": round(ordered[-1] / 1000, 1)}
 
 
 def landed(logged: int, read_back: int, clocks: dict[str, float]) -> dict[str, Any]:
