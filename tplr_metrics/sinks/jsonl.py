@@ -96,6 +96,10 @@ class JsonlSink:
         base = self._configured_dir if self._configured_dir is not None else self._home / "logs"
         return {"kind": "jsonl", "dir": str(base.absolute())}
 
+    def after_fork(self) -> None:
+        """In a forked child: a parent thread may have held the lock at the fork."""
+        self._lock = threading.Lock()
+
     def __repr__(self) -> str:
         return f"JsonlSink({str(self.log_dir)!r})"
 

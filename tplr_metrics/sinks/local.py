@@ -53,6 +53,10 @@ class LocalStoreSink:
     def destination(self) -> dict[str, str]:
         return {"kind": "local", "path": str(self.path.expanduser().absolute())}
 
+    def after_fork(self) -> None:
+        """In a forked child: a parent thread may have held the lock at the fork."""
+        self._lock = threading.Lock()
+
     def __repr__(self) -> str:
         return f"LocalStoreSink({str(self.path)!r})"
 
@@ -103,6 +107,10 @@ class LocalStoreSink:
             self._run = run
             self._run_row = None
             self._run_pid = os.getpid()
+            if self._store is not None and self._store_pid != self._run_pid:
+                # A forked child (this runs in its at-fork hook): the first write records the run,
+                # so the fork never waits for the database lock its parent keeps busy.
+                return
             try:
                 self._ensure_run(self._open())
             except StoreError as exc:

@@ -42,6 +42,10 @@ class MultiplexSink:
         self.child_counts: list[Counter[str]] = [Counter() for _ in self.children]
         self._warned: set[int] = set()
 
+    def after_fork(self) -> None:
+        """In a forked child: a parent thread may have held the lock at the fork."""
+        self._lock = threading.Lock()
+
     def __repr__(self) -> str:
         return f"MultiplexSink([{', '.join(repr(child) for child in self.children)}])"
 

@@ -87,6 +87,10 @@ class TensorBoardSink:
     def destination(self) -> dict[str, str]:
         return {"kind": "tensorboard", "dir": str(self.log_dir.absolute())}
 
+    def after_fork(self) -> None:
+        """In a forked child: a parent thread may have held the lock at the fork."""
+        self._lock = threading.Lock()
+
     def __repr__(self) -> str:
         return f"TensorBoardSink({str(self.log_dir)!r}, run_name={self.run_name!r})"
 

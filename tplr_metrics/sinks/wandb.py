@@ -73,6 +73,10 @@ class WandbSink:
     def destination(self) -> dict[str, str]:
         return {"kind": "wandb", "dir": str(self.log_dir.absolute()), "project": self.project}
 
+    def after_fork(self) -> None:
+        """In a forked child: a parent thread may have held the lock at the fork."""
+        self._lock = threading.Lock()
+
     def __repr__(self) -> str:
         return f"WandbSink({str(self.log_dir)!r}, mode={self.mode!r})"
 
