@@ -367,3 +367,14 @@ def test_sigterm_handler_that_logs_and_exits_delivers(tmp_path: Path) -> None:
     with sqlite3.connect(home / "metrics.sqlite") as db:
         counts = dict(db.execute("SELECT measurement, count(*) FROM points GROUP BY measurement").fetchall())
     assert counts.get("preempted") == 1 and counts.get("train", 0) > 0
+
+
+def test_durable_mode_loses_no_batch_at_a_write_ahead_log_marker(influx1: InfluxDB1, unique_db: str) -> None:
+    """Found by an adversarial run: the encoder kept appending to a batch it had just handed to the
+    lanes at a WAL marker, so blocks of points vanished uncounted in durable mode."""
+    m = MetricsLogger(url=influx1.url, database=unique_db, api="v1", durable=True, durable_sync_interval=0.05)
+    for i in range(100_000):
+        m.log("durable_markers", {"k": "a"}, {"i": i})
+    assert m.close(timeout=60)
+    assert m.accounting()["balanced"], m.accounting()
+    assert influx1.count("durable_markers", "i", unique_db) == 100_000

@@ -565,6 +565,3 @@ class Lane:
             self.sink.close()
         except Exception as exc:
             logger.warning("closing %s failed: %s", self.name, type(exc).__name__)
-
-    def alive(self) -> bool:
-        return any(t.is_alive() for t in self._threads())

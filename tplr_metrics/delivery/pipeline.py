@@ -27,7 +27,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -329,11 +329,13 @@ class Pipeline:
             kind = type(item)
             if kind is _Flush:
                 self._emit_in_hand()
+                batch = self._in_hand  # the emitted list belongs to the lanes now
                 item.lane_markers = [lane.mark() for lane in self.lanes]
                 item.reached.set()
                 continue
             if kind is _WalMark:
                 self._emit_in_hand()
+                batch = self._in_hand
                 item.lane.track(item.marker)
                 continue
             point = self._build(item)
@@ -526,6 +528,3 @@ class Pipeline:
         if self._evicted.value:
             dropped["queue_full"] = dropped.get("queue_full", 0) + self._evicted.value
         return {k: v for k, v in dropped.items() if v}
-
-    def lane_names(self) -> Sequence[str]:
-        return [lane.name for lane in self.lanes]
