@@ -295,16 +295,10 @@ class Spool:
         for other in sorted(self.root.iterdir()):
             if other == self.dir or not other.is_dir():
                 continue
-            lock_path = other / _LOCK_NAME
-            try:
-                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-            except OSError:
+            fd = lock_orphan(other)
+            if fd is None:
                 continue
             try:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError:
-                    continue  # its owner is alive
                 with self._lock:
                     taken += self._take_files_from(other)
                 shutil.rmtree(other, ignore_errors=True)
@@ -340,6 +334,20 @@ class Spool:
             pass
 
 
+def lock_orphan(run_dir: Path) -> int | None:
+    """The fd holding a run dir's lock when its owner is gone (the caller closes it), else None."""
+    try:
+        fd = os.open(run_dir / _LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None  # its owner is alive
+    return fd
+
+
 def spooled_destinations(root: Path) -> list[tuple[Path, dict[str, Any] | None, int]]:
     """Each destination directory under a spool root: (its path, its manifest, spool files in it)."""
     found = []
@@ -363,15 +371,10 @@ def move_orphans(source: Path, target: Path) -> int:
     for run_dir in sorted(source.iterdir()):
         if run_dir.is_symlink() or not run_dir.is_dir():
             continue
-        try:
-            fd = os.open(run_dir / _LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-        except OSError:
+        fd = lock_orphan(run_dir)
+        if fd is None:
             continue
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                continue  # its owner is alive
             destination = target / f"{run_dir.name}.moved"
             n = 1
             while destination.exists():
