@@ -271,7 +271,11 @@ def test_flush_and_close_say_false_after_a_loss(influx1: InfluxDB1, unique_db: s
     assert again.close(5) is False and again.accounting()["balanced"]
     good = MetricsLogger(url=influx1.url, database=unique_db, api="v1", flush_interval=50)
     good.log("kept", {}, {"v": 1.0})
+    good.log("kept", {}, {})  # bad input: counted and warned at the call, not a delivery loss
+    good.log("", {}, {"v": 1.0})
     assert good.flush(10) is True and good.close(5) is True
+    assert good.stats()["dropped"] == {"no_fields": 1, "empty_measurement": 1}
+    assert influx1.count("kept", "v", unique_db) == 1
 
 
 def test_block_honours_its_timeout_within_ten_percent(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ from .delivery.accounting import accounting_of, merge_snapshot
 from .delivery.dead_letter import DeadLetterFile
 from .delivery.pipeline import OVERFLOW_POLICIES, Pipeline, PipelineOptions
 from .delivery.spool import private_dir
-from .delivery.stats import PipelineStats
+from .delivery.stats import INPUT_DROP_REASONS, PipelineStats
 from .destinations import resolve_destination
 from .host import HostMetrics
 from .paths import tplr_home
@@ -41,7 +41,7 @@ from .values import process_value as _process_value
 logger = logging.getLogger("tplr_metrics")
 
 #: Causes that drop a whole point (the rest only change or drop a part of it).
-_POINT_CAUSES = frozenset({"no_fields", "empty_measurement"})
+_POINT_CAUSES = INPUT_DROP_REASONS
 
 # Sampling draws from its own generator: a training loop that seeds `random` for
 # reproducibility gets the same sequence whether or not it logs.

@@ -39,7 +39,7 @@ from .counters import AtomicCounter, ReasonCounters
 from .destination_id import describe_destination, fingerprint
 from .lane import FlushMarker, Lane, LaneOptions, OnRejected
 from .spool import encode_point
-from .stats import PipelineStats
+from .stats import INPUT_DROP_REASONS, PipelineStats
 
 logger = logging.getLogger("tplr_metrics")
 
@@ -372,9 +372,9 @@ class Pipeline:
     # --- flush and close -----------------------------------------------------------------
 
     def _losses(self) -> int:
-        """Points dropped or rejected so far, in any lane or before the lanes."""
+        """Points dropped or rejected so far, in any lane or before the lanes (not for bad input)."""
         total = self._evicted.value + self._refused.total() - self._refused.snapshot().get("after_close", 0)
-        total += sum(self.stats.dropped.values())
+        total += sum(n for reason, n in self.stats.dropped.items() if reason not in INPUT_DROP_REASONS)
         for lane in self.lanes:
             total += sum(lane.stats.dropped.values()) + sum(lane.stats.rejected.values())
         return total
