@@ -22,7 +22,7 @@ import pytest
 
 from tplr_metrics import MetricsLogger
 
-from .fault_proxy import fault_proxy
+from .fault_proxy import Fault, fault_proxy
 from .servers import InfluxDB1, free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -193,6 +193,57 @@ def test_5b_sigkill_in_durable_mode_then_the_next_process_replays(
             assert m.flush(timeout=30)
     assert influx1.count("durable", "v", unique_db) == 3_000
     assert m.stats()["adopted"] >= 3_000
+
+
+def test_5c_sigkill_after_spooling_in_durable_mode_replays_each_point_once(
+    influx1: InfluxDB1, unique_db: str, isolated_env: Path
+) -> None:
+    """Killed after its batches went to batch files but before the WAL segment holding the same
+    points was retired: the next process must adopt each point once, not once per file."""
+    influx1.create_database(unique_db)
+    with fault_proxy(influx1.port) as proxy:
+        proxy.faults.append(Fault(503, times=1_000_000))  # the destination refuses until the kill
+        child = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                textwrap.dedent(
+                    f"""
+                    import time
+                    from tplr_metrics import MetricsLogger
+                    m = MetricsLogger(url={proxy.url!r}, database={unique_db!r}, api="v1", durable=True,
+                                      durable_sync_interval=60, flush_interval=50, retry_interval=50)
+                    for i in range(3_000):
+                        m.log("durable_twice", {{"i": str(i)}}, {{"v": float(i)}})
+                    while m.stats()["spooled"] < 3_000:
+                        time.sleep(0.05)
+                    print("spooled", flush=True)
+                    time.sleep(60)
+                    """
+                ),
+            ],
+            env={**os.environ, "TPLR_METRICS_HOME": str(isolated_env), "PYTHONPATH": str(REPO)},
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert child.stdout is not None
+            assert child.stdout.readline().strip() == "spooled"
+            child.send_signal(signal.SIGKILL)
+            child.wait(10)
+        finally:
+            if child.poll() is None:
+                child.kill()
+        kinds = sorted(p.name.split("-")[1] for p in isolated_env.rglob("*.jsonl"))
+        assert "wal.jsonl" in kinds and "batch.jsonl" in kinds, kinds  # the points are in both
+        proxy.faults.clear()
+        m = MetricsLogger(url=proxy.url, database=unique_db, api="v1", durable=True)
+        m.log("durable_twice", {"i": "new"}, {"v": -1.0})
+        assert m.close(30)
+    assert influx1.count("durable_twice", "v", unique_db) == 3_001
+    stats = m.stats()
+    assert (stats["adopted"], stats["written"]) == (3_000, 3_001), stats
+    assert m.accounting()["balanced"]
 
 
 def test_6_one_field_type_conflict_in_5000_dead_letters_one(

@@ -23,6 +23,7 @@ evicted, and their points counted.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -310,6 +311,7 @@ class Spool:
 
     def _take_files_from(self, directory: Path) -> int:
         found = sorted((int(m.group(1)), m.group(2), p) for p in directory.iterdir() if (m := _FILE_NAME.match(p.name)))
+        found = _without_wal_copies(found)
         for _, _kind, path in found:
             seq, target = self._next_path("batch")  # sealed: replayed as a whole either way
             if path != target:
@@ -332,6 +334,42 @@ class Spool:
             os.close(self._lock_fd)
         except OSError:
             pass
+
+
+def _without_wal_copies(found: list[tuple[int, str, Path]]) -> list[tuple[int, str, Path]]:
+    """A durable process killed between spooling a batch and retiring the WAL segment that holds
+    the same points leaves them in both files: drop from the batch files every line a WAL segment
+    still holds (the same Point encodes to the same bytes), so each point is replayed once."""
+    wal_lines: set[bytes] = set()
+    for _, kind, path in found:
+        if kind == "wal":
+            wal_lines.update(_digest(line) for line in _lines(path))
+    if not wal_lines:
+        return found
+    kept = []
+    for item in found:
+        _, kind, path = item
+        if kind == "batch":
+            lines = _lines(path)
+            unique = [line for line in lines if _digest(line) not in wal_lines]
+            if not unique:
+                _unlink(path)
+                continue
+            if len(unique) < len(lines):
+                _write_durably(path, b"\n".join(unique) + b"\n")
+        kept.append(item)
+    return kept
+
+
+def _digest(line: bytes) -> bytes:
+    return hashlib.blake2b(line, digest_size=16).digest()
+
+
+def _lines(path: Path) -> list[bytes]:
+    try:
+        return [line for line in path.read_bytes().splitlines() if line.strip()]
+    except OSError:
+        return []
 
 
 def lock_orphan(run_dir: Path) -> int | None:
