@@ -57,16 +57,25 @@ def private_dir(path: Path) -> Path:
     return path
 
 
+_APPEND_NEWLINE = orjson.OPT_APPEND_NEWLINE
+_LONG_NUMBER = re.compile(rb"\d{19}")
+
+
 def encode_point(point: Point) -> bytes:
-    """One spool line, ``[measurement, tags, fields, time_ns]\\n`` (orjson: a few µs less than json)."""
+    """One spool line, ``[measurement, tags, fields, time_ns]\n`` (orjson: a few µs less than json).
+    ``point[:]`` is the plain tuple orjson serializes natively (``tuple(point)`` iterates, 10× slower)."""
     try:
-        return orjson.dumps(tuple(point), option=orjson.OPT_APPEND_NEWLINE)
+        return orjson.dumps(point[:], option=_APPEND_NEWLINE)
     except TypeError:  # an int orjson cannot hold: the stdlib can
         return (json.dumps(list(point), separators=(",", ":")) + "\n").encode()
 
 
 def encode_points(points: Iterable[Point]) -> bytes:
-    return b"".join(encode_point(p) for p in points)
+    dumps = orjson.dumps
+    try:
+        return b"".join([dumps(p[:], option=_APPEND_NEWLINE) for p in points])
+    except TypeError:
+        return b"".join([encode_point(p) for p in points])
 
 
 def decode_points(data: bytes) -> tuple[list[Point], int]:
@@ -77,7 +86,9 @@ def decode_points(data: bytes) -> tuple[list[Point], int]:
         if not line.strip():
             continue
         try:
-            measurement, tags, fields, time_ns = json.loads(line)
+            # orjson reads an int past 64 bits as a float: such lines go to the stdlib.
+            loads = json.loads if _LONG_NUMBER.search(line) else orjson.loads
+            measurement, tags, fields, time_ns = loads(line)
             points.append(Point(measurement, tags, fields, time_ns))
         except (ValueError, TypeError):
             bad += 1
