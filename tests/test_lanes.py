@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,48 @@ def test_close_with_a_backlog_leaves_nothing_unaccounted(tmp_path: Path, unique_
         assert stored == two["written"] == one["spooled"] == two["adopted"]
         assert stored + lost(one) == 200_000  # queue_full drops counted; the rest delivered later
         assert not list(spool.rglob("*.jsonl")) and not list(spool.rglob("*.tmp"))
+    finally:
+        server.cleanup()
+
+
+def test_close_is_bounded_while_threads_keep_logging_through_it(tmp_path: Path, unique_db: str) -> None:
+    """Two threads log as fast as they can into a server that is down, before, during and after
+    close(timeout=1): close() returns within 2 x timeout + grace (plus slack for a noisy machine),
+    and what it left in the spool is delivered later: delivered + counted lost == logged."""
+    server = InfluxDB1(tmp_path / "late")
+    spool = tmp_path / "spool"
+    try:
+        first = MetricsLogger(url=server.url, database=unique_db, api="v1", spool_dir=spool, retry_interval=100)
+        running = threading.Event()
+        running.set()
+
+        def work(k: int) -> None:
+            i = 0
+            while running.is_set():
+                first.log("through_close", {"k": str(k)}, {"v": float(i)})
+                i += 1
+
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(2)]
+        for t in threads:
+            t.start()
+        time.sleep(1.5)
+        started = time.monotonic()
+        try:
+            assert first.close(timeout=1) is False
+            took = time.monotonic() - started
+        finally:
+            running.clear()
+            for t in threads:
+                t.join()
+        assert took < 2 * 1 + 0.5 + 2.5, took  # it took 10-20 s before batches were spooled together
+        one = first.stats()
+        assert first.accounting()["balanced"], first.accounting()
+        server.start()
+        second = MetricsLogger(url=server.url, database=unique_db, api="v1", spool_dir=spool)
+        assert second.close(timeout=120)
+        stored = server.count("through_close", "v", unique_db)
+        assert stored == second.stats()["adopted"] == one["spooled"] > 0
+        assert stored + lost(one) == one["logged"]
     finally:
         server.cleanup()
 

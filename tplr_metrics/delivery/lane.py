@@ -222,17 +222,28 @@ class Lane:
     # --- writer threads ------------------------------------------------------------------
 
     def _writer_loop(self) -> None:
+        item: Any
         while True:
             with self._buffer_ready:
                 while not self._buffer:
                     self._buffer_ready.wait()
-                item = self._buffer.popleft()
-                if item is not _STOP:
-                    self._buffered_points -= len(item[1])
+                if self._abort.is_set() and self.spool is not None:
+                    # Past the deadline: every waiting batch to the spool at once, in one file.
+                    taken = self._take_buffer()
+                    item = _STOP if _STOP in self._buffer else None
+                else:
+                    taken = []
+                    item = self._buffer.popleft()
+                    if item is not _STOP:
+                        self._buffered_points -= len(item[1])
             if self.on_room is not None:
                 self.on_room()
+            if taken:
+                self._spool_batches(taken)
             if item is _STOP:
                 return
+            if item is None:
+                continue
             batch_id, batch = item
             settled = True
             try:
@@ -385,6 +396,32 @@ class Lane:
         self._spool_wake.set()
         return False
 
+    def _take_buffer(self) -> list[tuple[int, list[Point]]]:
+        """Every batch waiting in the buffer (call with _buffer_ready held); _STOP items stay."""
+        taken = [item for item in self._buffer if item is not _STOP]
+        if taken:
+            stops = len(self._buffer) - len(taken)
+            self._buffer.clear()
+            self._buffer.extend([_STOP] * stops)
+            self._buffered_points = 0
+        return taken
+
+    def _spool_batches(self, batches: list[tuple[int, list[Point]]]) -> None:
+        """Several batches into one spool file: each file costs a handful of syscalls, and each
+        syscall a wait for the GIL when other threads keep logging through close()."""
+        assert self.spool is not None
+        points = [point for _, batch in batches for point in batch]
+        stored = self.spool.add_batch(points, None) is not None
+        if not stored:
+            self.stats.drop("spool_write_failed", len(points))  # counted, never silent
+        with self._settle_lock:
+            for batch_id, _ in batches:
+                self._unsafe.discard(batch_id)
+                if not stored:
+                    self._unsettled.discard(batch_id)
+            self._release_markers()
+        self._spool_wake.set()
+
     def _settle(self, batch_id: int) -> None:
         with self._settle_lock:
             self._unsettled.discard(batch_id)
@@ -499,34 +536,32 @@ class Lane:
                 self._buffer.append(_STOP)
             self._buffer_ready.notify_all()
 
-    def stop(self, deadline: float, grace: float = 0.5) -> None:
-        """Drain, stop the threads, account for requests still in flight. Returns by
-        ``deadline`` (+ two ``grace`` periods)."""
+    def stop(self, deadline: float, grace_until: float) -> None:
+        """Drain until ``deadline``, then abort and wait for the threads until ``grace_until``
+        (absolute times, shared by all lanes so that they stop together), then account for
+        what is left and for requests still in flight."""
         self.begin_stop()
         for thread in self._writers:
             thread.join(max(0.0, deadline - time.monotonic()))
         if any(t.is_alive() for t in self._writers):
             self.abort()
-            for thread in self._writers:
-                thread.join(grace)
         self._spool_wake.set()
         if self._replayer is not None:  # it may still be draining files adopted from a dead process
             self._replayer.join(max(0.0, deadline - time.monotonic()))
             self.abort()
-            self._replayer.join(grace)
+        for thread in self._threads():
+            thread.join(max(0.0, grace_until - time.monotonic()))
         self._account_leftovers()
 
     def _account_leftovers(self) -> None:
         """Batches no writer took and requests that never answered: to the spool, or counted."""
         with self._buffer_ready:
-            left = [item for item in self._buffer if item is not _STOP]
+            left = self._take_buffer()
             self._buffer.clear()
-            self._buffered_points = 0
-        for batch_id, batch in left:
-            if self.spool is not None:
-                self._to_spool(batch_id, batch)
-            else:
-                self.stats.drop("close_timeout", len(batch))
+        if left and self.spool is not None:
+            self._spool_batches(left)
+        elif left:
+            self.stats.drop("close_timeout", sum(len(batch) for _, batch in left))
         # Under the flight lock, so that an answer arriving meanwhile sees the copy or the count.
         with self._flight_lock:
             flights = [f for f in self._flights if not f.done]

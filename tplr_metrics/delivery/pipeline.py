@@ -440,8 +440,12 @@ class Pipeline:
         self._account_queue_leftovers()
         for lane in self.lanes:
             lane.begin_stop()
+        if time.monotonic() >= deadline:
+            for lane in self.lanes:
+                lane.abort()
+        grace_until = max(deadline, time.monotonic()) + grace
         for lane in self.lanes:
-            lane.stop(deadline, grace)
+            lane.stop(deadline, grace_until)
         if self._on_close is not None:
             try:
                 self._on_close(status)
