@@ -42,9 +42,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import tplr_metrics.store as store_module  # noqa: E402
+import tplr_metrics.store.database as store_module  # noqa: E402
 from tplr_metrics import MetricsLogger  # noqa: E402
-from tplr_metrics.points import Point  # noqa: E402
+from tplr_metrics.encoding.points import Point  # noqa: E402
 from tplr_metrics.sinks.base import RunInfo  # noqa: E402
 from tplr_metrics.sinks.local import LocalStoreSink  # noqa: E402
 

@@ -49,7 +49,7 @@ from null_sink import NullSink  # benchmarks/null_sink.py
 
 import tplr_metrics
 from tplr_metrics import MetricsLogger, encode_line
-from tplr_metrics.points import PointBuilder
+from tplr_metrics.encoding.points import PointBuilder
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))

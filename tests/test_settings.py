@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tplr_metrics import ConfigurationError, MetricsLogger
-from tplr_metrics.settings import resolve_server
+from tplr_metrics.config.settings import resolve_server
 
 from .servers import free_port
 

@@ -5,13 +5,13 @@ logging; a :class:`MetricsLogger` does its work when it is built.
 """
 
 from ._version import __version__
-from .line_protocol import encode_line
+from .config.settings import ConfigurationError, ServerSettings
+from .encoding.line_protocol import encode_line
+from .encoding.points import Point
+from .encoding.values import process_value
 from .log_store import open_log_store
 from .logger import MetricsLogger, process_runtime_id
-from .points import Point
-from .settings import ConfigurationError, ServerSettings
 from .sinks.base import Rejection, Sink, WriteResult
-from .values import process_value
 
 __all__ = [
     "ConfigurationError",

@@ -6,7 +6,7 @@ Templar's neurons name a measurement ``prefix + name`` with the role's prefix (a
 
 from __future__ import annotations
 
-from .background import HEALTH_FIELDS, HEALTH_MEASUREMENT, SYSTEM_MEASUREMENT
+from .collect.background import HEALTH_FIELDS, HEALTH_MEASUREMENT, SYSTEM_MEASUREMENT
 
 #: Templar's roles: measurement prefix, group and job_type tags.
 ROLES: dict[str, dict[str, str]] = {

@@ -12,7 +12,7 @@
 
 Each call becomes one point through the logger's pipeline (queue, batching, retries, spool),
 so the same calls land in InfluxDB, the local store, JSONL, TensorBoard or W&B; the mapping is
-in :mod:`tplr_metrics.log_points`. ``step`` is a field, not a tag: a tag per step would make one
+in :mod:`tplr_metrics.encoding.log_points`. ``step`` is a field, not a tag: a tag per step would make one
 InfluxDB series per step (a long run reaches the server's series limit), while a field keeps
 one series per split and run and still orders and plots by step. (Templar tags ``window`` and
 ``global_step`` because it groups by them in dashboards; plain ``MetricsLogger.log`` still can.)
@@ -45,14 +45,14 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
-from . import log_points
+from .config.destinations import resolve_destination
+from .config.settings import ConfigurationError
 from .delivery.stats import PipelineStats
-from .destinations import resolve_destination
+from .encoding import log_points
+from .encoding.values import coerce_scalar
 from .logger import MetricsLogger
-from .settings import ConfigurationError
 from .sinks.base import Sink
 from .sinks.registry import check_params, get_factory, normalize_kind
-from .values import coerce_scalar
 
 logger = logging.getLogger("tplr_metrics")
 

@@ -22,21 +22,21 @@ from pathlib import Path
 from typing import Any
 
 from ._version import __version__
-from .background import check_periods, start_background
+from .collect.background import check_periods, start_background
+from .collect.host import HostMetrics
+from .config.destinations import resolve_destination
+from .config.paths import tplr_home
+from .config.settings import ConfigurationError, ServerSettings
 from .delivery.accounting import accounting_of, merge_snapshot
 from .delivery.dead_letter import DeadLetterFile
 from .delivery.pipeline import OVERFLOW_POLICIES, Pipeline, PipelineOptions
 from .delivery.spool import private_dir
 from .delivery.stats import INPUT_DROP_REASONS, PipelineStats
-from .destinations import resolve_destination
-from .host import HostMetrics
-from .paths import tplr_home
-from .points import Point, PointBuilder, Record, timestamp_ns
+from .encoding.points import Point, PointBuilder, Record, timestamp_ns
+from .encoding.values import IMMUTABLE_TYPES, FieldValue, config_tags, frozen_tags, process_fields
+from .encoding.values import process_value as _process_value
 from .run_status import exit_status
-from .settings import ConfigurationError, ServerSettings
 from .sinks.base import RunInfo, Sink, end_run, start_run
-from .values import IMMUTABLE_TYPES, FieldValue, config_tags, frozen_tags, process_fields
-from .values import process_value as _process_value
 
 logger = logging.getLogger("tplr_metrics")
 

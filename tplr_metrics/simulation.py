@@ -22,8 +22,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
 
-from .background import health_fields
 from .catalog import HEALTH_MEASUREMENT, ROLES, SYSTEM_MEASUREMENT
+from .collect.background import health_fields
 from .logger import MetricsLogger
 
 BENCHMARK_TASKS: tuple[tuple[str, str, float], ...] = (
@@ -607,7 +607,7 @@ def script_main(role: str, argv: Sequence[str] | None = None) -> int:
     """Entry point of telemetry/simulator/<role>.py: one role, same engine and destination rules."""
     import logging
 
-    from .settings import ConfigurationError
+    from .config.settings import ConfigurationError
 
     parser = argparse.ArgumentParser(description=f"Simulate Templar {role}s logging through MetricsLogger.")
     add_arguments(parser, role=role)

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..run_data import RunData, RunDataError, read_influx_run, read_jsonl, read_store_run
-from ..store import StoreError
+from ..store.database import StoreError
+from ..viz.run_data import RunData, RunDataError, read_influx_run, read_jsonl, read_store_run
 from . import CommandError
 from ._store_cli import add_store_argument, open_store, select_run, store_error, store_path
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from ..store import RunRow, Store, StoreError, default_store_path
+from ..store.database import RunRow, Store, StoreError, default_store_path
 from . import CommandError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)

@@ -8,7 +8,7 @@ import logging
 import sys
 from typing import Any
 
-from ..connectivity import EXIT_CODES, run_check
+from .connectivity import EXIT_CODES, run_check
 
 
 def register(subparsers: Any) -> None:

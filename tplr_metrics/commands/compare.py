@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ..run_data import RunData
+from ..viz.run_data import RunData
 from . import CommandError
 from ._run_inputs import add_source_arguments, read_named, report_inputs, warn
 from ._store_cli import print_json, print_table

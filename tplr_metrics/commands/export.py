@@ -13,8 +13,8 @@ import json
 import sys
 from typing import IO, Any
 
-from ..line_protocol import encode_line
-from ..store import PointFilter, Store, StoredPoint, StoreError
+from ..encoding.line_protocol import encode_line
+from ..store.database import PointFilter, Store, StoredPoint, StoreError
 from . import CommandError
 from ._store_cli import (
     add_store_argument,

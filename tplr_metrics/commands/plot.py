@@ -6,8 +6,8 @@ import argparse
 import sys
 from typing import Any
 
-from ..plotting import SMOOTHINGS, X_KEYS, PlotExtraMissing, import_pyplot, plot_runs
-from ..run_data import RunData
+from ..viz.plotting import SMOOTHINGS, X_KEYS, PlotExtraMissing, import_pyplot, plot_runs
+from ..viz.run_data import RunData
 from . import CommandError
 from ._run_inputs import add_source_arguments, read_runs, report_inputs, save_figure, warn
 from ._store_cli import positive_int

@@ -16,14 +16,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
+from ..config.settings import ConfigurationError, build_influx_sink, resolve_server
 from ..delivery.accounting import merge_snapshot
 from ..delivery.destination_id import describe_destination, describe_text, fingerprint
 from ..delivery.pipeline import Pipeline, PipelineOptions
 from ..delivery.spool import MANIFEST_NAME, move_orphans, spooled_destinations
 from ..delivery.stats import PipelineStats
-from ..points import Point, PointBuilder, Record
-from ..settings import ConfigurationError, build_influx_sink, resolve_server
-from ..store import StoreError
+from ..encoding.points import Point, PointBuilder, Record
+from ..store.database import StoreError
 from . import CommandError
 from ._store_cli import (
     add_store_argument,

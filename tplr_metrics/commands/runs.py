@@ -7,7 +7,7 @@ import sys
 import time
 from typing import Any
 
-from ..store import Store, StoreError
+from ..store.database import Store, StoreError
 from . import CommandError
 from ._store_cli import (
     add_store_argument,

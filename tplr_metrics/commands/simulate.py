@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import Any
 
-from ..settings import ConfigurationError
+from ..config.settings import ConfigurationError
 from ..simulation import add_arguments, options_from_args, print_summary, run_simulation
 from . import CommandError
 

@@ -7,7 +7,7 @@ import json
 from collections import defaultdict
 from typing import Any
 
-from ..run_data import RunData, TableRecord
+from ..viz.run_data import RunData, TableRecord
 from . import CommandError
 from ._run_inputs import add_source_arguments, read_path, read_run_id
 from ._store_cli import local_time, print_json, print_table, survives_closed_pipe

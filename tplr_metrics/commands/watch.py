@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Any
 
-from ..store import RunRow, Store, StoredPoint, StoreError
+from ..store.database import RunRow, Store, StoredPoint, StoreError
 from ._store_cli import (
     add_store_argument,
     iso,

@@ -8,7 +8,7 @@ import threading
 import time
 from pathlib import Path
 
-from ..points import Point
+from ..encoding.points import Point
 from ..sinks.base import Rejection
 from .spool import private_dir
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..points import Point
+from ..encoding.points import Point
 from ..sinks.base import Rejection, Sink, WriteResult
 from .spool import Spool, SpoolFile
 from .stats import PipelineStats
@@ -222,28 +222,21 @@ class Lane:
     # --- writer threads ------------------------------------------------------------------
 
     def _writer_loop(self) -> None:
-        item: Any
         while True:
             with self._buffer_ready:
-                while not self._buffer:
+                while not self._buffer and not self._abort.is_set():
                     self._buffer_ready.wait()
-                if self._abort.is_set() and self.spool is not None:
-                    # Past the deadline: every waiting batch to the spool at once, in one file.
-                    taken = self._take_buffer()
-                    item = _STOP if _STOP in self._buffer else None
-                else:
-                    taken = []
-                    item = self._buffer.popleft()
-                    if item is not _STOP:
-                        self._buffered_points -= len(item[1])
+                if self._abort.is_set():
+                    # Past the deadline: close() spools what waits here itself, in one file, so
+                    # no writer is still writing a spool file when close() returns.
+                    return
+                item = self._buffer.popleft()
+                if item is not _STOP:
+                    self._buffered_points -= len(item[1])
             if self.on_room is not None:
                 self.on_room()
-            if taken:
-                self._spool_batches(taken)
             if item is _STOP:
                 return
-            if item is None:
-                continue
             batch_id, batch = item
             settled = True
             try:
@@ -396,16 +389,6 @@ class Lane:
         self._spool_wake.set()
         return False
 
-    def _take_buffer(self) -> list[tuple[int, list[Point]]]:
-        """Every batch waiting in the buffer (call with _buffer_ready held); _STOP items stay."""
-        taken = [item for item in self._buffer if item is not _STOP]
-        if taken:
-            stops = len(self._buffer) - len(taken)
-            self._buffer.clear()
-            self._buffer.extend([_STOP] * stops)
-            self._buffered_points = 0
-        return taken
-
     def _spool_batches(self, batches: list[tuple[int, list[Point]]]) -> None:
         """Several batches into one spool file: each file costs a handful of syscalls, and each
         syscall a wait for the GIL when other threads keep logging through close()."""
@@ -556,8 +539,9 @@ class Lane:
     def _account_leftovers(self) -> None:
         """Batches no writer took and requests that never answered: to the spool, or counted."""
         with self._buffer_ready:
-            left = self._take_buffer()
+            left = [item for item in self._buffer if item is not _STOP]
             self._buffer.clear()
+            self._buffered_points = 0
         if left and self.spool is not None:
             self._spool_batches(left)
         elif left:
@@ -585,8 +569,10 @@ class Lane:
         spool = self.spool
         if spool is None:
             return 0
-        if delivered and self.options.durable:
-            # Everything accepted before close() is stored: the write-ahead log has done its job.
+        if self.options.durable and (delivered or self._everything_accounted()):
+            # Every point this lane received is stored, refused, counted, or in an outbox file:
+            # the write-ahead log has done its job. (Kept, a replay would deliver the points
+            # this process did store a second time: JSONL held 300 ids twice in the fault matrix.)
             sealed = spool.wal_seal()
             for segment in [s for s, _ in self._wal_segments] + ([sealed] if sealed else []):
                 spool.drop_segment(segment)
@@ -594,6 +580,14 @@ class Lane:
         left = spool.pending_points()
         spool.close(remove_if_empty=not any(t.is_alive() for t in self._threads()))
         return left
+
+    def _everything_accounted(self) -> bool:
+        """After _account_leftovers: no writer holds a batch outside a request whose points
+        close() copied to the spool or counted (a writer alive elsewhere may hold uncounted points)."""
+        alive = sum(1 for t in self._writers if t.is_alive())
+        with self._flight_lock:
+            copied = sum(1 for f in self._flights if not f.done and f.abandoned)
+        return alive <= copied
 
     def close_sink(self) -> None:
         try:

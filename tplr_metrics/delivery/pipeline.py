@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..line_protocol import encode_line
-from ..points import Point, PointBuilder, Record
+from ..encoding.line_protocol import encode_line
+from ..encoding.points import Point, PointBuilder, Record
 from ..sinks.base import PointBatch, Sink
 from .counters import AtomicCounter, ReasonCounters
 from .destination_id import describe_destination, fingerprint
@@ -172,6 +172,7 @@ class Pipeline:
         self._batch_size = self.options.batch_size
         self._refused = ReasonCounters()  # log() calls that queued nothing: after_close, queue_full, ...
         self._evicted = AtomicCounter()  # queued records dropped by drop_oldest
+        self._late = AtomicCounter()  # records queued by a log() that raced close(): see _sweep_late
         self._sampled_out = AtomicCounter()
         self._wake = threading.Event()
         self._waking = False  # set while a caller is inside _wake.set(): see submit()
@@ -473,6 +474,7 @@ class Pipeline:
         elif not delivered and not left:
             logger.error("close() timed out after %.1fs; undelivered points are counted in stats()", timeout)
         self._close_result = delivered and lost <= 0
+        self._sweep_late()
         return self._close_result
 
     def _account_queue_leftovers(self) -> None:
@@ -525,10 +527,29 @@ class Pipeline:
     def sampled_out(self) -> int:
         return self._sampled_out.value
 
+    def _sweep_late(self) -> None:
+        """A log() that passed the closed check just as close() began can append its record
+        after close() drained the queue: once close() is done, such records are counted
+        ``after_close`` (they are in ``logged`` already), so the books still balance."""
+        if self._close_result is None:
+            return
+        while self._queue:
+            try:
+                item = self._queue.popleft()
+            except IndexError:
+                break
+            if type(item) is _Flush:
+                item.reached.set()
+            elif type(item) not in _CONTROL:
+                self._late.incr()
+
     def _shared_drops(self) -> dict[str, int]:
+        self._sweep_late()
         dropped = dict(self.stats.dropped)
         for reason, n in self._refused.snapshot().items():
             dropped[reason] = dropped.get(reason, 0) + n
         if self._evicted.value:
             dropped["queue_full"] = dropped.get("queue_full", 0) + self._evicted.value
+        if self._late.value:
+            dropped["after_close"] = dropped.get("after_close", 0) + self._late.value
         return {k: v for k, v in dropped.items() if v}

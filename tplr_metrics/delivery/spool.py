@@ -37,7 +37,7 @@ from typing import Any
 
 import orjson
 
-from ..points import Point
+from ..encoding.points import Point
 from .stats import PipelineStats
 
 logger = logging.getLogger("tplr_metrics")

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from ..points import Point
+from ..encoding.points import Point
 
 
 @dataclass(frozen=True)

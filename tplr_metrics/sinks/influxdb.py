@@ -31,8 +31,8 @@ import urllib.parse
 from collections.abc import Sequence
 from typing import Any
 
-from ..line_protocol import encode_line
-from ..points import Point
+from ..encoding.line_protocol import encode_line
+from ..encoding.points import Point
 from .base import Rejection, WriteResult
 
 logger = logging.getLogger("tplr_metrics")

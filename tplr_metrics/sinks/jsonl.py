@@ -27,9 +27,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .. import log_points
-from ..paths import tplr_home
-from ..points import Point
+from ..config.paths import tplr_home
+from ..encoding import log_points
+from ..encoding.points import Point
 from ._files import make_private_dirs, open_private_append, write_private_atomic
 from .base import RunInfo, WriteResult
 

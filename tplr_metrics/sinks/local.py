@@ -13,12 +13,13 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from .. import run_status
-from ..points import Point
-from ..store import Store, StoreError, default_store_path
+from ..encoding.points import Point
+from ..store.database import Store, StoreError, default_store_path
 from .base import Rejection, RunInfo, WriteResult
 
 logger = logging.getLogger("tplr_metrics")
@@ -26,6 +27,48 @@ logger = logging.getLogger("tplr_metrics")
 # A connection must not cross fork(); one a child inherited is parked here, never closed (its
 # close could touch the parent's WAL), and the child opens its own.
 _inherited: list[Store] = []
+
+# SQLite must not be inside a call when the process forks: a transaction in progress in another
+# thread leaves the child's copy of SQLite's in-process lock state saying "locked", and the
+# child's own connection then waits out its busy timeout ("database is locked", 4 of 15 forks in
+# a plain sqlite3 test; a child of a busy logger took 60 s to exit). So the fork waits for each
+# sink's lock, a bounded time (a write can itself be waiting for another process's lock).
+_live_sinks: weakref.WeakSet[LocalStoreSink] = weakref.WeakSet()
+_held_at_fork: list[threading.Lock] = []
+_FORK_WAIT_S = 2.0
+
+
+def _before_fork() -> None:
+    for sink in list(_live_sinks):
+        lock = sink._lock
+        if lock.acquire(timeout=_FORK_WAIT_S):
+            _held_at_fork.append(lock)
+
+
+def _after_fork_in_parent() -> None:
+    while _held_at_fork:
+        _held_at_fork.pop().release()
+
+
+def _after_fork_in_child() -> None:
+    _held_at_fork.clear()
+    for sink in list(_live_sinks):
+        sink.after_fork()
+
+
+def _watch_forks(sink: LocalStoreSink) -> None:
+    if not _live_sinks and not _fork_hooks_installed and hasattr(os, "register_at_fork"):
+        _install_fork_hooks()
+    _live_sinks.add(sink)
+
+
+_fork_hooks_installed = False
+
+
+def _install_fork_hooks() -> None:
+    global _fork_hooks_installed
+    _fork_hooks_installed = True
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child)
 
 
 class LocalStoreSink:
@@ -49,6 +92,7 @@ class LocalStoreSink:
         self._run_row: int | None = None
         self._run_pid = 0
         self._reported: str | None = None  # the error last reported, so it is said once
+        _watch_forks(self)
 
     def destination(self) -> dict[str, str]:
         return {"kind": "local", "path": str(self.path.expanduser().absolute())}

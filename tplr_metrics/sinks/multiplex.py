@@ -18,7 +18,7 @@ import threading
 from collections import Counter
 from collections.abc import Sequence
 
-from ..points import Point
+from ..encoding.points import Point
 from .base import Rejection, RunInfo, Sink, WriteResult, end_run, start_run
 
 logger = logging.getLogger("tplr_metrics")

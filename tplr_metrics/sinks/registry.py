@@ -15,7 +15,7 @@ is a factory). A kind is resolved in this order:
        kafka = "my_package.sinks:KafkaSink"
 
 Params are checked against the factory's signature before it is called: an unknown or missing
-one is a :class:`~tplr_metrics.settings.ConfigurationError` that names it. A sink whose optional
+one is a :class:`~tplr_metrics.config.settings.ConfigurationError` that names it. A sink whose optional
 dependency is not installed raises :class:`SinkUnavailableError` (a :class:`MissingExtraError`
 for our extras); where several sinks are configured, that one is skipped with one log line.
 """
@@ -30,7 +30,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ..settings import ConfigurationError, ServerSettings
+from ..config.settings import ConfigurationError, ServerSettings
 from .base import Sink
 
 logger = logging.getLogger("tplr_metrics")
@@ -315,7 +315,7 @@ def influx_from_params(
     api: str | None = None,
 ) -> tuple[Sink, ServerSettings]:
     """An InfluxDB sink and its settings: params over ``defaults`` (a logger's args) over INFLUXDB_*."""
-    from ..settings import build_influx_sink, resolve_server
+    from ..config.settings import build_influx_sink, resolve_server
 
     merged = {k: v for k, v in (defaults or {}).items() if v is not None}
     merged.update({k: v for k, v in params.items() if v is not None})

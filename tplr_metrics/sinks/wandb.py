@@ -25,9 +25,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .. import log_points
-from ..paths import tplr_home
-from ..points import Point
+from ..config.paths import tplr_home
+from ..encoding import log_points
+from ..encoding.points import Point
 from ._files import make_private_dirs
 from .base import RunInfo, WriteResult
 from .registry import require_module

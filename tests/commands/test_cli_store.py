@@ -1,0 +1,344 @@
+"""The tplr-metrics commands over the local store: what they print, what they refuse, and what
+lands in a real InfluxDB when their output is shipped there."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sqlite3
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tplr_metrics import MetricsLogger
+from tplr_metrics.cli import main
+from tplr_metrics.commands.replay import render_bar
+from tplr_metrics.sinks.base import RunInfo
+from tplr_metrics.store.database import Store
+
+from ..servers import InfluxDB1
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """Run the CLI in this process: (exit code, stdout, stderr). Leaves logging as it found it."""
+    library = logging.getLogger("tplr_metrics")
+    handlers, level = list(library.handlers), library.level
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:  # argparse usage errors
+        code = int(exc.code or 0)
+    finally:
+        library.handlers[:] = handlers
+        library.setLevel(level)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def filled(isolated_env: Path) -> dict[str, Any]:
+    """Two finished runs: a miner (5 loss points) and, later, a validator (300 scores + 2 timings)."""
+    miner = MetricsLogger(role="miner", uid=1, prefix="M", runtime_id="aaaa-miner")
+    for step in range(5):
+        miner.log("loss", {"window": step}, {"loss": 2.5 - step / 10, "step": step})
+    miner.close(10)
+    validator = MetricsLogger(role="validator", uid=9, prefix="V", runtime_id="bbbb-validator")
+    for i in range(300):
+        validator.log(
+            "validator_scores",
+            {"eval_uid": i % 30, "window": i // 30},
+            {"final_score": i / 300, "weight": 1.0, "binary_indicator": 1},
+        )
+    validator.log("timing", {"window": 1}, {"gather": 3.5})
+    validator.log("timing", {"window": 2}, {"gather": 2.5, "evaluation": 11.0})
+    validator.close(10)
+    return {"miner": miner, "validator": validator, "path": isolated_env / "metrics.sqlite"}
+
+
+def test_runs_lists_newest_first_as_table_json_and_csv(filled: dict[str, Any], capsys: Any) -> None:
+    code, out, _ = cli(capsys, "runs", "--json")
+    assert code == 0
+    runs = json.loads(out)
+    assert [(r["run_id"], r["role"], r["status"], r["points"]) for r in runs] == [
+        ("bbbb-validator", "validator", "ok", 302),
+        ("aaaa-miner", "miner", "ok", 5),
+    ]
+    assert runs[0]["uid"] == "9" and runs[0]["prefix"] == "V" and runs[0]["ended_at"].endswith("Z")
+    code, out, _ = cli(capsys, "runs")
+    assert code == 0 and "bbbb-validator" in out.splitlines()[1] and "RUN ID" in out
+    code, out, _ = cli(capsys, "runs", "--csv", "--role", "miner")
+    lines = out.splitlines()
+    assert lines[0].startswith("run_id,role,uid,status") and len(lines) == 2 and lines[1].startswith("aaaa-miner,")
+    code, out, _ = cli(capsys, "runs", "--json", "--limit", "1", "--since", "1h")
+    assert [r["run_id"] for r in json.loads(out)] == ["bbbb-validator"]
+
+
+def test_runs_run_id_gives_measurements_and_counts(filled: dict[str, Any], capsys: Any) -> None:
+    code, out, _ = cli(capsys, "runs", "--run-id", "bbbb", "--json")  # a unique prefix is enough
+    assert code == 0
+    one = json.loads(out)
+    assert one["run_id"] == "bbbb-validator" and one["points"] == 302
+    assert [(m["measurement"], m["points"]) for m in one["measurements"]] == [
+        ("Vtiming", 2),
+        ("Vvalidator_scores", 300),
+    ]
+    code, out, _ = cli(capsys, "runs", "--run-id", "aaaa-miner")
+    assert code == 0 and "Mloss" in out and "MEASUREMENT" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["runs", "--since", "3x"], "'3x' is not a duration"),
+        (["runs", "--run-id", "nope"], "no run 'nope'"),
+        (["runs", "--limit", "0"], "must be at least 1"),
+        (["export", "--format", "xml"], "unknown format 'xml'"),
+        (["export", "--run-id", "zzz"], "no run 'zzz'"),
+        (["export", "--since", "yesterday"], "neither a duration"),
+        (["replay", "--all"], "no InfluxDB server configured"),
+        (["replay", "--url", "http://127.0.0.1:1", "--database", "d"], "say what to replay"),
+        (["prune"], "say what to prune"),
+        (["watch", "--poll-seconds", "-1"], "must be a positive number"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_code_2(
+    filled: dict[str, Any], capsys: Any, argv: list[str], needle: str
+) -> None:
+    code, out, err = cli(capsys, *argv)
+    assert code == 2, (out, err)
+    assert needle in err and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"tplr-metrics {argv[0]}")
+
+
+def test_a_corrupt_store_is_named_and_nothing_is_written(isolated_env: Path, capsys: Any) -> None:
+    isolated_env.mkdir(parents=True)
+    path = isolated_env / "metrics.sqlite"
+    path.write_bytes(b"garbage" * 1000)
+    for argv in (["runs"], ["export", "--format", "lp"], ["prune", "--keep-runs", "1"], ["watch"]):
+        code, _, err = cli(capsys, *argv)
+        assert code == 1 and str(path) in err and len(err.strip().splitlines()) == 1, err
+    assert path.read_bytes() == b"garbage" * 1000
+
+
+def test_no_store_yet_is_an_empty_listing(isolated_env: Path, capsys: Any) -> None:
+    code, out, _ = cli(capsys, "runs", "--json")
+    assert (code, json.loads(out)) == (0, [])
+    assert not isolated_env.exists()  # listing never creates the store
+
+
+def test_export_formats_keep_values_and_types(filled: dict[str, Any], capsys: Any, tmp_path: Path) -> None:
+    code, out, _ = cli(capsys, "export", "--run-id", "bbbb-validator", "--measurement", "Vvalidator_scores")
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and len(rows) == 300
+    assert rows[1]["fields"] == {"final_score": 1 / 300, "weight": 1.0, "binary_indicator": 1}
+    assert type(rows[1]["fields"]["binary_indicator"]) is int and rows[1]["tags"]["eval_uid"] == "1"
+
+    target = tmp_path / "out.csv"
+    code, _, err = cli(
+        capsys, "export", "--run-id", "bbbb", "--measurement", "Vtiming", "--format", "csv", "-o", str(target)
+    )
+    assert code == 0 and "exported 2 points" in err
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o600
+    header, first, second = target.read_text().splitlines()
+    columns = header.split(",")
+    assert columns[:3] == ["time", "time_ns", "measurement"] and columns[-2:] == ["evaluation", "gather"]
+    assert first.endswith(",,3.5") and second.endswith(",11.0,2.5")
+
+    code, out, _ = cli(capsys, "export", "--format", "lp", "--since", "1h", "--until", "2099-01-01T00:00:00Z")
+    assert code == 0 and len(out.splitlines()) == 307
+    assert any(line.startswith("Mloss,") and "step=3i" in line for line in out.splitlines())
+    code, out, _ = cli(capsys, "export", "--format", "lp", "--until", "2000-01-01")
+    assert code == 0 and out == ""
+
+
+def test_exported_line_protocol_imports_into_influxdb_1(
+    filled: dict[str, Any], capsys: Any, influx1: InfluxDB1, unique_db: str
+) -> None:
+    code, out, _ = cli(capsys, "export", "--run-id", "bbbb-validator", "--format", "lp")
+    assert code == 0
+    influx1.create_database(unique_db)
+    status, body = influx1.write(unique_db, out.encode())
+    assert status == 204, body
+    assert influx1.count("Vvalidator_scores", "final_score", unique_db) == 300
+    assert influx1.count("Vtiming", "gather", unique_db) == 2
+    (row,) = influx1.rows("SELECT * FROM Vvalidator_scores WHERE eval_uid = '1' AND \"window\" = '0'", unique_db)
+    assert row["binary_indicator"] == 1 and row["final_score"] == 1 / 300 and row["runtime_id"] == "bbbb-validator"
+
+
+def test_replay_twice_stores_each_point_once(
+    filled: dict[str, Any], capsys: Any, influx1: InfluxDB1, unique_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("INFLUXDB_URL", influx1.url)
+    for _ in range(2):
+        code, out, err = cli(capsys, "replay", "--all", "--api", "v1", "--database", unique_db, "--json")
+        assert code == 0, err
+        assert json.loads(out)["written"] == 307 and json.loads(out)["dropped"] == 0
+    assert influx1.count("Vvalidator_scores", "final_score", unique_db) == 300
+    assert influx1.count("Mloss", "loss", unique_db) == 5
+    rows = influx1.rows("SELECT * FROM Mloss", unique_db)
+    conn = sqlite3.connect(filled["path"])
+    original = set(
+        conn.execute("SELECT time_ns, json_extract(fields, '$.loss') FROM points WHERE measurement = 'Mloss'")
+    )
+    assert {(r["time"], r["loss"]) for r in rows} == original  # original timestamps, tags and values
+    assert {r["runtime_id"] for r in rows} == {"aaaa-miner"} and {r["role"] for r in rows} == {"miner"}
+    code, out, _ = cli(capsys, "replay", "--run-id", "aaaa", "--api", "v1", "--database", unique_db)
+    assert code == 0 and "replayed 5 of 5 points" in out
+
+
+def test_replay_to_a_dead_server_fails_with_a_reason(filled: dict[str, Any], capsys: Any) -> None:
+    code, out, err = cli(
+        capsys, "replay", "--run-id", "aaaa", "--url", "http://127.0.0.1:9", "--database", "d", "--retry-seconds", "0.5"
+    )
+    assert code == 1 and "5 of 5 points not stored" in err, (out, err)
+
+
+def test_progress_bar_text() -> None:
+    assert render_bar(50, 200, 2.0, width=10) == "replay [##........] 50/200 points  25.0% 25/s"
+
+
+def test_prune_dry_run_keep_runs_older_than_and_never_a_live_run(
+    filled: dict[str, Any], capsys: Any, isolated_env: Path
+) -> None:
+    path = filled["path"]
+    with Store(path) as store:
+        old = store.add_run(RunInfo("cccc-old", 1_000_000_000, role="evaluator"))  # started in 1970
+        store.end_run(old, "ok", 2_000_000_000)
+        store.add_run(RunInfo("dddd-live", 1_500_000_000, role="miner"))  # this process: alive
+    code, out, _ = cli(capsys, "prune", "--older-than", "30d", "--dry-run", "--json")
+    report = json.loads(out)
+    assert code == 0 and [r["run_id"] for r in report["runs"]] == ["cccc-old"] and report["dry_run"]
+    assert len(json.loads(cli(capsys, "runs", "--json")[1])) == 4  # nothing went
+
+    code, out, _ = cli(capsys, "prune", "--keep-runs", "1", "--json")
+    report = json.loads(out)
+    assert code == 0 and sorted(r["run_id"] for r in report["runs"]) == ["aaaa-miner", "cccc-old"]
+    assert report["points"] == 5 and report["vacuumed"]
+    left = [r["run_id"] for r in json.loads(cli(capsys, "runs", "--json")[1])]
+    assert left == ["bbbb-validator", "dddd-live"]
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT count(*) FROM points").fetchone()[0] == 302
+    assert conn.execute("SELECT count(*) FROM points WHERE json_extract(tags, '$.role') = 'miner'").fetchone()[0] == 0
+
+
+def test_watch_prints_points_as_they_land_and_stops_on_ctrl_c(isolated_env: Path) -> None:
+    m = MetricsLogger(role="validator", uid=2, runtime_id="eeee-watched", flush_interval=20)
+    m.log("before", {}, {"x": 0})
+    assert m.flush(10)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tplr_metrics.cli", "watch", "--poll-seconds", "0.05", "--json", "--last", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        assert proc.stdout is not None
+        first = json.loads(proc.stdout.readline())
+        assert first["measurement"] == "before"  # --last 1: the point already there
+        for i in range(50):
+            m.log("scores", {"eval_uid": i}, {"score": i / 2})
+        m.flush(10)
+        lines = [json.loads(proc.stdout.readline()) for _ in range(50)]
+        assert [line["fields"]["score"] for line in lines] == [i / 2 for i in range(50)]
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    m.close(10)
+    assert proc.returncode == 0, err
+    assert "following run eeee-watched" in err and "Traceback" not in err
+
+
+@pytest.fixture
+def fresh_home(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """An environment as on a fresh machine: an empty HOME, no INFLUXDB_* or TPLR_METRICS_*."""
+    home = tmp_path / "empty-home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("INFLUXDB_", "TPLR_METRICS_"))}
+    env["HOME"] = str(home)
+    env["PYTHONPATH"] = str(REPO)
+    yield env
+
+
+def tplr(env: dict[str, str], *argv: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tplr_metrics.cli", *argv], env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+SIMULATE = ("simulate", "--windows", "3", "--window-seconds", "0.05", "--peers", "8", "--seed", "3", "--json")
+
+
+def test_acceptance_simulate_on_a_fresh_machine_then_export_and_replay(
+    fresh_home: dict[str, str], influx1: InfluxDB1, unique_db: str
+) -> None:
+    if not (REPO / "tplr_metrics" / "commands" / "simulate.py").exists():
+        pytest.skip("tplr-metrics simulate is not there yet")
+    done = tplr(fresh_home, *SIMULATE)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    store = Path(fresh_home["HOME"]) / ".tplr_metrics" / "metrics.sqlite"
+    assert stat.S_IMODE(os.stat(store).st_mode) == 0o600 and stat.S_IMODE(os.stat(store.parent).st_mode) == 0o700
+    conn = sqlite3.connect(store)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    statuses = dict(conn.execute("SELECT run_id, status FROM runs").fetchall())
+    assert statuses == {run["runtime_id"]: "ok" for run in summary["runs"]}
+    listed = json.loads(tplr(fresh_home, "runs", "--json").stdout)
+    assert {r["run_id"]: r["points"] for r in listed} == {r["runtime_id"]: r["written"] for r in summary["runs"]}
+
+    validator = next(r for r in listed if r["role"] == "validator")
+    lp = tplr(fresh_home, "export", "--run-id", validator["run_id"], "--format", "lp")
+    assert lp.returncode == 0, lp.stderr
+    influx1.create_database(unique_db)
+    status, body = influx1.write(unique_db, lp.stdout.encode())
+    assert status == 204, body
+    landed = influx1.rows("SELECT * FROM /.*/ GROUP BY *", unique_db)
+    assert len(landed) == validator["points"] > 0
+
+    replay_db = unique_db + "_replay"
+    env = dict(fresh_home, INFLUXDB_URL=influx1.url, INFLUXDB_API="v1", INFLUXDB_DATABASE=replay_db)
+    for _ in range(2):
+        replayed = tplr(env, "replay", "--all", "--json")
+        assert replayed.returncode == 0, replayed.stderr
+        assert json.loads(replayed.stdout)["written"] == summary["written"]
+    assert len(influx1.rows("SELECT * FROM /.*/ GROUP BY *", replay_db)) == summary["written"]
+
+
+def test_acceptance_two_simulations_into_one_store_lose_nothing(fresh_home: dict[str, str]) -> None:
+    if not (REPO / "tplr_metrics" / "commands" / "simulate.py").exists():
+        pytest.skip("tplr-metrics simulate is not there yet")
+    argv = [sys.executable, "-m", "tplr_metrics.cli", *SIMULATE[:-3], "--seed"]
+    procs = [
+        subprocess.Popen(
+            [*argv, str(seed), "--json"], env=fresh_home, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for seed in (1, 2)
+    ]
+    written: dict[str, int] = {}
+    runs_each = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0 and "locked" not in err, err
+        summary = json.loads(out)
+        assert summary["dropped"] == 0 and summary["rejected"] == 0
+        written.update({r["runtime_id"]: r["written"] for r in summary["runs"]})
+        runs_each.append(len(summary["runs"]))
+    store = Path(fresh_home["HOME"]) / ".tplr_metrics" / "metrics.sqlite"
+    conn = sqlite3.connect(store)
+    counted = dict(
+        conn.execute(
+            "SELECT r.run_id, count(p.id) FROM runs r LEFT JOIN points p ON p.run = r.id GROUP BY r.id"
+        ).fetchall()
+    )
+    assert counted == written and len(counted) == sum(runs_each) and sum(counted.values()) > 0
+    assert set(dict(conn.execute("SELECT run_id, status FROM runs").fetchall()).values()) == {"ok"}

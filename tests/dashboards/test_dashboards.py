@@ -1,0 +1,286 @@
+"""Every dashboard panel proven against real data.
+
+The simulator writes into a real InfluxDB 1.x; each InfluxQL panel query is expanded the way
+Grafana expands it ($timeFilter, $__interval, ${uid:regex}, "All") and run there, and must
+return rows. The Flux dialect runs the same way against InfluxDB 2.x where Docker exists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+import urllib.parse
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tplr_metrics import MetricsLogger
+from tplr_metrics.cli import main
+from tplr_metrics.dashboards import DIALECTS, VARIABLES, all_dashboards, build, build_all, panel_targets
+from tplr_metrics.dashboards import flux as flux_dialect
+from tplr_metrics.dashboards import influxql as influxql_dialect
+
+from ..grafana_macros import ALL, expand_flux, expand_influxql, interval_ms
+from ..influx2_container import influx2_container
+from ..servers import InfluxDB1, http
+
+REPO = Path(__file__).resolve().parents[2]
+ALL_SELECTED: dict[str, Sequence[str] | str] = dict.fromkeys(VARIABLES, ALL)
+# Enough time-compressed windows for a 5-point moving average at the 5-minute range's interval.
+SIMULATE = ["simulate", "--windows", "12", "--window-seconds", "0.25", "--peers", "8", "--seed", "11"]
+
+
+def _simulate_into(env: Mapping[str, str], home: Path) -> None:
+    with pytest.MonkeyPatch.context() as mp:
+        for name in list(os.environ):
+            if name.startswith(("INFLUXDB_", "TPLR_METRICS_")):
+                mp.delenv(name)
+        for name, value in env.items():
+            mp.setenv(name, value)
+        mp.setenv("TPLR_METRICS_HOME", str(home))
+        assert main([*SIMULATE, "--json"]) == 0
+
+
+@pytest.fixture(scope="module")
+def simulated(influx1: InfluxDB1, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int, int]]:
+    """A database of simulator data, and Grafana's "Last 5 minutes" range around it."""
+    db = "t_dash_" + uuid.uuid4().hex[:10]
+    home = tmp_path_factory.mktemp("tplr_home")
+    _simulate_into({"INFLUXDB_URL": influx1.url, "INFLUXDB_DATABASE": db, "INFLUXDB_API": "v1"}, home)
+    # A bare logger (no role, uid, group): "All" must keep points that lack those tags.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TPLR_METRICS_HOME", str(home))
+        with MetricsLogger(url=influx1.url, database=db, api="v1", flush_interval=50) as bare:
+            bare.log("tplr_metrics_health", {}, {"queue_depth": 0, "written_per_s": 1.0, "dropped": 0})
+    to_ms = int(time.time() * 1000) + 1000
+    yield db, to_ms - 5 * 60 * 1000, to_ms
+
+
+def _run_influxql(server: InfluxDB1, db: str, text: str) -> list[dict[str, Any]]:
+    series: list[dict[str, Any]] = []
+    for result in server.query(text, db=db).get("results", []):
+        series.extend(result.get("series", []) or [])
+    return series
+
+
+def _rows(series: list[dict[str, Any]]) -> int:
+    return sum(len(s.get("values") or []) for s in series)
+
+
+def _expand(text: str, rng: tuple[str, int, int], selected: Mapping[str, Sequence[str] | str]) -> str:
+    _, from_ms, to_ms = rng
+    return expand_influxql(text, selected, from_ms, to_ms, interval_ms(from_ms, to_ms))
+
+
+@pytest.mark.parametrize("slug", [d.slug for d in all_dashboards()])
+def test_every_influxql_panel_returns_rows(
+    slug: str, influx1: InfluxDB1, simulated: tuple[str, int, int], capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = simulated[0]
+    dashboard = next(d for d in all_dashboards() if d.slug == slug)
+    per_panel: dict[str, int] = {}
+    empty: list[str] = []
+    queries = 0
+    for panel in dashboard.panels():
+        for target in panel_targets(panel, "influxql"):
+            queries += 1
+            rows = _rows(_run_influxql(influx1, db, _expand(target["query"], simulated, ALL_SELECTED)))
+            per_panel[f"{panel.title} [{target['refId']}]"] = rows
+            if rows == 0:
+                empty.append(f"{panel.title} [{target['refId']}]: {target['query']}")
+    with capsys.disabled():
+        print(
+            f"\n  {slug}: {len(dashboard.panels())} panels, {queries} InfluxQL queries, {sum(per_panel.values())} rows"
+        )
+    assert not empty, "panels without data:\n" + "\n".join(empty)
+
+
+def test_template_variables_list_the_simulated_tags(influx1: InfluxDB1, simulated: tuple[str, int, int]) -> None:
+    db = simulated[0]
+
+    def values(name: str, selected: Mapping[str, Sequence[str] | str]) -> set[str]:
+        text = _expand(influxql_dialect.variable_query(name), simulated, selected)
+        return {row[1] for s in _run_influxql(influx1, db, text) for row in s["values"]}
+
+    assert values("role", ALL_SELECTED) == {"miner", "validator", "evaluator"}
+    assert values("group", ALL_SELECTED) == {"miner", "validator", "evaluations"}
+    assert values("uid", {**ALL_SELECTED, "role": ["validator"]}) == {"8"}
+    assert values("uid", {**ALL_SELECTED, "role": ["miner", "evaluator"]}) == {"0", "1", "9"}
+    assert len(values("runtime_id", {**ALL_SELECTED, "role": ["miner"]})) == 2
+    assert values("version", ALL_SELECTED)  # the library's version, regex-escaped when selected
+
+
+def test_selected_variables_filter_the_panels(influx1: InfluxDB1, simulated: tuple[str, int, int]) -> None:
+    db = simulated[0]
+    miners = next(d for d in all_dashboards() if d.slug == "miners")
+    loss = panel_targets(miners.panels()[0], "influxql")[0]["query"]
+    version = sorted(
+        row[1] for s in _run_influxql(influx1, db, 'SHOW TAG VALUES WITH KEY = "version"') for row in s["values"]
+    )
+
+    def uids(selected: Mapping[str, Sequence[str] | str]) -> set[str]:
+        return {s["tags"]["uid"] for s in _run_influxql(influx1, db, _expand(loss, simulated, selected))}
+
+    assert uids(ALL_SELECTED) == {"0", "1"}
+    assert uids({**ALL_SELECTED, "uid": ["1"]}) == {"1"}
+    assert uids({**ALL_SELECTED, "uid": ["0", "1"], "version": version}) == {"0", "1"}
+    assert uids({**ALL_SELECTED, "role": ["validator"]}) == set()  # a miner panel, filtered to validators
+
+
+def test_all_keeps_points_without_the_standard_tags(influx1: InfluxDB1, simulated: tuple[str, int, int]) -> None:
+    health = next(d for d in all_dashboards() if d.slug == "pipeline-health")
+    query = panel_targets(health.panels()[0], "influxql")[0]["query"]
+    series = _run_influxql(influx1, simulated[0], _expand(query, simulated, ALL_SELECTED))
+    names = {s["name"] for s in series}
+    assert "tplr_metrics_health" in names  # the bare logger's: no role, uid or group tag
+    assert {"Mtplr_metrics_health", "Vtplr_metrics_health", "Etplr_metrics_health"} <= names
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_committed_dashboards_are_current(dialect: str) -> None:
+    """The JSON under dashboards/ is what the code generates; rebuild with `tplr-metrics dashboards build`."""
+    directory = REPO / "dashboards" / dialect
+    expected = build_all(dialect)
+    committed = {p.name: p.read_text(encoding="utf-8") for p in directory.glob("*.json")}
+    assert sorted(committed) == sorted(expected), "run: tplr-metrics dashboards build"
+    stale = [name for name, text in expected.items() if committed[name] != text]
+    assert not stale, f"stale dashboards {stale}: run `tplr-metrics dashboards build`"
+
+
+def test_build_command_writes_both_dialects_and_checks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert main(["dashboards", "build", "--dialect", "influxql", "--out", str(out)]) == 0
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["evaluators.json", "miners.json", "pipeline-health.json", "system.json", "validators.json"]
+    assert all((out / f).stat().st_mode & 0o777 == 0o600 for f in files)  # new files: 0600
+    assert main(["dashboards", "build", "--dialect", "influxql", "--out", str(out), "--check"]) == 0
+    (out / "miners.json").write_text("{}")
+    assert main(["dashboards", "build", "--dialect", "influxql", "--out", str(out), "--check"]) == 1
+    assert "stale" in capsys.readouterr().err
+    (out / "miners.json").chmod(0o644)
+    assert main(["dashboards", "build", "--dialect", "influxql", "--out", str(out)]) == 0
+    assert (out / "miners.json").stat().st_mode & 0o777 == 0o644  # a replaced file keeps its mode
+    both = tmp_path / "both"
+    assert main(["dashboards", "build", "--out", str(both)]) == 0
+    assert len(list((both / "flux").glob("*.json"))) == 5 and len(list((both / "influxql").glob("*.json"))) == 5
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_dashboard_json_shape(dialect: str) -> None:
+    for definition in all_dashboards():
+        data = build(definition, dialect)
+        assert data["uid"] == f"tplr-{definition.slug}-{dialect}" and len(data["uid"]) <= 40
+        variables = {v["name"]: v for v in data["templating"]["list"]}
+        assert list(variables) == ["datasource", *VARIABLES]
+        for name in VARIABLES:
+            var = variables[name]
+            assert var["multi"] and var["includeAll"] and var["allValue"] == ".*", name
+        panels = [p for p in data["panels"] if p["type"] != "row"]
+        assert panels
+        for panel in panels:
+            assert panel["description"], panel["title"]
+            assert panel["datasource"] == {"type": "influxdb", "uid": "${datasource}"}
+            assert panel["fieldConfig"]["defaults"]["unit"], panel["title"]
+            for target in panel["targets"]:
+                text = target["query"]
+                assert "${uid:regex}" in text and "${runtime_id:regex}" in text
+                if dialect == "influxql":
+                    assert "$timeFilter" in text
+                else:
+                    assert "v.timeRangeStart" in text and "v.defaultBucket" in text
+        smoothed = [
+            t for p in panels for t in p["targets"] if "moving_average" in t["query"] or "movingAverage" in t["query"]
+        ]
+        if definition.slug in ("miners", "validators"):
+            assert smoothed, "noisy curves get a moving average"
+
+
+# --- Flux against InfluxDB 2.x (Docker) ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def influx2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    with influx2_container(bucket="dash_" + uuid.uuid4().hex[:8]) as server:
+        home = tmp_path_factory.mktemp("tplr_home_v2")
+        env = {
+            "INFLUXDB_URL": server.url,
+            "INFLUXDB_TOKEN": server.token,
+            "INFLUXDB_ORG": server.org,
+            "INFLUXDB_BUCKET": server.bucket,
+            "INFLUXDB_API": "v2",
+        }
+        _simulate_into(env, home)
+        yield dataclasses.asdict(server)
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("slug", [d.slug for d in all_dashboards()])
+def test_every_flux_panel_returns_rows_on_influxdb2(
+    slug: str, influx2: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from influxdb_client import InfluxDBClient
+
+    to_ms = int(time.time() * 1000) + 1000
+    from_ms = to_ms - 5 * 60 * 1000
+    interval = interval_ms(from_ms, to_ms)
+    dashboard = next(d for d in all_dashboards() if d.slug == slug)
+    empty: list[str] = []
+    total = 0
+    with InfluxDBClient(url=influx2["url"], token=influx2["token"], org=influx2["org"]) as client:
+        api = client.query_api()
+        for panel in dashboard.panels():
+            for target in panel_targets(panel, "flux"):
+                text = expand_flux(target["query"], ALL_SELECTED, from_ms, to_ms, interval, influx2["bucket"])
+                rows = sum(len(table.records) for table in api.query(text))
+                total += rows
+                if rows == 0:
+                    empty.append(f"{panel.title} [{target['refId']}]:\n{text}")
+        for name in VARIABLES:
+            text = expand_flux(
+                flux_dialect.variable_query(name), ALL_SELECTED, from_ms, to_ms, interval, influx2["bucket"]
+            )
+            if not sum(len(table.records) for table in api.query(text)):
+                empty.append(f"variable {name}:\n{text}")
+    with capsys.disabled():
+        print(f"\n  {slug} (Flux, InfluxDB 2.x): {total} rows")
+    assert not empty, "Flux panels without data:\n" + "\n\n".join(empty)
+
+
+@pytest.mark.docker
+def test_influxql_panels_run_on_influxdb2_through_a_dbrp_mapping(influx2: dict[str, str]) -> None:
+    """The InfluxQL dialect on 2.x: a DBRP mapping names the bucket as a database."""
+    headers = {"Authorization": f"Token {influx2['token']}", "Content-Type": "application/json"}
+    status, body = http("GET", f"{influx2['url']}/api/v2/buckets?name={influx2['bucket']}", headers=headers)
+    bucket_id = json.loads(body)["buckets"][0]["id"]
+    mapping = {
+        "bucketID": bucket_id,
+        "database": influx2["bucket"],
+        "retention_policy": "autogen",
+        "default": True,
+        "org": influx2["org"],
+    }
+    status, body = http("POST", f"{influx2['url']}/api/v2/dbrps", json.dumps(mapping).encode(), headers)
+    assert status in (201, 422), body  # 422: the mapping exists already
+    to_ms = int(time.time() * 1000) + 1000
+    from_ms = to_ms - 5 * 60 * 1000
+    empty = []
+    for definition in all_dashboards():
+        for panel in definition.panels():
+            for target in panel_targets(panel, "influxql"):
+                text = expand_influxql(target["query"], ALL_SELECTED, from_ms, to_ms, interval_ms(from_ms, to_ms))
+                params = urllib.parse.urlencode({"db": influx2["bucket"], "q": text})
+                status, body = http(
+                    "POST", f"{influx2['url']}/query?{params}", headers={"Authorization": headers["Authorization"]}
+                )
+                data = json.loads(body or b"{}")
+                rows = sum(
+                    len(s.get("values") or []) for r in data.get("results", []) for s in r.get("series", []) or []
+                )
+                if status != 200 or not rows:
+                    empty.append(f"{definition.slug} / {panel.title} [{target['refId']}]: {status} {body[:200]!r}")
+    assert not empty, "\n".join(empty)

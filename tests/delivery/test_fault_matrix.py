@@ -1,0 +1,410 @@
+"""A randomized fault harness: seeded schedules of faults, every point checked against the stores.
+
+Each seed draws a schedule: which lanes (InfluxDB 1.x behind a fault proxy, always; the local
+store and a JSONL directory, maybe), durable mode or not, server SIGKILL + restart, stalls
+(SIGSTOP/SIGCONT), proxy answers (429, 503, slow, connection reset), how the logging process ends
+(close() with a short timeout, exit without close, SIGKILL in durable mode), a signal handler that
+logs, a forked multiprocessing child that logs and returns without close().
+
+Every point carries a unique id. After the run, the faults are lifted and a recovery logger for the
+same destinations adopts what was spooled. Then the harness reads every destination back and
+checks, per lane, Jepsen-style, the history against the final state:
+
+* every stored id was logged, and no id is stored twice in the JSONL file (which keeps duplicates);
+* stored + counted lost (dropped + rejected, in the process and its children) == logged, exactly;
+  after a SIGKILL, every id whose log() had returned is stored (durable mode's promise);
+* nothing is left in the spool.
+
+CI runs the fixed seeds below; ``pytest tests/delivery/test_fault_matrix.py --fault-seeds 200`` runs more.
+A failure names its seed and schedule.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tplr_metrics import MetricsLogger
+
+from ..fault_proxy import Fault, FaultProxy, fault_proxy
+from ..servers import InfluxDB1
+
+REPO = Path(__file__).resolve().parents[2]
+CI_SEEDS = list(range(20))
+POINTS = 2_000
+MP_IDS = 3_000_000  # ids logged by the multiprocessing child start here
+HANDLER_IDS = 1_000_000  # ids logged by the signal handler start here
+BURST_IDS = 5_000_000  # ids of the burst logged at once just before the process ends
+BURST = 20_000
+BASE_NS = 1_700_000_000_000_000_000
+
+CHILD = r"""
+import atexit, json, multiprocessing as mp, os, signal, sys, time
+from multiprocessing import util as mp_util
+cfg = json.loads(sys.argv[1])
+out = cfg["out"]
+handled = []
+held = []
+
+def dump(name):
+    if held:
+        books = held[0].accounting()
+        books["handled"] = handled
+        with open(os.path.join(out, name), "w") as f:
+            json.dump(books, f)
+
+if cfg["ending"] == "exit":
+    atexit.register(dump, "main.json")  # LIFO: runs after the logger's own exit hook
+
+from tplr_metrics import MetricsLogger
+
+sinks = []
+for lane in cfg["lanes"]:
+    if lane == "influxdb":
+        sinks.append("influxdb-v1")
+    elif lane == "local":
+        sinks.append({"kind": "local", "params": {"path": cfg["store"]}})
+    else:
+        sinks.append({"kind": "jsonl", "params": {"log_dir": cfg["jsonl"]}})
+m = MetricsLogger(
+    url=cfg["url"], database=cfg["db"], api="v1", sinks=sinks, durable=cfg["durable"],
+    flush_interval=100, batch_size=250, retry_interval=100, max_retry_delay=800,
+    max_retry_time=cfg["max_retry_time"], close_timeout=cfg["close_timeout"], spool_dir=cfg["spool"],
+    timeout=2_000, max_queue_size=5_000,
+)
+held.append(m)
+
+def log_id(i):
+    m.log("fm", {"k": str(i % 7)}, {"pid": i, "v": float(i)}, timestamp=cfg["base_ns"] + i * 1000)
+
+if cfg["signal_handler"]:
+    import itertools
+    handler_ids = itertools.count(cfg["handler_ids"])  # next() is atomic: handlers can nest
+
+    def on_usr1(signum, frame):
+        i = next(handler_ids)
+        log_id(i)
+        handled.append(i)
+    signal.signal(signal.SIGUSR1, on_usr1)
+
+def mp_work():
+    mp_util.Finalize(None, dump, args=("mp.json",), exitpriority=0)  # after the logger's (10)
+    for j in range(cfg["mp_points"]):
+        log_id(cfg["mp_ids"] + j)
+
+print("ready", flush=True)
+for i in range(cfg["points"]):
+    log_id(i)
+    if i % 100 == 99:
+        print(f"acked {i}", flush=True)  # log() of every id up to i has returned
+        time.sleep(0.12)  # the run spans about 2.5 s, so the faults land while it logs
+    if cfg["mp_points"] and i == cfg["points"] // 2:
+        p = mp.get_context("fork").Process(target=mp_work)
+        p.start()
+        p.join()
+for j in range(cfg["burst"]):  # at once, into a queue smaller than the burst
+    log_id(cfg["burst_ids"] + j)
+print("logged", flush=True)
+if cfg["ending"] == "sigkill":
+    time.sleep(60)  # the harness kills it
+elif cfg["ending"] == "close":
+    m.close(cfg["close_timeout"])
+    dump("main.json")
+"""
+
+
+@dataclass
+class Schedule:
+    seed: int
+    lanes: list[str]
+    durable: bool
+    ending: str  # close | exit | sigkill
+    close_timeout: float
+    max_retry_time: int
+    signal_handler: bool
+    mp_points: int
+    burst: int
+    events: list[tuple[float, str]] = field(default_factory=list)  # (seconds after start, fault)
+
+    @classmethod
+    def draw(cls, seed: int) -> Schedule:
+        rng = random.Random(seed)
+        lanes = ["influxdb"] + [lane for lane in ("local", "jsonl") if rng.random() < 0.6]
+        durable = rng.random() < 0.35
+        endings = ["sigkill", "sigkill", "close", "exit"] if durable else ["close", "close", "exit"]
+        schedule = cls(
+            seed=seed,
+            lanes=lanes,
+            durable=durable,
+            ending=rng.choice(endings),
+            close_timeout=rng.choice([0.3, 1.0, 5.0]),
+            max_retry_time=rng.choice([1_000, 60_000]),
+            signal_handler=rng.random() < 0.5,
+            mp_points=rng.choice([0, 0, 300]),
+            burst=rng.choice([0, 0, BURST]),
+        )
+        for _ in range(rng.randint(1, 3)):
+            at = round(rng.uniform(0.0, 2.0), 2)
+            schedule.events.append((at, rng.choice(["kill", "stall", "503", "429", "slow", "hang", "reset", "down"])))
+        schedule.events.sort()
+        return schedule
+
+
+class Run:
+    """One seed's world: the proxy, the paths, the logging process and the fault events."""
+
+    def __init__(self, schedule: Schedule, server: InfluxDB1, proxy: FaultProxy, tmp: Path, db: str) -> None:
+        self.schedule = schedule
+        self.server = server
+        self.proxy = proxy
+        self.db = db
+        self.tmp = tmp
+        self.out = tmp / "out"
+        self.out.mkdir()
+        self.env = {**os.environ, "PYTHONPATH": str(REPO), "TPLR_METRICS_HOME": str(tmp / "home")}
+        self.config = {
+            "url": proxy.url,
+            "db": db,
+            "lanes": schedule.lanes,
+            "durable": schedule.durable,
+            "ending": schedule.ending,
+            "close_timeout": schedule.close_timeout,
+            "max_retry_time": schedule.max_retry_time,
+            "signal_handler": schedule.signal_handler,
+            "mp_points": schedule.mp_points,
+            "mp_ids": MP_IDS,
+            "burst": schedule.burst,
+            "burst_ids": BURST_IDS,
+            "handler_ids": HANDLER_IDS,
+            "points": POINTS,
+            "base_ns": BASE_NS,
+            "store": str(tmp / "store.sqlite"),
+            "jsonl": str(tmp / "jsonl"),
+            "spool": str(tmp / "spool"),
+            "out": str(self.out),
+        }
+        self.acked = -1
+        self.stalled = False
+
+    def fault(self, name: str) -> None:
+        proxy, server = self.proxy, self.server
+        if name == "kill":
+            server.kill()
+            time.sleep(0.5)
+            server.start()
+        elif name == "down":
+            server.kill()  # stays down until recovery
+        elif name == "stall" and server.proc is not None and server.proc.poll() is None:
+            server.proc.send_signal(signal.SIGSTOP)
+            self.stalled = True
+            time.sleep(0.8)
+            server.proc.send_signal(signal.SIGCONT)
+            self.stalled = False
+        elif name in ("503", "429", "reset"):
+            status = {"503": 503, "429": 429, "reset": 0}[name]
+            proxy.faults.append(Fault(status, retry_after=1 if status == 429 else None, times=3))
+        elif name == "slow":
+            proxy.delay = 0.7
+        elif name == "hang":
+            proxy.delay = 1.5  # answers after the client's 2 s timeout at times, and after short closes
+
+    def run(self) -> dict[str, Any]:
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD, json.dumps(self.config)],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert child.stdout is not None
+        lines: list[str] = []
+
+        def read() -> None:
+            assert child.stdout is not None
+            for line in child.stdout:
+                lines.append(line.strip())
+                if line.startswith("acked "):
+                    self.acked = int(line.split()[1])
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        started = time.monotonic()
+        while "ready" not in lines and child.poll() is None and time.monotonic() - started < 30:
+            time.sleep(0.01)
+        started = time.monotonic()
+        pending = list(self.schedule.events)
+        pester = self.schedule.signal_handler
+        while child.poll() is None:
+            now = time.monotonic() - started
+            while pending and pending[0][0] <= now:
+                self.fault(pending.pop(0)[1])
+            if pester and "logged" not in lines:
+                try:
+                    child.send_signal(signal.SIGUSR1)
+                except ProcessLookupError:
+                    pass
+            if self.schedule.ending == "sigkill" and "logged" in lines:
+                child.send_signal(signal.SIGKILL)
+            if now > 90:
+                child.kill()
+                raise AssertionError("the logging process hung")
+            time.sleep(0.02)
+        reader.join(5)
+        stderr = child.stderr.read() if child.stderr else ""
+        if self.schedule.ending != "sigkill":
+            assert child.returncode == 0, stderr[-3000:]
+        for _, name in pending:  # events due after the process ended still happen before recovery
+            self.fault(name)
+        return {"returncode": child.returncode, "stderr": stderr}
+
+    def recover(self) -> MetricsLogger:
+        """Lift every fault, then let a logger for the same destinations adopt the spools."""
+        self.proxy.faults.clear()
+        self.proxy.delay = 0.0
+        if self.server.proc is None or self.server.proc.poll() is not None:
+            self.server.start()
+        sinks: list[Any] = []
+        for lane in self.schedule.lanes:
+            if lane == "influxdb":
+                sinks.append("influxdb-v1")
+            elif lane == "local":
+                sinks.append({"kind": "local", "params": {"path": self.config["store"]}})
+            else:
+                sinks.append({"kind": "jsonl", "params": {"log_dir": self.config["jsonl"]}})
+        os.environ["TPLR_METRICS_HOME"] = self.env["TPLR_METRICS_HOME"]
+        m = MetricsLogger(url=self.proxy.url, database=self.db, api="v1", sinks=sinks, spool_dir=self.config["spool"])
+        m.close(120)
+        return m
+
+    # --- reading the destinations back ---------------------------------------------------
+
+    def stored_ids(self, lane: str) -> list[int]:
+        if lane == "influxdb":
+            rows = self.server.rows('SELECT "pid" FROM "fm"', self.db)
+            return [int(r["pid"]) for r in rows]
+        if lane == "local":
+            path = Path(self.config["store"])
+            if not path.exists():
+                return []
+            with sqlite3.connect(path) as db:
+                return [
+                    int(json.loads(f)["pid"]) for (f,) in db.execute("SELECT fields FROM points WHERE measurement='fm'")
+                ]
+        rows = [
+            json.loads(line)
+            for path in Path(self.config["jsonl"]).rglob("metrics.jsonl")
+            for line in path.read_text().splitlines()
+        ]
+        return [int(r["fields"]["pid"]) for r in rows if r["measurement"] == "fm"]
+
+
+def lane_of(books: dict[str, Any], lane: str) -> dict[str, Any]:
+    """A lane's figures by kind (lanes are named by their sink: influxdb-v1, local, jsonl)."""
+    name = {"influxdb": "influxdb-v1"}.get(lane, lane)
+    return books["per_lane"][name]  # type: ignore[no-any-return]
+
+
+def check(schedule: Schedule, run: Run, recovery: MetricsLogger) -> None:
+    main_path = run.out / "main.json"
+    parts = [json.loads(p.read_text()) for p in sorted(run.out.glob("*.json"))]
+    handled = json.loads(main_path.read_text())["handled"] if main_path.exists() else []
+    mp_logged = schedule.mp_points if (run.out / "mp.json").exists() else 0
+    logged_ids = set(range(POINTS)) | set(handled) | {MP_IDS + j for j in range(mp_logged)}
+    logged_ids |= set(range(BURST_IDS, BURST_IDS + schedule.burst))
+    possible = set(range(POINTS)) | set(range(HANDLER_IDS, HANDLER_IDS + 100_000))
+    possible |= set(range(BURST_IDS, BURST_IDS + schedule.burst))
+    possible |= set(range(MP_IDS, MP_IDS + schedule.mp_points))
+    recovered = recovery.accounting()
+    assert recovered["balanced"], recovered
+    if schedule.ending != "sigkill":
+        assert main_path.exists(), "the logging process left no accounting"
+    for lane in schedule.lanes:
+        stored = run.stored_ids(lane)
+        unique = set(stored)
+        assert unique <= possible, f"{lane}: {len(unique - possible)} stored ids nobody logged"
+        if lane == "jsonl" and schedule.ending != "sigkill":
+            assert len(stored) == len(unique), f"{lane}: {len(stored) - len(unique)} ids stored twice"
+        rec = lane_of(recovered, lane)
+        assert rec["spooled"] == 0, f"{lane}: {rec['spooled']} points still in the spool after recovery"
+        lost = rec["dropped"] + rec["rejected"]
+        for part in parts:
+            assert part["balanced"], (
+                f"unbalanced books: {json.dumps({k: v for k, v in part.items() if k != 'handled'})}"
+            )
+            lost += lane_of(part, lane)["dropped"] + lane_of(part, lane)["rejected"]
+        if schedule.ending == "sigkill":
+            # Durable mode: every id whose log() returned before the kill is stored (or counted).
+            missing = set(range(run.acked + 1)) - unique
+            assert len(missing) <= lost, f"{lane}: {len(missing)} acknowledged ids lost, {lost} counted"
+            continue
+        logged = sum(part["logged"] for part in parts)
+        assert logged == len(logged_ids), (logged, len(logged_ids))
+        assert len(unique) + lost == logged, f"{lane}: stored {len(unique)} + lost {lost} != logged {logged}"
+        assert unique <= logged_ids
+
+
+def seeds(config: pytest.Config) -> list[int]:
+    n = config.getoption("--fault-seeds")
+    return list(range(1000, 1000 + n)) if n else CI_SEEDS
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "seed" in metafunc.fixturenames:
+        metafunc.parametrize("seed", seeds(metafunc.config))
+
+
+@pytest.fixture(scope="module")
+def matrix_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    if not os.path.exists("/usr/bin/influxd"):
+        pytest.skip("influxd is not installed")
+    server = InfluxDB1(tmp_path_factory.mktemp("matrix-influx"))
+    server.start()
+    yield server
+    server.cleanup()
+
+
+def test_fault_schedule(seed: int, matrix_server: InfluxDB1, tmp_path: Path) -> None:
+    schedule = Schedule.draw(seed)
+    if matrix_server.proc is None or matrix_server.proc.poll() is not None:
+        matrix_server.start()
+    db = f"fm_{seed}_{os.getpid()}"
+    matrix_server.create_database(db)
+    with fault_proxy(matrix_server.port) as proxy:
+        run = Run(schedule, matrix_server, proxy, tmp_path, db)
+        try:
+            outcome = run.run()
+            recovery = run.recover()
+            check(schedule, run, recovery)
+        except AssertionError as exc:
+            raise AssertionError(
+                f"fault matrix seed {seed} failed: {exc}\nschedule: {json.dumps(asdict(schedule))}\n"
+                + (outcome["stderr"][-2000:] if "outcome" in locals() else "")
+            ) from None
+        finally:
+            if matrix_server.proc is not None and matrix_server.proc.poll() is None:
+                matrix_server.proc.send_signal(signal.SIGCONT)
+
+
+def test_schedules_cover_every_fault() -> None:
+    """The CI seeds, together, draw every fault and every ending at least once."""
+    drawn = [Schedule.draw(seed) for seed in CI_SEEDS]
+    faults = {name for s in drawn for _, name in s.events}
+    assert faults == {"kill", "stall", "503", "429", "slow", "hang", "reset", "down"}, faults
+    assert any(s.burst for s in drawn)
+    assert {s.ending for s in drawn} == {"close", "exit", "sigkill"}
+    assert any(s.signal_handler for s in drawn) and any(s.mp_points for s in drawn)
+    assert any(set(s.lanes) == {"influxdb", "local", "jsonl"} for s in drawn)
+    assert textwrap.dedent(CHILD)  # the child program is plain Python

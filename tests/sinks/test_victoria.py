@@ -1,0 +1,46 @@
+"""The v2 write API (/api/v2/write) against a real VictoriaMetrics."""
+
+from __future__ import annotations
+
+from tplr_metrics import MetricsLogger
+
+from ..servers import VictoriaMetrics
+
+
+def test_20000_points_read_back_exactly(victoria: VictoriaMetrics, unique_db: str) -> None:
+    m = MetricsLogger(
+        url=victoria.url,
+        database=unique_db,
+        org="tplr",
+        token="not-checked-by-victoria",
+        api="v2",
+        role="validator",
+        uid=2,
+        prefix="V",
+        flush_interval=100,
+    )
+    for i in range(20_000):
+        m.log(
+            "validator_scores",
+            {"eval_uid": str(i % 256), "window": i // 256, "global_step": i // 256},
+            {"gradient_score": i * 0.001, "weight": 0.5},
+        )
+    assert m.close(timeout=120)
+    match = f'{{__name__="Vvalidator_scores_gradient_score",runtime_id="{m.runtime_id}"}}'
+    assert victoria.count_samples(match, expected=20_000) == 20_000
+    assert m.stats()["written"] == 20_000
+
+
+def test_ints_and_floats_land_as_numbers(victoria: VictoriaMetrics, unique_db: str) -> None:
+    with MetricsLogger(url=victoria.url, database=unique_db, api="v2", flush_interval=100) as m:
+        m.log("shapes", {"case": unique_db}, {"count": 7, "ratio": 0.25, "flag": True, "stats": [1.0, 3.0]})
+    series = {s["metric"]["__name__"]: s["values"][0] for s in victoria.export_when_visible(f'{{case="{unique_db}"}}')}
+    assert series == {
+        "shapes_count": 7,
+        "shapes_ratio": 0.25,
+        "shapes_flag": 1,
+        "shapes_stats_mean": 2,
+        "shapes_stats_min": 1,
+        "shapes_stats_max": 3,
+        "shapes_stats_median": 2,
+    }

@@ -1,0 +1,1 @@
+"""Measurements a logger takes by itself: host and GPU figures, its own health."""

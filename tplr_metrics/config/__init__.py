@@ -1,0 +1,1 @@
+"""Where points go and where files live: arguments and environment, validated."""

@@ -1,0 +1,1 @@
+"""How a log() call becomes a point: value rules, points, line protocol."""

@@ -1,0 +1,752 @@
+"""The embedded local store: one SQLite file, in WAL mode, holding runs and their points.
+
+It is what a logger writes to when no InfluxDB server is configured, and what the
+``tplr-metrics`` commands read. WAL mode lets readers (``watch``, ``runs``) run while a logger
+writes, and a process killed mid-write leaves the last committed transaction intact. Every batch
+is one ``BEGIN IMMEDIATE`` transaction, so several processes can log into one file: a writer
+waits for the lock (busy timeout) instead of failing with "database is locked".
+
+Schema (version 1, in ``PRAGMA user_version``), meant to be read with plain ``sqlite3`` too:
+
+``runs``: one row per logger. ``run_id`` is the logger's runtime_id (several loggers of one
+process may share it); ``started_at``/``ended_at`` are nanoseconds since the epoch; ``status``
+is running, ok, failed or cancelled.
+
+``points``: ``measurement``, ``time_ns``, ``tags`` (a JSON object, keys sorted) and ``fields``
+(a JSON object whose numbers keep their type: ``1`` is an integer, ``1.0`` a real). ``series``
+is a 64-bit hash of measurement and tags: ``(time_ns, series)`` is unique, as a point's identity
+is in InfluxDB, so writing the same point twice (a retried batch) stores it once and a second
+point of the same series and time merges its fields into the first.
+
+The views ``point_fields`` and ``point_tags`` show one row per field (with its JSON type:
+integer, real, text, true, false) and per tag.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple, TypeVar
+
+from ..config.paths import tplr_home
+from ..encoding.points import Point
+from ..sinks.base import Rejection, RunInfo
+
+logger = logging.getLogger("tplr_metrics")
+
+SCHEMA_VERSION = 1
+STORE_FILENAME = "metrics.sqlite"
+RUN_STATUSES = ("running", "ok", "failed", "cancelled")
+_PAGE_SIZE = 16_384
+_CHECKPOINT_BYTES = 32 * 1024 * 1024
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id          INTEGER PRIMARY KEY,              -- one row per logger; points.run refers to it
+    run_id      TEXT NOT NULL,                    -- the logger's runtime_id
+    started_at  INTEGER NOT NULL,                 -- ns since the epoch
+    ended_at    INTEGER,                          -- ns since the epoch; NULL while running
+    status      TEXT NOT NULL DEFAULT 'running',  -- running | ok | failed | cancelled
+    role        TEXT NOT NULL DEFAULT '',
+    uid         TEXT NOT NULL DEFAULT '',
+    prefix      TEXT NOT NULL DEFAULT '',
+    group_name  TEXT NOT NULL DEFAULT '',         -- the logger's group ("group" is an SQL keyword)
+    job_type    TEXT NOT NULL DEFAULT '',
+    version     TEXT NOT NULL DEFAULT '',
+    config      TEXT NOT NULL DEFAULT '{}',       -- JSON object: the config_* tags
+    host        TEXT NOT NULL DEFAULT '',
+    pid         INTEGER
+);
+CREATE INDEX IF NOT EXISTS runs_started_at ON runs(started_at);
+CREATE INDEX IF NOT EXISTS runs_run_id ON runs(run_id);
+
+CREATE TABLE IF NOT EXISTS points (
+    id          INTEGER PRIMARY KEY,              -- insertion order: watch tails it
+    run         INTEGER,                          -- runs.id of the logger that wrote the point
+    measurement TEXT NOT NULL,
+    time_ns     INTEGER NOT NULL,                 -- ns since the epoch
+    series      INTEGER NOT NULL,                 -- 64-bit hash of measurement + tags
+    tags        TEXT NOT NULL,                    -- JSON object of strings, keys sorted
+    fields      TEXT NOT NULL                     -- JSON object; numbers keep integer/real apart
+);
+CREATE UNIQUE INDEX IF NOT EXISTS points_time_series ON points(time_ns, series);
+CREATE INDEX IF NOT EXISTS points_run_measurement ON points(run, measurement);
+
+CREATE VIEW IF NOT EXISTS point_fields AS
+    SELECT p.id AS point, p.run, p.measurement, p.time_ns, f.key AS field, f.value, f.type
+    FROM points AS p, json_each(p.fields) AS f;
+CREATE VIEW IF NOT EXISTS point_tags AS
+    SELECT p.id AS point, p.run, p.measurement, p.time_ns, t.key AS tag, t.value
+    FROM points AS p, json_each(p.tags) AS t;
+"""
+
+# A repeated point (same series and time) merges its fields into the stored one, as InfluxDB
+# does; an identical one (a retried batch) changes nothing, so its numbers stay exact.
+_INSERT_POINT = (
+    "INSERT INTO points (run, measurement, time_ns, series, tags, fields) VALUES (?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (time_ns, series) DO UPDATE SET fields = json_patch(points.fields, excluded.fields) "
+    "WHERE points.fields <> excluded.fields"
+)
+
+_T = TypeVar("_T")
+
+_INT64_MIN = -(2**63)
+_INT64_MAX = 2**63 - 1
+
+
+class StoreError(Exception):
+    """The store file cannot be used; the message names the file.
+
+    ``corrupt``: the file is not a (tplr_metrics) SQLite database, retrying cannot help.
+    ``busy``: another process held the lock past the busy timeout; trying again later can.
+    """
+
+    def __init__(self, path: Path, message: str, *, corrupt: bool = False, busy: bool = False) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+        self.corrupt = corrupt
+        self.busy = busy
+
+
+def default_store_path(environ: Mapping[str, str] | None = None) -> Path:
+    """``$TPLR_METRICS_HOME/metrics.sqlite``, ``~/.tplr_metrics/metrics.sqlite`` by default."""
+    return tplr_home(environ) / STORE_FILENAME
+
+
+def _error(path: Path, exc: BaseException) -> StoreError:
+    """Classify an sqlite3 error: corrupt (give up), busy (retry later) or anything else."""
+    name = str(getattr(exc, "sqlite_errorname", ""))
+    text = str(exc)
+    lowered = text.lower()
+    corrupt = name in ("SQLITE_CORRUPT", "SQLITE_NOTADB") or any(
+        words in lowered for words in ("not a database", "malformed", "not a tplr_metrics store")
+    )
+    busy = name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in lowered or "busy" in lowered
+    return StoreError(path, text or type(exc).__name__, corrupt=corrupt, busy=busy and not corrupt)
+
+
+# --- encoding --------------------------------------------------------------------------------
+
+try:  # orjson is 4-5x faster than json here (float formatting dominates); both write the same JSON
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - depends on the environment
+    _orjson = None  # type: ignore[assignment]
+
+# Raw UTF-8 like orjson, so both write the same text (and series hash); \u escapes only for
+# what UTF-8 cannot carry (lone surrogates).
+_json_tags = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False).encode
+_json_fields = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+_json_ascii_tags = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), sort_keys=True, allow_nan=False).encode
+_json_ascii_fields = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), allow_nan=False).encode
+_blake2b = hashlib.blake2b
+
+
+_prefixes: dict[str, bytes] = {}  # measurement -> its bytes for the hash: names repeat
+
+
+def _series(measurement: str, tags_json: bytes) -> int:
+    prefix = _prefixes.get(measurement)
+    if prefix is None:
+        if len(_prefixes) > 10_000:
+            _prefixes.clear()
+        prefix = _prefixes[measurement] = measurement.encode("utf-8", "surrogatepass") + b"\0"
+    return int.from_bytes(_blake2b(prefix + tags_json, digest_size=8).digest(), "little", signed=True)
+
+
+def _encode_slow(point: Point) -> tuple[str, str, list[str]]:
+    """The stdlib path: for when orjson is missing or refused a value (NaN, lone surrogates).
+
+    Returns tags JSON, fields JSON and the fields left out (non-finite floats).
+    """
+    fields: dict[str, Any] = {}
+    left_out: list[str] = []
+    for key, value in point.fields.items():
+        if type(value) is float and (value != value or value in (float("inf"), float("-inf"))):
+            left_out.append(key)
+            continue
+        fields[key] = value
+    tags_s = _json_tags(point.tags)
+    if not _is_utf8(tags_s):
+        tags_s = _json_ascii_tags(point.tags)
+    fields_s = _json_fields(fields)
+    if not _is_utf8(fields_s):
+        fields_s = _json_ascii_fields(fields)
+    return tags_s, fields_s, left_out
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+Row = tuple[int | None, str, int, int, str, str]
+
+
+def encode_points(run: int | None, points: Sequence[Point]) -> tuple[list[Row], list[Rejection], int]:
+    """Rows for ``points``, the points that cannot be stored, and the bytes of JSON written."""
+    rows: list[Row] = []
+    rejected: list[Rejection] = []
+    nbytes = 0
+    append = rows.append
+    orjson = _orjson
+    if orjson is not None:
+        dumps = orjson.dumps
+        sort_keys = orjson.OPT_SORT_KEYS
+        for index, point in enumerate(points):
+            measurement, tags, fields, time_ns = point
+            if type(time_ns) is not int or not _INT64_MIN <= time_ns <= _INT64_MAX:
+                rejected.append(Rejection(index, "bad_time", f"time {time_ns!r} is not int64 nanoseconds"))
+                continue
+            try:
+                tags_b = dumps(tags, option=sort_keys)
+                fields_b = dumps(fields)
+                if b"null" in fields_b:  # orjson writes NaN and inf as null: take the careful path
+                    raise ValueError("non-finite")
+                tags_s = tags_b.decode()
+                fields_s = fields_b.decode()
+            except (TypeError, ValueError):
+                row = _slow_row(run, index, point, rejected)
+                if row is not None:
+                    append(row)
+                    nbytes += len(row[4]) + len(row[5])
+                continue
+            nbytes += len(tags_b) + len(fields_b)
+            append((run, measurement, time_ns, _series(measurement, tags_b), tags_s, fields_s))
+        return rows, rejected, nbytes
+    for index, point in enumerate(points):
+        row = _slow_row(run, index, point, rejected)
+        if row is not None:
+            append(row)
+            nbytes += len(row[4]) + len(row[5])
+    return rows, rejected, nbytes
+
+
+def _slow_row(run: int | None, index: int, point: Point, rejected: list[Rejection]) -> Row | None:
+    measurement, _tags, _fields, time_ns = point
+    if type(time_ns) is not int or not _INT64_MIN <= time_ns <= _INT64_MAX:
+        rejected.append(Rejection(index, "bad_time", f"time {time_ns!r} is not int64 nanoseconds"))
+        return None
+    try:
+        tags_s, fields_s, left_out = _encode_slow(point)
+    except (TypeError, ValueError) as exc:
+        rejected.append(Rejection(index, "unstorable", f"{measurement}: {exc}"))
+        return None
+    if fields_s == "{}":
+        rejected.append(Rejection(index, "no_fields", f"{measurement}: no finite field value"))
+        return None
+    if left_out:
+        logger.debug("%s: non-finite fields %s left out", measurement, left_out)
+    return (run, measurement, time_ns, _series(measurement, tags_s.encode()), tags_s, fields_s)
+
+
+def _loads(text: str) -> Any:
+    return _orjson.loads(text) if _orjson is not None else json.loads(text)
+
+
+# --- rows read back ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One logger's run as stored."""
+
+    id: int
+    run_id: str
+    started_at: int
+    ended_at: int | None
+    status: str
+    role: str
+    uid: str
+    prefix: str
+    group: str
+    job_type: str
+    version: str
+    config: dict[str, str] = field(default_factory=dict)
+    host: str = ""
+    pid: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "run_id": self.run_id,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "status": self.status,
+            "role": self.role,
+            "uid": self.uid,
+            "prefix": self.prefix,
+            "group": self.group,
+            "job_type": self.job_type,
+            "version": self.version,
+            "config": dict(self.config),
+            "host": self.host,
+            "pid": self.pid,
+        }
+
+
+_RUN_COLUMNS = (
+    "id, run_id, started_at, ended_at, status, role, uid, prefix, group_name, job_type, version, config, host, pid"
+)
+
+
+def _run_row(row: Sequence[Any]) -> RunRow:
+    try:
+        config = json.loads(row[11]) if row[11] else {}
+    except ValueError:
+        config = {}
+    return RunRow(
+        id=row[0],
+        run_id=row[1],
+        started_at=row[2],
+        ended_at=row[3],
+        status=row[4],
+        role=row[5],
+        uid=row[6],
+        prefix=row[7],
+        group=row[8],
+        job_type=row[9],
+        version=row[10],
+        config=config if isinstance(config, dict) else {},
+        host=row[12],
+        pid=row[13],
+    )
+
+
+class StoredPoint(NamedTuple):
+    """A point read back, with where it is in the store."""
+
+    id: int
+    run: int | None
+    measurement: str
+    tags: dict[str, str]
+    fields: dict[str, Any]
+    time_ns: int
+
+    def to_point(self) -> Point:
+        return Point(self.measurement, self.tags, self.fields, self.time_ns)
+
+
+@dataclass(frozen=True)
+class MeasurementCount:
+    measurement: str
+    points: int
+    first_ns: int
+    last_ns: int
+
+
+@dataclass(frozen=True)
+class PointFilter:
+    """Which points a command asks for; every part optional (all points when none is set)."""
+
+    runs: Sequence[int] | None = None  # runs.id values
+    measurements: Sequence[str] | None = None
+    since_ns: int | None = None
+    until_ns: int | None = None
+
+    def where(self) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if self.runs is not None:
+            clauses.append(f"run IN ({','.join('?' * len(self.runs))})" if self.runs else "0")
+            params.extend(self.runs)
+        if self.measurements:
+            clauses.append(f"measurement IN ({','.join('?' * len(self.measurements))})")
+            params.extend(self.measurements)
+        if self.since_ns is not None:
+            clauses.append("time_ns >= ?")
+            params.append(self.since_ns)
+        if self.until_ns is not None:
+            clauses.append("time_ns < ?")
+            params.append(self.until_ns)
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+# --- the store -------------------------------------------------------------------------------
+
+
+def _prepare_file(path: Path) -> None:
+    """Create the store's directory 0700 and its file 0600, before SQLite creates them 0644."""
+    directory = path.parent
+    if not directory.exists():
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        os.chmod(directory, 0o700)
+    if not path.exists():
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        os.close(fd)
+
+
+class Store:
+    """A connection to one store file. Thread-safe: calls are serialized by a lock.
+
+    ``create=False`` (the CLI) never creates a file: a missing one raises StoreError.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = True, busy_timeout_s: float = 30.0) -> None:
+        self.path = Path(path)
+        self.busy_timeout_s = busy_timeout_s
+        self._lock = threading.RLock()
+        try:
+            if create:
+                _prepare_file(self.path)
+            elif not self.path.is_file():
+                raise StoreError(self.path, "no local store here (nothing has been logged to it yet)")
+            uri = self.path.resolve().as_uri() + ("?mode=rwc" if create else "?mode=rw")
+            self.conn = sqlite3.connect(
+                uri, uri=True, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+            )
+        except StoreError:
+            raise
+        except (OSError, sqlite3.Error) as exc:
+            raise _error(self.path, exc) from None
+        try:
+            self._retry_busy(lambda: self._configure(create))
+        except sqlite3.Error as exc:
+            self.conn.close()
+            raise _error(self.path, exc) from None
+        except StoreError:
+            self.conn.close()
+            raise
+
+    def _configure(self, create: bool) -> None:
+        conn = self.conn
+        conn.execute("BEGIN")  # one snapshot: another process may be creating the schema now
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        finally:
+            conn.execute("COMMIT")
+        if version > SCHEMA_VERSION:
+            raise StoreError(self.path, f"written by a newer tplr_metrics (schema {version}); upgrade to read it")
+        if version == 0:
+            if tables:
+                raise StoreError(self.path, "an SQLite file, but not a tplr_metrics store", corrupt=True)
+            if not create:
+                raise StoreError(self.path, "empty file, not a tplr_metrics store yet", corrupt=True)
+        if version == 0:
+            # Before WAL mode, which fixes it: 16 KiB pages hold more rows (~400 bytes each),
+            # so a batch writes and checkpoints fewer pages.
+            conn.execute(f"PRAGMA page_size={_PAGE_SIZE}")
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            logger.warning("%s: the file system refused WAL mode (%s); readers may block writers", self.path, mode)
+        # NORMAL in WAL mode: a crash of the process loses nothing committed; only a power loss
+        # can lose the last transactions (never corrupts the file).
+        conn.execute("PRAGMA synchronous=NORMAL")
+        # Checkpoint every ~32 MiB of WAL instead of every 4 MiB: copying pages back is most of
+        # the write cost at 100k points/s. The WAL file is cut back to 64 MiB after a checkpoint.
+        conn.execute(f"PRAGMA wal_autocheckpoint={_CHECKPOINT_BYTES // _PAGE_SIZE}")
+        conn.execute(f"PRAGMA journal_size_limit={2 * _CHECKPOINT_BYTES}")
+        if version == 0:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if conn.execute("PRAGMA user_version").fetchone()[0] == 0:  # another process may have won
+                    for statement in _SCHEMA.split(";\n"):
+                        if statement.strip():
+                            conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    def _retry_busy(self, work: Callable[[], _T]) -> _T:
+        """Run ``work`` again while SQLite answers "locked" at once, up to the busy timeout.
+
+        The busy handler covers most waits, but not all: switching a new file to WAL mode while
+        another process opens it returns SQLITE_BUSY immediately, and so can a reader racing a
+        WAL recovery. Two processes starting on one fresh store hit exactly that.
+        """
+        deadline = time.monotonic() + self.busy_timeout_s
+        delay = 0.005
+        while True:
+            try:
+                return work()
+            except sqlite3.OperationalError as exc:
+                if not _error(self.path, exc).busy or time.monotonic() + delay > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.25)
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                self.conn.close()
+            except sqlite3.Error:
+                pass
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _write(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``work`` in one write transaction, the lock taken up front (no upgrade deadlock)."""
+        conn = self.conn
+
+        def transaction() -> _T:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return result
+
+        with self._lock:
+            try:
+                return self._retry_busy(transaction)
+            except sqlite3.Error as exc:
+                raise _error(self.path, exc) from None
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self._lock:
+            try:
+                return self._retry_busy(lambda: self.conn.execute(sql, params).fetchall())
+            except sqlite3.Error as exc:
+                raise _error(self.path, exc) from None
+
+    # --- writes -------------------------------------------------------------------------
+
+    def add_run(self, run: RunInfo) -> int:
+        """Insert a run row (status running) and return its id."""
+        params = (
+            run.run_id,
+            run.started_at_ns,
+            run.role,
+            run.uid,
+            run.prefix,
+            run.group,
+            run.job_type,
+            run.version,
+            json.dumps(run.config, sort_keys=True),
+            socket.gethostname(),
+            os.getpid(),
+        )
+
+        def insert(conn: sqlite3.Connection) -> int:
+            cursor = conn.execute(
+                "INSERT INTO runs (run_id, started_at, status, role, uid, prefix, group_name, job_type,"
+                " version, config, host, pid) VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                params,
+            )
+            return int(cursor.lastrowid or 0)
+
+        return self._write(insert)
+
+    def end_run(self, run: int, status: str, ended_at_ns: int) -> None:
+        if status not in RUN_STATUSES:
+            status = "failed"
+        params = (status, ended_at_ns, run)
+        self._write(lambda conn: conn.execute("UPDATE runs SET status = ?, ended_at = ? WHERE id = ?", params))
+
+    def insert_points(self, run: int | None, points: Sequence[Point]) -> tuple[int, list[Rejection], int]:
+        """Store a batch in one transaction: (points stored, points refused, JSON bytes)."""
+        rows, rejected, nbytes = encode_points(run, points)
+        if rows:
+            self._write(lambda conn: conn.executemany(_INSERT_POINT, rows))
+        return len(rows), rejected, nbytes
+
+    def delete_runs(self, runs: Sequence[int]) -> int:
+        """Delete runs and their points; the number of points deleted."""
+        if not runs:
+            return 0
+        marks = ",".join("?" * len(runs))
+
+        def delete(conn: sqlite3.Connection) -> int:
+            deleted = conn.execute(f"DELETE FROM points WHERE run IN ({marks})", tuple(runs)).rowcount
+            conn.execute(f"DELETE FROM runs WHERE id IN ({marks})", tuple(runs))
+            return int(deleted)
+
+        return self._write(delete)
+
+    def delete_orphans_before(self, cutoff_ns: int) -> int:
+        """Delete points older than the cutoff that belong to no run (left by a deleted run)."""
+
+        def delete(conn: sqlite3.Connection) -> int:
+            return int(
+                conn.execute(
+                    "DELETE FROM points WHERE time_ns < ? AND (run IS NULL OR run NOT IN (SELECT id FROM runs))",
+                    (cutoff_ns,),
+                ).rowcount
+            )
+
+        return self._write(delete)
+
+    def count_orphans_before(self, cutoff_ns: int) -> int:
+        return int(
+            self._read(
+                "SELECT count(*) FROM points WHERE time_ns < ? AND (run IS NULL OR run NOT IN (SELECT id FROM runs))",
+                (cutoff_ns,),
+            )[0][0]
+        )
+
+    def vacuum(self) -> None:
+        with self._lock:
+            try:
+                self.conn.execute("VACUUM")
+                self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:
+                raise _error(self.path, exc) from None
+
+    # --- reads --------------------------------------------------------------------------
+
+    def runs(self, role: str | None = None, since_ns: int | None = None, limit: int | None = None) -> list[RunRow]:
+        """The most recently started runs first."""
+        clauses, params = [], []  # type: tuple[list[str], list[Any]]
+        if role:
+            clauses.append("role = ?")
+            params.append(role)
+        if since_ns is not None:
+            clauses.append("started_at >= ?")
+            params.append(since_ns)
+        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        sql = f"SELECT {_RUN_COLUMNS} FROM runs{where} ORDER BY started_at DESC, id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return [_run_row(r) for r in self._read(sql, params)]
+
+    def find_runs(self, run_id: str) -> list[RunRow]:
+        """The rows of a run id (several when loggers of one process share it), or of the one
+        run id it is a prefix of; [] when none. Raises ValueError for an ambiguous prefix."""
+        exact = self._read(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ? ORDER BY id", (run_id,))
+        if exact:
+            return [_run_row(r) for r in exact]
+        if not run_id:
+            return []
+        rows = self._read(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id >= ? AND run_id < ? ORDER BY id",
+            (run_id, run_id + "\U0010ffff"),
+        )
+        ids = sorted({r[1] for r in rows})
+        if len(ids) > 1:
+            shown = ", ".join(ids[:5]) + (", ..." if len(ids) > 5 else "")
+            raise ValueError(f"run id {run_id!r} is ambiguous: it starts {len(ids)} runs ({shown})")
+        return [_run_row(r) for r in rows]
+
+    def run_rows(self, ids: Sequence[int]) -> list[RunRow]:
+        if not ids:
+            return []
+        marks = ",".join("?" * len(ids))
+        return [_run_row(r) for r in self._read(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id IN ({marks})", ids)]
+
+    def point_counts(self, runs: Sequence[int]) -> dict[int, int]:
+        """Points per run (runs.id), for the runs given."""
+        if not runs:
+            return {}
+        marks = ",".join("?" * len(runs))
+        rows = self._read(f"SELECT run, count(*) FROM points WHERE run IN ({marks}) GROUP BY run", runs)
+        counts = {run: 0 for run in runs}
+        counts.update({int(run): int(n) for run, n in rows})
+        return counts
+
+    def measurements(self, runs: Sequence[int]) -> list[MeasurementCount]:
+        """Each measurement of these runs with its point count and time range."""
+        if not runs:
+            return []
+        marks = ",".join("?" * len(runs))
+        rows = self._read(
+            f"SELECT measurement, count(*), min(time_ns), max(time_ns) FROM points WHERE run IN ({marks})"
+            " GROUP BY measurement ORDER BY measurement",
+            runs,
+        )
+        return [MeasurementCount(m, int(n), int(first), int(last)) for m, n, first, last in rows]
+
+    def count_points(self, selection: PointFilter) -> int:
+        where, params = selection.where()
+        return int(self._read(f"SELECT count(*) FROM points{where}", params)[0][0])
+
+    def keys(self, selection: PointFilter) -> tuple[list[str], list[str]]:
+        """The tag keys and the field keys of the selected points, sorted (CSV columns)."""
+        where, params = selection.where()
+        found: list[list[str]] = []
+        for column in ("tags", "fields"):
+            rows = self._read(
+                f"SELECT DISTINCT j.key FROM points, json_each(points.{column}) AS j{where} ORDER BY 1", params
+            )
+            found.append([str(r[0]) for r in rows])
+        return found[0], found[1]
+
+    def iter_points(self, selection: PointFilter, chunk: int = 5_000) -> Iterator[StoredPoint]:
+        """The selected points in insertion order, read in chunks (memory stays flat)."""
+        where, params = selection.where()
+        where = where.replace(" WHERE ", " WHERE id > ? AND ", 1) if where else " WHERE id > ?"
+        sql = f"SELECT id, run, measurement, time_ns, tags, fields FROM points{where} ORDER BY id LIMIT ?"
+        last = 0
+        while True:
+            rows = self._read(sql, [last, *params, chunk])
+            for row in rows:
+                yield _stored_point(row)
+            if len(rows) < chunk:
+                return
+            last = rows[-1][0]
+
+    def points_after(self, after_id: int, runs: Sequence[int] | None, limit: int = 10_000) -> list[StoredPoint]:
+        """Points inserted after ``after_id`` (of these runs), oldest first: what watch tails."""
+        where, params = "id > ?", [after_id]
+        if runs is not None:
+            # Unary + keeps the planner on the rowid range instead of scanning a run's index.
+            where += f" AND +run IN ({','.join('?' * len(runs))})" if runs else " AND 0"
+            params.extend(runs)
+        sql = f"SELECT id, run, measurement, time_ns, tags, fields FROM points WHERE {where} ORDER BY id LIMIT ?"
+        return [_stored_point(r) for r in self._read(sql, [*params, limit])]
+
+    def last_point_id(self) -> int:
+        return int(self._read("SELECT coalesce(max(id), 0) FROM points")[0][0])
+
+    def point_id_before_last(self, runs: Sequence[int] | None, n: int) -> int:
+        """The id after which the last ``n`` points of these runs start."""
+        if n <= 0:
+            return self.last_point_id()
+        if runs is None:
+            rows = self._read("SELECT id FROM points ORDER BY id DESC LIMIT 1 OFFSET ?", (n,))
+        else:
+            marks = ",".join("?" * len(runs)) or "NULL"
+            rows = self._read(
+                f"SELECT id FROM points WHERE run IN ({marks}) ORDER BY id DESC LIMIT 1 OFFSET ?", [*runs, n]
+            )
+        return int(rows[0][0]) if rows else 0
+
+    def journal_mode(self) -> str:
+        return str(self._read("PRAGMA journal_mode")[0][0])
+
+    def size_bytes(self) -> int:
+        total = 0
+        for suffix in ("", "-wal"):
+            try:
+                total += os.path.getsize(str(self.path) + suffix)
+            except OSError:
+                pass
+        return total
+
+
+def _stored_point(row: Sequence[Any]) -> StoredPoint:
+    return StoredPoint(row[0], row[1], row[2], _loads(row[4]), _loads(row[5]), row[3])
+
+
+__all__ = [
+    "MeasurementCount",
+    "PointFilter",
+    "RunRow",
+    "Store",
+    "StoreError",
+    "StoredPoint",
+    "default_store_path",
+    "encode_points",
+]

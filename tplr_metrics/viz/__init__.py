@@ -1,0 +1,1 @@
+"""Runs read back and drawn: run readers, smoothing, plots."""

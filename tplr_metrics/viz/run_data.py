@@ -1,0 +1,297 @@
+"""Runs read back for plots, comparisons and tables: from JSONL files, the local store or InfluxDB.
+
+Every source becomes one :class:`RunData`: metric series named ``split.metric`` (LogStore
+metrics) or ``measurement.field`` (any other point, the logger's prefix stripped), the run's
+config (config tags and hyperparams, later values winning), and its table rows.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from ..encoding import log_points
+from ..encoding.points import Point
+
+JSONL_SUFFIXES = (".jsonl", ".jsonl.gz")
+#: Files of a log directory that hold no metric lines.
+NON_METRIC_FILES = ("tables.jsonl", "tables.jsonl.gz")
+
+
+class RunDataError(Exception):
+    """An input that cannot be read at all (missing, not JSON Lines, server unreachable)."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    value: float
+    time_s: float  # unix seconds
+    step: int | None = None
+    window: int | None = None
+
+
+@dataclass(frozen=True)
+class TableRecord:
+    table: str
+    time_ns: int
+    row: int
+    step: int | None
+    values: dict[str, Any]
+
+
+@dataclass
+class RunData:
+    label: str
+    source: str
+    config: dict[str, Any] = field(default_factory=dict)
+    series: dict[str, list[Sample]] = field(default_factory=dict)
+    tables: list[TableRecord] = field(default_factory=list)
+    bad_lines: int = 0
+
+    def metric_names(self) -> list[str]:
+        return sorted(self.series)
+
+    @property
+    def empty(self) -> bool:
+        return not self.series and not self.tables and not self.config
+
+    # --- adding what a source holds -----------------------------------------------------
+
+    def add_sample(self, name: str, value: Any, time_s: float, step: int | None, window: int | None) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return
+        number = float(value)
+        if not math.isfinite(number):
+            return
+        self.series.setdefault(name, []).append(Sample(number, time_s, step, window))
+
+    def add_point(self, point: Point) -> None:
+        """A stored point: LogStore metrics, hyperparams and tables by shape, others by name."""
+        time_s = point.time_ns / 1e9
+        for key, tag in point.tags.items():
+            if key.startswith("config_"):  # config tags say the run's config on every point
+                self.config.setdefault(key[len("config_") :], tag)
+        row = log_points.as_metrics(point)
+        if row is not None:
+            window = log_points.first_int(log_points.WINDOW_KEYS, point.tags)
+            for name, value in row.metrics.items():
+                self.add_sample(f"{row.split}.{name}", value, time_s, row.step, window)
+            return
+        merged = log_points.as_hyperparams(point)
+        if merged is not None:
+            self.config.update(merged)
+            return
+        table_row = log_points.as_table_row(point)
+        if table_row is not None:
+            self.tables.append(
+                TableRecord(table_row.table, point.time_ns, table_row.row, table_row.step, table_row.values)
+            )
+            return
+        if log_points.as_artifact(point) is not None:
+            return
+        measurement = log_points.base_measurement(point)
+        step = log_points.first_int(log_points.STEP_KEYS, point.tags, point.fields)
+        window = log_points.first_int(log_points.WINDOW_KEYS, point.tags, point.fields)
+        for name, value in point.fields.items():
+            self.add_sample(f"{measurement}.{name}", value, time_s, step, window)
+
+    def add_json_line(self, obj: Any) -> None:
+        """One line of a metrics.jsonl (either shape), a tables.jsonl or an export."""
+        if not isinstance(obj, dict):
+            self.bad_lines += 1
+            return
+        time_s = _time_s(obj)
+        if isinstance(obj.get("metrics"), dict):
+            split = str(obj.get("split") or "train")
+            step = log_points.as_int(obj.get("step"))
+            for name, value in obj["metrics"].items():
+                self.add_sample(f"{split}.{name}", value, time_s, step, None)
+        elif "table" in obj and isinstance(obj.get("values"), dict):
+            row = log_points.as_int(obj.get("row"))
+            self.tables.append(
+                TableRecord(
+                    str(obj["table"]),
+                    int(time_s * 1e9),
+                    -1 if row is None else row,
+                    log_points.as_int(obj.get("step")),
+                    obj["values"],
+                )
+            )
+        elif isinstance(obj.get("measurement"), str) and isinstance(obj.get("fields"), dict):
+            raw_tags = obj.get("tags")
+            tags: dict[Any, Any] = raw_tags if isinstance(raw_tags, dict) else {}
+            self.add_point(
+                Point(obj["measurement"], {str(k): str(v) for k, v in tags.items()}, obj["fields"], int(time_s * 1e9))
+            )
+        else:
+            self.bad_lines += 1
+
+
+def _time_s(obj: Mapping[str, Any]) -> float:
+    ts = obj.get("ts")
+    if isinstance(ts, (int, float)) and not isinstance(ts, bool):
+        return float(ts)
+    time_ns = obj.get("time_ns")
+    if isinstance(time_ns, int) and not isinstance(time_ns, bool):
+        return time_ns / 1e9
+    return 0.0
+
+
+# --- JSONL files --------------------------------------------------------------------------------
+
+
+def _is_jsonl(path: Path) -> bool:
+    return path.name.endswith(JSONL_SUFFIXES)
+
+
+def newest_log(directory: Path) -> Path:
+    """The most recently modified metrics log under ``directory`` (a tables file only when
+    there is nothing else)."""
+    logs = [p for p in directory.rglob("*") if p.is_file() and _is_jsonl(p)]
+    candidates = [p for p in logs if p.name not in NON_METRIC_FILES] or logs
+    if not candidates:
+        raise RunDataError(f"{directory}: no .jsonl or .jsonl.gz log in it")
+    return max(candidates, key=lambda p: (p.stat().st_mtime_ns, str(p)))
+
+
+def run_label(path: Path) -> str:
+    """outputs/run-001/logs/metrics.jsonl -> run-001; runs/a.jsonl -> a."""
+    if path.name.split(".", 1)[0] not in ("metrics", "log", "logs", "events", "tables"):
+        return path.name.split(".", 1)[0]
+    directory = path.parent
+    if directory.name in ("logs", "log") and directory.parent.name:
+        directory = directory.parent
+    name = directory.name or str(path)
+    return name[:8] if len(name) == 36 and name.count("-") == 4 else name  # a run id: its short form
+
+
+def _open_text(path: Path) -> IO[str]:
+    if path.name.endswith(".gz"):
+        return gzip.open(path, "rt", encoding="utf-8")
+    return open(path, encoding="utf-8")
+
+
+def _json_lines(path: Path) -> Iterator[Any]:
+    with _open_text(path) as handle:
+        for line in handle:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                yield json.loads(line)
+            except ValueError:
+                yield None
+
+
+def read_jsonl(path: str | os.PathLike[str], label: str | None = None) -> RunData:
+    """A run from a JSON Lines log (``.jsonl`` or ``.jsonl.gz``) or a directory's newest log,
+    with ``hyperparams.json`` and ``tables.jsonl`` beside it when they exist."""
+    given = Path(path).expanduser()
+    if given.is_dir():
+        log = newest_log(given)
+    elif given.is_file():
+        log = given
+    else:
+        raise RunDataError(f"{given}: no such file or directory")
+    data = RunData(label or run_label(log), str(log))
+    try:
+        for obj in _json_lines(log):
+            data.add_json_line(obj)
+        hyperparams = log.parent / "hyperparams.json"
+        if hyperparams.is_file() and log.name.startswith("metrics"):
+            loaded = json.loads(hyperparams.read_text(encoding="utf-8"))
+            if isinstance(loaded, dict):
+                data.config.update(loaded)
+        for name in NON_METRIC_FILES:
+            tables = log.parent / name
+            if tables.is_file() and tables != log:
+                for obj in _json_lines(tables):
+                    data.add_json_line(obj)
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise RunDataError(f"{log}: cannot read it: {exc}") from None
+    except ValueError as exc:
+        raise RunDataError(f"{log}: {exc}") from None
+    return data
+
+
+# --- the local store ----------------------------------------------------------------------------
+
+
+def read_store_run(store: Any, run_id: str, rows: Iterable[Any]) -> RunData:
+    """A run of the local store (``rows``: its RunRow records, from ``select_run``)."""
+    from ..store.database import PointFilter
+
+    rows = list(rows)
+    first = rows[0]
+    who = " ".join(part for part in (first.role, first.uid) if part)
+    data = RunData(f"{first.run_id[:8]}" + (f" ({who})" if who else ""), f"run {first.run_id}")
+    for row in rows:
+        for key, value in row.config.items():
+            data.config[key[len("config_") :] if key.startswith("config_") else key] = value
+    for point in store.iter_points(PointFilter(runs=[r.id for r in rows])):
+        data.add_point(point.to_point())
+    return data
+
+
+# --- InfluxDB -----------------------------------------------------------------------------------
+
+
+def _influxql_string(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def read_influx_run(run_id: str, environ: Mapping[str, str] | None = None, timeout_s: float = 30.0) -> RunData:
+    """A run's points from the configured InfluxDB (INFLUXDB_*), by its runtime_id tag, through
+    InfluxQL's /query (InfluxDB 2.x answers it for a bucket with a DBRP mapping)."""
+    from ..commands.connectivity import CheckFailed, _Client
+    from ..config.settings import ConfigurationError, resolve_server
+
+    try:
+        server = resolve_server(environ=environ)
+    except ConfigurationError as exc:
+        raise RunDataError(f"--from-influx: {exc}") from None
+    client = _Client(server, timeout_s)
+    query = f'SELECT * FROM /.*/ WHERE "runtime_id" = {_influxql_string(run_id)} GROUP BY *'
+    try:
+        status, body, _ = client.request("GET", "/query", {"db": server.database, "q": query, "epoch": "ns"})
+    except CheckFailed as exc:
+        raise RunDataError(f"InfluxDB at {server.url}: {exc}") from None
+    if status != 200:
+        raise RunDataError(f"InfluxDB at {server.url} answered HTTP {status}: {body[:300].decode('utf-8', 'replace')}")
+    try:
+        answer = json.loads(body or b"{}")
+    except ValueError:
+        raise RunDataError(f"InfluxDB at {server.url}: the answer is not JSON") from None
+    data = RunData(run_id[:8], f"influxdb {server.database} run {run_id}")
+    for result in answer.get("results", []):
+        if result.get("error"):
+            raise RunDataError(f"InfluxDB: {result['error']}")
+        for series in result.get("series") or []:
+            tags = {k: v for k, v in (series.get("tags") or {}).items() if v}
+            columns = series.get("columns") or []
+            for values in series.get("values") or []:
+                fields = {c: v for c, v in zip(columns[1:], values[1:], strict=False) if v is not None}
+                if fields:
+                    data.add_point(Point(series.get("name", ""), tags, fields, int(values[0])))
+    for samples in data.series.values():
+        samples.sort(key=lambda s: s.time_s)
+    return data
+
+
+__all__ = [
+    "RunData",
+    "RunDataError",
+    "Sample",
+    "TableRecord",
+    "newest_log",
+    "read_influx_run",
+    "read_jsonl",
+    "read_store_run",
+    "run_label",
+]
