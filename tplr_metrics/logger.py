@@ -209,6 +209,7 @@ class MetricsLogger:
             self._pipeline_options,
             on_rejected=self._dead_letter,
             on_close=self._end_run,
+            on_corrupt_line=self._dead_letter.corrupt_line,
         )
         self.durable = durable and self._pipeline.durable
         self._submit = self._pipeline.submit
@@ -245,6 +246,7 @@ class MetricsLogger:
         self._dead_letter = DeadLetterFile(tplr_home() / "dead_letter" / f"{self.runtime_id}.jsonl")
         for lane in self._pipeline.lanes:
             lane._on_rejected = self._dead_letter
+            lane.on_corrupt_line = self._dead_letter.corrupt_line
             lane._learn_float_field = self._builder.learn_float_field
         self._pipeline.after_fork_in_child(self._builder, self._stats)
         self._submit = self._pipeline.submit

@@ -246,6 +246,67 @@ def test_5c_sigkill_after_spooling_in_durable_mode_replays_each_point_once(
     assert m.accounting()["balanced"]
 
 
+def test_5d_corrupt_lines_in_a_dead_process_spool_are_quarantined_and_the_rest_lands(
+    influx1: InfluxDB1, unique_db: str, isolated_env: Path
+) -> None:
+    """Two bad lines (valid JSON of the wrong shape, a null value) appended to a SIGKILLed durable
+    process's write-ahead log: the other 500 points and 100 new ones land; the two lines are in
+    the dead letter with cause corrupt_spool_line. (They made the encoder raise, and the file was
+    retried for ever ahead of every later batch.)"""
+    influx1.create_database(unique_db)
+    with fault_proxy(influx1.port) as proxy:
+        proxy.faults.append(Fault(503, times=1_000_000))
+        child = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                textwrap.dedent(
+                    f"""
+                    import time
+                    from tplr_metrics import MetricsLogger
+                    m = MetricsLogger(url={proxy.url!r}, database={unique_db!r}, api="v1", durable=True,
+                                      durable_sync_interval=60, retry_interval=50)
+                    for i in range(500):
+                        m.log("quarantine", {{"i": str(i)}}, {{"v": float(i)}})
+                    print("logged", flush=True)
+                    time.sleep(60)
+                    """
+                ),
+            ],
+            env={**os.environ, "TPLR_METRICS_HOME": str(isolated_env), "PYTHONPATH": str(REPO)},
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert child.stdout is not None
+            assert child.stdout.readline().strip() == "logged"
+            child.send_signal(signal.SIGKILL)
+            child.wait(10)
+        finally:
+            if child.poll() is None:
+                child.kill()
+        (wal,) = list(isolated_env.rglob("*-wal.jsonl"))
+        with wal.open("ab") as f:
+            f.write(b'["quarantine",["not","a","dict"],{"v":1.0},1]\n["quarantine",{},{"v":null},2]\n')
+        proxy.faults.clear()
+        m = MetricsLogger(url=proxy.url, database=unique_db, api="v1")
+        for i in range(100):
+            m.log("quarantine", {"i": f"new{i}"}, {"v": float(i)})
+        m.close(30)  # False when the quarantine fell inside it: two points were refused
+    assert influx1.count("quarantine", "v", unique_db) == 600
+    stats = m.stats()
+    assert stats["rejected"] == {"corrupt_spool_line": 2} and stats["adopted"] == 502, stats
+    assert m.accounting()["balanced"], m.accounting()
+    letters = [
+        json.loads(line) for line in (isolated_env / "dead_letter" / f"{m.runtime_id}.jsonl").read_text().splitlines()
+    ]
+    assert [(d["cause"], d["line"]) for d in letters] == [
+        ("corrupt_spool_line", '["quarantine",["not","a","dict"],{"v":1.0},1]'),
+        ("corrupt_spool_line", '["quarantine",{},{"v":null},2]'),
+    ]
+    assert all(d["reason"].endswith("-batch.jsonl") for d in letters)  # adopted files are renamed
+
+
 def test_6_one_field_type_conflict_in_5000_dead_letters_one(
     influx1: InfluxDB1, unique_db: str, isolated_env: Path
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -29,13 +30,28 @@ points = st.builds(
 @given(st.lists(points, max_size=20))
 def test_spool_lines_read_back_exactly(batch: list[Point]) -> None:
     decoded, bad = decode_points(encode_points(batch))
-    assert bad == 0
+    assert bad == []
     assert decoded == batch
     assert [type(v) for p in decoded for v in p.fields.values()] == [type(v) for p in batch for v in p.fields.values()]
     assert b"".join(encode_point(p) for p in batch) == encode_points(batch)
 
 
-def test_a_torn_or_malformed_line_is_counted_not_fatal() -> None:
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'["m",{"a":"b"},{"v"',  # torn
+        b"[1,2]",
+        b'["m",["not","a","dict"],{"v":1.0},1]',  # valid JSON of the wrong shape
+        b'["m",{},{"v":null},1]',
+        b'["m",{},{},1]',
+        b'["",{},{"v":1.0},1]',
+        b'["m",{"t":1},{"v":1.0},1]',
+        b'["m",{},{"v":1.0},"1"]',
+        b'["m",{},{"v":[1]},1]',
+        b"null",
+    ],
+)
+def test_a_line_that_is_not_a_valid_point_is_set_aside(line: bytes) -> None:
     good = encode_point(Point("m", {}, {"v": 1.0}, 5))
-    decoded, bad = decode_points(good + b'["m",{"a":"b"},{"v"\n' + b"[1,2]\n" + good)
-    assert decoded == [Point("m", {}, {"v": 1.0}, 5)] * 2 and bad == 2
+    decoded, bad = decode_points(good + line + b"\n" + good)
+    assert decoded == [Point("m", {}, {"v": 1.0}, 5)] * 2 and bad == [line]

@@ -41,6 +41,7 @@ logger = logging.getLogger("tplr_metrics")
 _jitter = random.Random()
 
 OnRejected = Callable[[Point, Rejection, str], None]
+OnCorruptLine = Callable[[bytes, str, str], None]  # (the line, its spool file's name, the lane's name)
 
 
 @dataclass(frozen=True)
@@ -96,8 +97,10 @@ class Lane:
         on_rejected: OnRejected | None = None,
         learn_float_field: Callable[[str, str], None] | None = None,
         describe: dict[str, Any] | None = None,
+        on_corrupt_line: OnCorruptLine | None = None,
     ) -> None:
         self.name = name
+        self.on_corrupt_line = on_corrupt_line
         self.sink = sink
         self.options = options
         self.stats = PipelineStats()
@@ -463,10 +466,12 @@ class Lane:
 
     def _replay_one(self, spool: Spool, item: SpoolFile) -> float | None:
         """Send one spool file; None when it is done, else the Retry-After hint (0 = none)."""
-        points = spool.read(item)
+        points, bad = spool.read(item)
         if item.points < 0:  # a file adopted from a dead process
-            self.stats.adopted_points(len(points))
-            item.points = len(points)
+            self.stats.adopted_points(len(points) + len(bad))
+            item.points = len(points) + len(bad)
+        if bad:
+            self._quarantine(spool, item, points, bad)
         result = self._write(points, from_spool=True) if points else WriteResult()
         assert result is not None
         if result.retry:
@@ -481,6 +486,28 @@ class Lane:
         if item.batch_id is not None:
             self._settle(item.batch_id)
         return None
+
+    def _quarantine(self, spool: Spool, item: SpoolFile, points: list[Point], bad: list[bytes]) -> None:
+        """Lines that are not a valid point go to the dead letter (cause ``corrupt_spool_line``,
+        counted rejected) and out of the file, so the rest of it, and every later file, is
+        delivered; the file is rewritten first, so no line is counted twice."""
+        if self.on_corrupt_line is not None:
+            for line in bad:
+                try:
+                    self.on_corrupt_line(line, item.path.name, self.name)
+                except Exception as exc:  # the dead letter is best effort; the count is not
+                    self.stats.error(f"dead letter: {type(exc).__name__}: {exc}"[:300])
+        spool.rewrite(item, points)
+        item.points = len(points)
+        self.stats.spool_out(len(bad), 0)
+        self.stats.reject("corrupt_spool_line", len(bad))
+        self.stats.warn_once(
+            "corrupt_spool_line",
+            "%s: %d line(s) of %s are not a valid point; moved to the dead letter",
+            self.name,
+            len(bad),
+            item.path,
+        )
 
     def _rotate_wal(self) -> None:
         """Seal the WAL segment (fsync) and delete sealed ones whose points are all safe."""

@@ -37,7 +37,7 @@ from ..encoding.points import Point, PointBuilder, Record
 from ..sinks.base import PointBatch, Sink
 from .counters import AtomicCounter, ReasonCounters
 from .destination_id import describe_destination, fingerprint
-from .lane import FlushMarker, Lane, LaneOptions, OnRejected
+from .lane import FlushMarker, Lane, LaneOptions, OnCorruptLine, OnRejected
 from .spool import encode_point
 from .stats import INPUT_DROP_REASONS, PipelineStats
 
@@ -126,6 +126,7 @@ class Pipeline:
         options: PipelineOptions,
         on_rejected: OnRejected | None = None,
         on_close: Callable[[str | None], None] | None = None,
+        on_corrupt_line: OnCorruptLine | None = None,
     ) -> None:
         if options.overflow not in OVERFLOW_POLICIES:
             raise ValueError(f"overflow must be one of {OVERFLOW_POLICIES}, not {options.overflow!r}")
@@ -156,6 +157,7 @@ class Pipeline:
                 on_rejected=on_rejected,
                 learn_float_field=builder.learn_float_field,
                 describe=description,
+                on_corrupt_line=on_corrupt_line,
             )
             self.lanes.append(lane)
         self._encode_lines = any(lane.accepts_lines for lane in self.lanes)

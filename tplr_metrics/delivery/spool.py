@@ -17,7 +17,12 @@ by name is replay order:
   is delivered or safe in a batch file.
 
 Files are 0600 in 0700 directories. When the files pass ``max_bytes`` the oldest batch files are
-evicted, and their points counted.
+evicted, and their points counted. A line that does not decode into a valid point (torn, or of
+the wrong shape) is handed back by ``read`` for the lane to quarantine: dead letter, cause
+``corrupt_spool_line``, and the file rewritten without it, so the rest is delivered.
+
+A point killed between a batch file and the retirement of the WAL segment holding it is in both:
+adoption drops from the batch files every line a WAL segment still holds.
 """
 
 from __future__ import annotations
@@ -78,21 +83,44 @@ def encode_points(points: Iterable[Point]) -> bytes:
         return b"".join([encode_point(p) for p in points])
 
 
-def decode_points(data: bytes) -> tuple[list[Point], int]:
-    """Points of a spool file, and how many lines could not be read (a torn last line)."""
+def decode_points(data: bytes) -> tuple[list[Point], list[bytes]]:
+    """Points of a spool file, and the lines that are not a valid point (a torn last line, a
+    line of the wrong shape): the caller quarantines those, the rest is delivered."""
     points: list[Point] = []
-    bad = 0
+    bad: list[bytes] = []
     for line in data.splitlines():
         if not line.strip():
             continue
         try:
             # orjson reads an int past 64 bits as a float: such lines go to the stdlib.
             loads = json.loads if _LONG_NUMBER.search(line) else orjson.loads
-            measurement, tags, fields, time_ns = loads(line)
-            points.append(Point(measurement, tags, fields, time_ns))
+            point = Point(*loads(line))
         except (ValueError, TypeError):
-            bad += 1
+            bad.append(line)
+            continue
+        if _is_valid(point):
+            points.append(point)
+        else:
+            bad.append(line)
     return points, bad
+
+
+_FIELD_TYPES = (bool, int, float, str)
+
+
+def _is_valid(point: Point) -> bool:
+    """The shape every point the library spools has; anything else would break the encoder."""
+    measurement, tags, fields, time_ns = point
+    return (
+        type(measurement) is str
+        and bool(measurement)
+        and type(tags) is dict
+        and all(type(k) is str and type(v) is str for k, v in tags.items())
+        and type(fields) is dict
+        and bool(fields)
+        and all(type(k) is str and isinstance(v, _FIELD_TYPES) for k, v in fields.items())
+        and type(time_ns) is int
+    )
 
 
 @dataclass
@@ -274,15 +302,12 @@ class Spool:
         with self._lock:
             return self._files[0] if self._files else None
 
-    def read(self, item: SpoolFile) -> list[Point]:
+    def read(self, item: SpoolFile) -> tuple[list[Point], list[bytes]]:
+        """A file's points, and its lines that are not a valid point (to quarantine)."""
         try:
-            points, bad = decode_points(item.path.read_bytes())
+            return decode_points(item.path.read_bytes())
         except FileNotFoundError:
-            return []
-        if bad:
-            self.stats.drop("spool_unreadable_line", bad)
-            self.stats.warn_once("spool_unreadable", "skipped %d unreadable line(s) in %s", bad, item.path)
-        return points
+            return [], []
 
     def rewrite(self, item: SpoolFile, points: Sequence[Point]) -> None:
         """Replace a file's points with the ones still to send (atomically)."""
