@@ -254,6 +254,15 @@ class Pipeline:
                 self._waking = False
         return True
 
+    def _poke(self) -> None:
+        """Wake the encoder from a non-caller path, with submit()'s guard up: a signal handler's
+        log() landing inside this Event.set must not call set() again on the lock it holds."""
+        self._waking = True
+        try:
+            self._wake.set()
+        finally:
+            self._waking = False
+
     def _wait_for_room(self, options: PipelineOptions) -> bool:
         """overflow="block": poll (a condition variable would need a lock) until the queue has
         room, within block_timeout."""
@@ -284,7 +293,11 @@ class Pipeline:
         return len(self._queue)
 
     def wal_append(self, point: Point) -> None:
-        """Durable mode: the point reaches every lane's write-ahead log before log() returns."""
+        """Durable mode: the point reaches every lane's write-ahead log before log() returns.
+        Not after close(): submit() counts such a point after_close, and a WAL segment opened
+        then would be adopted and delivered by the next process."""
+        if self._closed:
+            return
         line = encode_point(point)
         for lane in self.lanes:
             lane.wal_append(line)
@@ -400,7 +413,7 @@ class Pipeline:
         deadline = None if timeout is None else time.monotonic() + timeout
         marker = _Flush()
         self._queue.append(marker)
-        self._wake.set()
+        self._poke()
         if not marker.reached.wait(None if deadline is None else max(0.0, deadline - time.monotonic())):
             return False
         for lane_marker in marker.lane_markers:
@@ -428,7 +441,7 @@ class Pipeline:
             for lane in self.lanes:
                 lane.abort()
         self._stopping.set()
-        self._wake.set()
+        self._poke()
         encoder = self._encoder
         if encoder is not None:
             encoder.join(max(0.0, deadline - time.monotonic()))
