@@ -499,16 +499,7 @@ class Pipeline:
                 self._encode_queued(cut_partial=True)
                 return
             self._emit_in_hand()
-            left = 0
-            while self._queue:
-                try:
-                    item = self._queue.popleft()
-                except IndexError:
-                    break
-                if type(item) is _Flush:
-                    item.reached.set()
-                elif type(item) not in _CONTROL:
-                    left += 1
+            left = self._drain_queue()
             if left:
                 self.stats.drop("close_timeout", left)
 
@@ -548,6 +539,12 @@ class Pipeline:
         ``after_close`` (they are in ``logged`` already), so the books still balance."""
         if self._close_result is None:
             return
+        for _ in range(self._drain_queue()):
+            self._late.incr()
+
+    def _drain_queue(self) -> int:
+        """Empty the queue unencoded: waiting flushes are released; returns how many records it held."""
+        records = 0
         while self._queue:
             try:
                 item = self._queue.popleft()
@@ -556,7 +553,8 @@ class Pipeline:
             if type(item) is _Flush:
                 item.reached.set()
             elif type(item) not in _CONTROL:
-                self._late.incr()
+                records += 1
+        return records
 
     def _shared_drops(self) -> dict[str, int]:
         self._sweep_late()
