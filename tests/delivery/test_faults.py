@@ -152,18 +152,32 @@ def test_5a_exit_without_close_delivers_everything(influx1: InfluxDB1, unique_db
     assert influx1.count("unclosed", "v", unique_db) == 5_000
 
 
+def sigkill_after(code: str, marker: str, home: Path) -> None:
+    """Run ``code`` in a child process, SIGKILL it once it prints ``marker``."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env={**os.environ, "TPLR_METRICS_HOME": str(home), "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == marker
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+    finally:
+        if child.poll() is None:
+            child.kill()
+
+
 def test_5b_sigkill_in_durable_mode_then_the_next_process_replays(
     influx1: InfluxDB1, unique_db: str, isolated_env: Path
 ) -> None:
     influx1.create_database(unique_db)
     with fault_proxy(influx1.port) as proxy:
         proxy.delay = 30.0  # nothing gets acknowledged before the kill
-        child = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                textwrap.dedent(
-                    f"""
+        sigkill_after(
+            f"""
                     import sys, time
                     from tplr_metrics import MetricsLogger
                     m = MetricsLogger(url={proxy.url!r}, database={unique_db!r}, api="v1", durable=True)
@@ -171,21 +185,10 @@ def test_5b_sigkill_in_durable_mode_then_the_next_process_replays(
                         m.log("durable", {{"i": str(i)}}, {{"v": float(i)}})
                     print("logged", flush=True)
                     time.sleep(60)
-                    """
-                ),
-            ],
-            env={**os.environ, "TPLR_METRICS_HOME": str(isolated_env), "PYTHONPATH": str(REPO)},
-            stdout=subprocess.PIPE,
-            text=True,
+                    """,
+            "logged",
+            isolated_env,
         )
-        try:
-            assert child.stdout is not None
-            assert child.stdout.readline().strip() == "logged"
-            child.send_signal(signal.SIGKILL)
-            child.wait(10)
-        finally:
-            if child.poll() is None:
-                child.kill()
         assert influx1.count("durable", "v", unique_db) == 0
         # The next process for the same destination picks up the dead one's files.
         proxy.delay = 0.0
@@ -203,12 +206,8 @@ def test_5c_sigkill_after_spooling_in_durable_mode_replays_each_point_once(
     influx1.create_database(unique_db)
     with fault_proxy(influx1.port) as proxy:
         proxy.faults.append(Fault(503, times=1_000_000))  # the destination refuses until the kill
-        child = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                textwrap.dedent(
-                    f"""
+        sigkill_after(
+            f"""
                     import time
                     from tplr_metrics import MetricsLogger
                     m = MetricsLogger(url={proxy.url!r}, database={unique_db!r}, api="v1", durable=True,
@@ -219,21 +218,10 @@ def test_5c_sigkill_after_spooling_in_durable_mode_replays_each_point_once(
                         time.sleep(0.05)
                     print("spooled", flush=True)
                     time.sleep(60)
-                    """
-                ),
-            ],
-            env={**os.environ, "TPLR_METRICS_HOME": str(isolated_env), "PYTHONPATH": str(REPO)},
-            stdout=subprocess.PIPE,
-            text=True,
+                    """,
+            "spooled",
+            isolated_env,
         )
-        try:
-            assert child.stdout is not None
-            assert child.stdout.readline().strip() == "spooled"
-            child.send_signal(signal.SIGKILL)
-            child.wait(10)
-        finally:
-            if child.poll() is None:
-                child.kill()
         kinds = sorted(p.name.split("-")[1] for p in isolated_env.rglob("*.jsonl"))
         assert "wal.jsonl" in kinds and "batch.jsonl" in kinds, kinds  # the points are in both
         proxy.faults.clear()
@@ -256,12 +244,8 @@ def test_5d_corrupt_lines_in_a_dead_process_spool_are_quarantined_and_the_rest_l
     influx1.create_database(unique_db)
     with fault_proxy(influx1.port) as proxy:
         proxy.faults.append(Fault(503, times=1_000_000))
-        child = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                textwrap.dedent(
-                    f"""
+        sigkill_after(
+            f"""
                     import time
                     from tplr_metrics import MetricsLogger
                     m = MetricsLogger(url={proxy.url!r}, database={unique_db!r}, api="v1", durable=True,
@@ -270,21 +254,10 @@ def test_5d_corrupt_lines_in_a_dead_process_spool_are_quarantined_and_the_rest_l
                         m.log("quarantine", {{"i": str(i)}}, {{"v": float(i)}})
                     print("logged", flush=True)
                     time.sleep(60)
-                    """
-                ),
-            ],
-            env={**os.environ, "TPLR_METRICS_HOME": str(isolated_env), "PYTHONPATH": str(REPO)},
-            stdout=subprocess.PIPE,
-            text=True,
+                    """,
+            "logged",
+            isolated_env,
         )
-        try:
-            assert child.stdout is not None
-            assert child.stdout.readline().strip() == "logged"
-            child.send_signal(signal.SIGKILL)
-            child.wait(10)
-        finally:
-            if child.poll() is None:
-                child.kill()
         (wal,) = list(isolated_env.rglob("*-wal.jsonl"))
         with wal.open("ab") as f:
             f.write(b'["quarantine",["not","a","dict"],{"v":1.0},1]\n["quarantine",{},{"v":null},2]\n')
