@@ -34,6 +34,7 @@ def test_spool_lines_read_back_exactly(batch: list[Point]) -> None:
     assert decoded == batch
     assert [type(v) for p in decoded for v in p.fields.values()] == [type(v) for p in batch for v in p.fields.values()]
     assert b"".join(encode_point(p) for p in batch) == encode_points(batch)
+    assert encode_points(batch, at_once=True) == encode_points(batch)  # close()'s C-only loop: same bytes
 
 
 @pytest.mark.parametrize(

@@ -397,7 +397,7 @@ class Lane:
         syscall a wait for the GIL when other threads keep logging through close()."""
         assert self.spool is not None
         points = [point for _, batch in batches for point in batch]
-        stored = self.spool.add_batch(points, None) is not None
+        stored = self.spool.add_batch(points, None, at_once=True) is not None
         if not stored:
             self.stats.drop("spool_write_failed", len(points))  # counted, never silent
         with self._settle_lock:

@@ -28,9 +28,11 @@ adoption drops from the batch files every line a WAL segment still holds.
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import json
 import logging
+import operator
 import os
 import re
 import shutil
@@ -66,6 +68,10 @@ _APPEND_NEWLINE = orjson.OPT_APPEND_NEWLINE
 _LONG_NUMBER = re.compile(rb"\d{19}")
 
 
+_dumps_line = functools.partial(orjson.dumps, option=_APPEND_NEWLINE)
+_as_tuple = operator.itemgetter(slice(None))  # point[:], as a C callable
+
+
 def encode_point(point: Point) -> bytes:
     """One spool line, ``[measurement, tags, fields, time_ns]\n`` (orjson: a few µs less than json).
     ``point[:]`` is the plain tuple orjson serializes natively (``tuple(point)`` iterates, 10× slower)."""
@@ -75,9 +81,15 @@ def encode_point(point: Point) -> bytes:
         return (json.dumps(list(point), separators=(",", ":")) + "\n").encode()
 
 
-def encode_points(points: Iterable[Point]) -> bytes:
+def encode_points(points: Iterable[Point], at_once: bool = False) -> bytes:
+    """Spool lines for many points. ``at_once`` runs the whole loop in C (map and join over C
+    callables run no bytecode, so the GIL is never handed over inside): close() uses it for its
+    last spool file, which threads logging through close() otherwise slowed 10x (107,000 points:
+    3.3 s instead of 0.2 s). Writers do not: their batches hold the GIL in short steps."""
     dumps = orjson.dumps
     try:
+        if at_once:
+            return b"".join(map(_dumps_line, map(_as_tuple, points)))
         return b"".join([dumps(p[:], option=_APPEND_NEWLINE) for p in points])
     except TypeError:
         return b"".join([encode_point(p) for p in points])
@@ -189,10 +201,11 @@ class Spool:
         self._seq += 1
         return self._seq, self.dir / f"{self._seq:012d}-{kind}.jsonl"
 
-    def add_batch(self, points: Sequence[Point], batch_id: int | None) -> SpoolFile | None:
+    def add_batch(self, points: Sequence[Point], batch_id: int | None, at_once: bool = False) -> SpoolFile | None:
         """Write a batch durably (temp file, fsync, rename) and queue it for replay; None when the
-        disk refused it even after evicting older files (the caller counts the points)."""
-        data = encode_points(points)
+        disk refused it even after evicting older files (the caller counts the points).
+        ``at_once``: encode without handing over the GIL (see encode_points)."""
+        data = encode_points(points, at_once)
         with self._lock:
             seq, path = self._next_path("batch")
             try:
