@@ -189,7 +189,9 @@ class MetricsLogger:
             flush_interval_ms=flush_interval,
             flush_jitter_ms=flush_jitter,
             max_workers=max_workers,
-            overflow=overflow,
+            # Durable: a point log() accepted is in the WAL, so a full queue refuses the new point
+            # (before the WAL) rather than evict an older one the next process would deliver.
+            overflow="drop_new" if durable and overflow == "drop_oldest" else overflow,
             block_timeout_s=block_timeout,
             retry_interval_ms=retry_interval,
             max_retry_delay_ms=max_retry_delay,
@@ -367,8 +369,11 @@ class MetricsLogger:
         if point is None:
             self._pipeline.count_logged()  # its drop is counted by reason
             return
-        self._pipeline.wal_append(point)
-        self._submit(point)
+        # The WAL only after the queue took it: a point refused (queue_full, after_close) and
+        # counted lost must not be delivered by the next process from the WAL. A marker that
+        # lets a segment go is queued after the segment is sealed, so after this point.
+        if self._submit(point):
+            self._pipeline.wal_append(point)
 
     def _freeze_fields(self, fields: dict[Any, Any], measurement: Any) -> dict[str, Any]:
         """The value rules applied in the call, for fields holding anything but plain values."""

@@ -13,7 +13,8 @@ checks, per lane, Jepsen-style, the history against the final state:
 * every stored id was logged, and no id is stored twice in the JSONL file (which keeps duplicates);
 * stored + counted lost (dropped + rejected, in the process and its children) == logged, exactly;
   after a SIGKILL, every id whose log() had returned is stored (durable mode's promise);
-* nothing is left in the spool.
+* nothing is left in the spool;
+* after a SIGKILL, no more ids are stored than log() accepted (the full queue refused the rest).
 
 CI runs the fixed seeds below; ``pytest tests/delivery/test_fault_matrix.py --fault-seeds 200`` runs more.
 A failure names its seed and schedule.
@@ -43,7 +44,7 @@ from ..fault_proxy import Fault, FaultProxy, fault_proxy
 from ..servers import InfluxDB1
 
 REPO = Path(__file__).resolve().parents[2]
-CI_SEEDS = list(range(20))
+CI_SEEDS = list(range(20)) + [1002]  # 1002: a burst into a full queue, then SIGKILL (durable)
 POINTS = 2_000
 MP_IDS = 3_000_000  # ids logged by the multiprocessing child start here
 HANDLER_IDS = 1_000_000  # ids logged by the signal handler start here
@@ -83,7 +84,7 @@ m = MetricsLogger(
     url=cfg["url"], database=cfg["db"], api="v1", sinks=sinks, durable=cfg["durable"],
     flush_interval=100, batch_size=250, retry_interval=100, max_retry_delay=800,
     max_retry_time=cfg["max_retry_time"], close_timeout=cfg["close_timeout"], spool_dir=cfg["spool"],
-    timeout=2_000, max_queue_size=5_000,
+    timeout=2_000, max_queue_size=cfg["max_queue_size"],
 )
 held.append(m)
 
@@ -117,6 +118,10 @@ for i in range(cfg["points"]):
         p.join()
 for j in range(cfg["burst"]):  # at once, into a queue smaller than the burst
     log_id(cfg["burst_ids"] + j)
+if cfg["ending"] == "sigkill":  # what log() refused before the kill: never to be stored later
+    lane_books = next(iter(m.stats()["lanes"].values()))
+    with open(os.path.join(out, "refused.books"), "w") as f:
+        json.dump({"queue_full": lane_books["dropped"].get("queue_full", 0), "handled": len(handled)}, f)
 print("logged", flush=True)
 if cfg["ending"] == "sigkill":
     time.sleep(60)  # the harness kills it
@@ -138,6 +143,7 @@ class Schedule:
     mp_points: int
     burst: int
     events: list[tuple[float, str]] = field(default_factory=list)  # (seconds after start, fault)
+    max_queue_size: int = 5_000  # 300: the burst overflows it even in durable mode
 
     @classmethod
     def draw(cls, seed: int) -> Schedule:
@@ -160,6 +166,7 @@ class Schedule:
             at = round(rng.uniform(0.0, 2.0), 2)
             schedule.events.append((at, rng.choice(["kill", "stall", "503", "429", "slow", "hang", "reset", "down"])))
         schedule.events.sort()
+        schedule.max_queue_size = rng.choice([5_000, 5_000, 300])  # drawn last: earlier seeds keep their draws
         return schedule
 
 
@@ -187,6 +194,7 @@ class Run:
             "mp_points": schedule.mp_points,
             "mp_ids": MP_IDS,
             "burst": schedule.burst,
+            "max_queue_size": schedule.max_queue_size,
             "burst_ids": BURST_IDS,
             "handler_ids": HANDLER_IDS,
             "points": POINTS,
@@ -349,6 +357,13 @@ def check(schedule: Schedule, run: Run, recovery: MetricsLogger) -> None:
             # Durable mode: every id whose log() returned before the kill is stored (or counted).
             missing = set(range(run.acked + 1)) - unique
             assert len(missing) <= lost, f"{lane}: {len(missing)} acknowledged ids lost, {lost} counted"
+            # ... and no id a full queue refused (the WAL held them, and recovery delivered them).
+            refused = json.loads((run.out / "refused.books").read_text())
+            main_ids = set(range(POINTS)) | set(range(BURST_IDS, BURST_IDS + schedule.burst))
+            main_refused = refused["queue_full"] - refused["handled"]  # some refused may be the handler's
+            assert len(unique & main_ids) <= len(main_ids) - main_refused, (
+                f"{lane}: {len(unique & main_ids)} of the main thread's ids stored, but {main_refused}+ were refused"
+            )
             continue
         logged = sum(part["logged"] for part in parts)
         assert logged == len(logged_ids), (logged, len(logged_ids))
@@ -404,6 +419,8 @@ def test_schedules_cover_every_fault() -> None:
     faults = {name for s in drawn for _, name in s.events}
     assert faults == {"kill", "stall", "503", "429", "slow", "hang", "reset", "down"}, faults
     assert any(s.burst for s in drawn)
+    # Refused points must stay refused: a burst into a small queue, then SIGKILL in durable mode.
+    assert any(s.burst and s.max_queue_size < s.burst and s.ending == "sigkill" for s in drawn)
     assert {s.ending for s in drawn} == {"close", "exit", "sigkill"}
     assert any(s.signal_handler for s in drawn) and any(s.mp_points for s in drawn)
     assert any(set(s.lanes) == {"influxdb", "local", "jsonl"} for s in drawn)

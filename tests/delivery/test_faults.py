@@ -152,8 +152,9 @@ def test_5a_exit_without_close_delivers_everything(influx1: InfluxDB1, unique_db
     assert influx1.count("unclosed", "v", unique_db) == 5_000
 
 
-def sigkill_after(code: str, marker: str, home: Path) -> None:
-    """Run ``code`` in a child process, SIGKILL it once it prints ``marker``."""
+def sigkill_after(code: str, marker: str, home: Path) -> str:
+    """Run ``code`` in a child process, SIGKILL it once it prints a line starting with ``marker``;
+    that line."""
     child = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(code)],
         env={**os.environ, "TPLR_METRICS_HOME": str(home), "PYTHONPATH": str(REPO)},
@@ -162,9 +163,11 @@ def sigkill_after(code: str, marker: str, home: Path) -> None:
     )
     try:
         assert child.stdout is not None
-        assert child.stdout.readline().strip() == marker
+        line = child.stdout.readline().strip()
+        assert line.startswith(marker), line
         child.send_signal(signal.SIGKILL)
         child.wait(10)
+        return line
     finally:
         if child.poll() is None:
             child.kill()
@@ -232,6 +235,36 @@ def test_5c_sigkill_after_spooling_in_durable_mode_replays_each_point_once(
     stats = m.stats()
     assert (stats["adopted"], stats["written"]) == (3_000, 3_001), stats
     assert m.accounting()["balanced"]
+
+
+def test_5e_points_refused_by_a_full_queue_in_durable_mode_stay_lost_after_sigkill(
+    influx1: InfluxDB1, unique_db: str, isolated_env: Path
+) -> None:
+    """A durable log() whose point the full queue refused (counted queue_full) must not leave it
+    in the write-ahead log: the next process delivered those too (stored > logged - counted lost)."""
+    influx1.create_database(unique_db)
+    with fault_proxy(influx1.port) as proxy:
+        proxy.delay = 30.0  # the one writer hangs in its first request; the queue fills
+        line = sigkill_after(
+            f"""
+                    from tplr_metrics import MetricsLogger
+                    m = MetricsLogger(url={proxy.url!r}, database={unique_db!r}, api="v1", durable=True,
+                                      max_queue_size=1_000, batch_size=100, max_workers=1)
+                    for i in range(20_000):
+                        m.log("refused", {{"i": str(i)}}, {{"v": float(i)}})
+                    s = m.stats()
+                    print("lost", s["dropped_total"] + s["rejected_total"], s["logged"], flush=True)
+                    import time; time.sleep(60)
+                    """,
+            "lost",
+            isolated_env,
+        )
+        lost, logged = (int(x) for x in line.split()[1:])
+        assert logged == 20_000 and lost > 10_000, line  # most were refused
+        proxy.delay = 0.0
+        m = MetricsLogger(url=proxy.url, database=unique_db, api="v1", durable=True)
+        assert m.close(30)
+    assert influx1.count("refused", "v", unique_db) == logged - lost == m.stats()["adopted"]
 
 
 def test_5d_corrupt_lines_in_a_dead_process_spool_are_quarantined_and_the_rest_lands(

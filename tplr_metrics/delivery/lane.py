@@ -600,7 +600,7 @@ class Lane:
             # Every point this lane received is stored, refused, counted, or in an outbox file:
             # the write-ahead log has done its job. (Kept, a replay would deliver the points
             # this process did store a second time: JSONL held 300 ids twice in the fault matrix.)
-            sealed = spool.wal_seal()
+            sealed = spool.wal_seal(final=True)
             for segment in [s for s, _ in self._wal_segments] + ([sealed] if sealed else []):
                 spool.drop_segment(segment)
             self._wal_segments.clear()

@@ -168,6 +168,7 @@ class Spool:
         self._seq = 0
         self._wal_fd: int | None = None
         self._wal: SpoolFile | None = None
+        self._wal_done = False  # sealed for good: close() has accounted for every point
         self._open_run_dir(run_name)
 
     def _open_run_dir(self, run_name: str) -> None:
@@ -193,6 +194,7 @@ class Spool:
         self._lock = threading.RLock()
         self.stats = stats
         self._files, self._bytes, self._wal, self._wal_fd = [], 0, None, None
+        self._wal_done = False
         self._open_run_dir(run_name)
 
     # --- adding ------------------------------------------------------------------------
@@ -263,6 +265,11 @@ class Spool:
         SIGKILL); False when the disk refused it (the caller counts it; the point goes on)."""
         try:
             with self._lock:
+                if self._wal_done:
+                    # A log() that passed the closed check as close() finished: its point was
+                    # queued before, so close() accounted for it; a new segment would deliver
+                    # it a second time in the next process.
+                    return True
                 if self._wal_fd is None:
                     seq, path = self._next_path("wal")
                     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL | os.O_NOFOLLOW, 0o600)
@@ -281,9 +288,11 @@ class Spool:
         except OSError:
             return False
 
-    def wal_seal(self) -> SpoolFile | None:
-        """fsync and close the current WAL segment; the caller deletes it once it is safe."""
+    def wal_seal(self, final: bool = False) -> SpoolFile | None:
+        """fsync and close the current WAL segment; the caller deletes it once it is safe.
+        ``final``: no segment opens after this one (close)."""
         with self._lock:
+            self._wal_done = self._wal_done or final
             fd, segment = self._wal_fd, self._wal
             self._wal_fd, self._wal = None, None
         if fd is None:
@@ -372,7 +381,7 @@ class Spool:
         return len(found)
 
     def close(self, remove_if_empty: bool = True) -> None:
-        segment = self.wal_seal()
+        segment = self.wal_seal(final=True)
         if segment is not None and segment.points == 0:
             self.drop_segment(segment)
         with self._lock:
