@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,6 +48,49 @@ def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     home = tmp_path / "tplr_home"
     monkeypatch.setenv("TPLR_METRICS_HOME", str(home))
     return home
+
+
+def mount_tmpfs(mount: Path, size: str) -> Path:
+    """A tmpfs of ``size`` at ``mount``: a disk that fills up. Needs root (CI runs as root);
+    the test is skipped otherwise (failed on CI)."""
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(mount)], capture_output=True
+    )
+    if done.returncode != 0:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"cannot mount a tmpfs: {done.stderr.decode()[:200]}")
+        pytest.skip(f"cannot mount a tmpfs (not root?): {done.stderr.decode()[:200]}")
+    return mount
+
+
+def unmount(mount: Path) -> None:
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MiB tmpfs."""
+    mount = mount_tmpfs(tmp_path / "small_disk", "2M")
+    try:
+        yield mount
+    finally:
+        unmount(mount)
+
+
+def fill(disk: Path, leave: int) -> Path:
+    """Fill ``disk`` until about ``leave`` bytes are free; the filler file (remove it to free the disk)."""
+    filler = disk / "filler"
+    free = shutil.disk_usage(disk).free
+    with open(filler, "wb", buffering=0) as f:
+        f.write(b"\0" * max(0, free - leave))
+        if leave == 0:  # to the last byte: statvfs rounds
+            try:
+                while True:
+                    f.write(b"\0" * 512)
+            except OSError:
+                pass
+    return filler
 
 
 @pytest.fixture

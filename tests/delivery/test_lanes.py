@@ -70,6 +70,30 @@ def test_close_with_a_backlog_leaves_nothing_unaccounted(tmp_path: Path, unique_
         server.cleanup()
 
 
+def test_a_recovering_logger_counts_adopted_files_before_it_reads_them(tmp_path: Path, unique_db: str) -> None:
+    """A dead process's spool is on the books from the moment it is adopted (adopted, and
+    spooled until delivered), not only once the replayer reads it: before, a recovering logger
+    whose destination was still down showed adopted 0, spooled 0 and balanced books."""
+    server = InfluxDB1(tmp_path / "late")
+    spool = tmp_path / "spool"
+    try:
+        first = MetricsLogger(url=server.url, database=unique_db, api="v1", spool_dir=spool, retry_interval=100)
+        for i in range(5_000):
+            first.log("adopted_early", {}, {"v": float(i)})
+        first.close(timeout=2)
+        left = first.stats()["spooled"]
+        assert left == 5_000
+        second = MetricsLogger(url=server.url, database=unique_db, api="v1", spool_dir=spool, retry_interval=2_000)
+        books = second.accounting()
+        assert (books["adopted"], books["spooled"]) == (left, left), books
+        server.start()
+        assert second.close(timeout=60)
+        assert server.count("adopted_early", "v", unique_db) == second.stats()["written"] == left
+        assert second.accounting()["balanced"]
+    finally:
+        server.cleanup()
+
+
 def test_close_is_bounded_while_threads_keep_logging_through_it(tmp_path: Path, unique_db: str) -> None:
     """Two threads log as fast as they can into a server that is down, before, during and after
     close(timeout=1): close() returns within 2 x timeout + grace (plus slack for a noisy machine),

@@ -467,8 +467,8 @@ class Lane:
     def _replay_one(self, spool: Spool, item: SpoolFile) -> float | None:
         """Send one spool file; None when it is done, else the Retry-After hint (0 = none)."""
         points, bad = spool.read(item)
-        if item.points < 0:  # a file adopted from a dead process
-            self.stats.adopted_points(len(points) + len(bad))
+        if item.adopted and item.points != len(points) + len(bad):  # blank lines: not points
+            self.stats.adopted_points(len(points) + len(bad) - item.points)
             item.points = len(points) + len(bad)
         if bad:
             self._quarantine(spool, item, points, bad)

@@ -140,8 +140,9 @@ class SpoolFile:
     path: Path
     seq: int
     kind: str  # "batch" or "wal"
-    points: int  # -1 when not known yet (adopted files)
+    points: int  # for an adopted file, its line count until it is read
     batch_id: int | None = None  # the in-process batch it holds, to settle flushes
+    adopted: bool = False  # left by an earlier process: counted ``adopted`` when taken
 
 
 class Spool:
@@ -242,7 +243,7 @@ class Spool:
 
     def _evict(self, victim: SpoolFile) -> int:
         size = _size(victim.path)
-        points = victim.points if victim.points >= 0 else _count_lines(victim.path)
+        points = victim.points
         _unlink(victim.path)
         self._files.remove(victim)
         self._bytes -= size
@@ -315,10 +316,9 @@ class Spool:
         return len(self._files)
 
     def pending_points(self) -> int:
-        """Points waiting for replay (files adopted but not read yet are counted by line)."""
+        """Points waiting for replay."""
         with self._lock:
-            files = list(self._files)
-        return sum(f.points if f.points >= 0 else _count_lines(f.path) for f in files)
+            return sum(f.points for f in self._files)
 
     def oldest(self) -> SpoolFile | None:
         with self._lock:
@@ -370,12 +370,19 @@ class Spool:
     def _take_files_from(self, directory: Path) -> int:
         found = sorted((int(m.group(1)), m.group(2), p) for p in directory.iterdir() if (m := _FILE_NAME.match(p.name)))
         found = _without_wal_copies(found)
+        adopted = 0
         for _, _kind, path in found:
             seq, target = self._next_path("batch")  # sealed: replayed as a whole either way
             if path != target:
                 os.rename(path, target)
-            self._files.append(SpoolFile(target, seq, "batch", -1))
+            # Counted now, not when read: until then accounting() shows them as spooled, so
+            # the books do not balance without them while they wait.
+            lines = _count_lines(target)
+            self._files.append(SpoolFile(target, seq, "batch", lines, adopted=True))
             self._bytes += _size(target)
+            adopted += lines
+        if adopted:
+            self.stats.adopted_points(adopted)
         for stale in directory.glob("*.tmp"):
             _unlink(stale)  # a batch torn by a crash before its rename: never acknowledged
         return len(found)
@@ -537,10 +544,13 @@ def _size(path: Path) -> int:
 
 
 def _count_lines(path: Path) -> int:
+    """Lines in a spool file, a torn last line included (read() may find a few of them blank:
+    the replayer corrects the count then)."""
     try:
-        return path.read_bytes().count(b"\n")
+        data = path.read_bytes()
     except OSError:
         return 0
+    return data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
 
 
 def _unlink(path: Path) -> None:

@@ -149,6 +149,7 @@ class PipelineStats:
                 "spooled_total": self.spooled_total,
                 "replayed": self.replayed,
                 "adopted": self.adopted,
+                "wal_failed": self.wal_failed,
                 "batches": self.batches,
                 "bytes_sent": self.bytes_sent,
                 "write_seconds_total": round(self.write_seconds, 6),

@@ -166,10 +166,15 @@ class JsonlSink:
             )
         directory = make_private_dirs(self.log_dir)
         nbytes = 0
-        if metrics:
-            nbytes += self._append(directory, self.metrics_file, metrics)
-        if tables:
-            nbytes += self._append(directory, self.tables_file, tables)
+        appended: list[tuple[int, int]] = []  # (fd, size before): taken back if the batch fails
+        try:
+            if metrics:
+                nbytes += self._append(directory, self.metrics_file, metrics, appended)
+            if tables:
+                nbytes += self._append(directory, self.tables_file, tables, appended)
+        except OSError:
+            self._take_back(appended)
+            raise
         if hyperparams is not None:
             current = self._load(directory / self.hyperparams_file, dict) if self._hyperparams is None else None
             self._hyperparams = {**(current or self._hyperparams or {}), **hyperparams}
@@ -185,7 +190,7 @@ class JsonlSink:
             nbytes += len(data)
         return WriteResult.all_stored(len(points), nbytes)
 
-    def _append(self, directory: Path, name: str, lines: list[str]) -> int:
+    def _append(self, directory: Path, name: str, lines: list[str], appended: list[tuple[int, int]]) -> int:
         if self._fd_pid != os.getpid():  # a forked child opens its own descriptors
             self._fds = {}
             self._fd_pid = os.getpid()
@@ -193,11 +198,21 @@ class JsonlSink:
         if fd is None:
             fd = self._fds[name] = open_private_append(directory / name)
         data = ("\n".join(lines) + "\n").encode()
+        appended.append((fd, os.fstat(fd).st_size))
         view = memoryview(data)
         while view:
             written = os.write(fd, view)
             view = view[written:]
         return len(data)
+
+    def _take_back(self, appended: list[tuple[int, int]]) -> None:
+        """A batch that failed half-way (a full disk) is retried whole: cut what it did append,
+        or the file would hold a torn line and, after the retry, its first lines twice."""
+        for fd, size in appended:
+            try:
+                os.ftruncate(fd, size)
+            except OSError as exc:
+                logger.warning("jsonl: could not take back a partial write (%s)", exc.strerror or exc)
 
     @staticmethod
     def _load(path: Path, kind: type) -> Any:
