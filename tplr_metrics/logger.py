@@ -25,12 +25,11 @@ from ._version import __version__
 from .collect.background import check_periods, start_background
 from .collect.host import HostMetrics
 from .config.destinations import resolve_destination
-from .config.paths import tplr_home
+from .config.paths import private_dir, tplr_home
 from .config.settings import ConfigurationError, ServerSettings
 from .delivery.accounting import accounting_of, merge_snapshot
 from .delivery.dead_letter import DeadLetterFile
 from .delivery.pipeline import OVERFLOW_POLICIES, Pipeline, PipelineOptions
-from .delivery.spool import private_dir
 from .delivery.stats import INPUT_DROP_REASONS, PipelineStats
 from .encoding.points import Point, PointBuilder, Record, timestamp_ns
 from .encoding.values import IMMUTABLE_TYPES, FieldValue, config_tags, frozen_tags, process_fields
@@ -261,9 +260,12 @@ class MetricsLogger:
     def _spool_root(enabled: bool, spool_dir: str | os.PathLike[str] | None, durable: bool) -> Path | None:
         if not enabled:
             return None
-        root = Path(spool_dir) if spool_dir is not None else tplr_home() / "spool"
+        home = tplr_home()
+        root = Path(spool_dir) if spool_dir is not None else home / "spool"
         try:
-            private_dir(root)
+            # The default root is the library's own: a symlink there was planted (UnsafePathError,
+            # a ConfigurationError naming it). An explicit spool_dir may be a link the user made.
+            private_dir(root, trusted=home if spool_dir is None else root)
         except OSError as exc:
             if durable:
                 raise ConfigurationError(f"durable=True but the spool directory {root} is unusable: {exc}") from None

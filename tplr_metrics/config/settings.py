@@ -12,12 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ..sinks.influxdb import InfluxSink, is_loopback_host
+from .errors import ConfigurationError as ConfigurationError  # re-exported: its long-standing home
 
 API_VERSIONS = ("v2", "v1")
-
-
-class ConfigurationError(ValueError):
-    """The logger's arguments or environment do not describe a usable destination."""
 
 
 @dataclass(frozen=True)

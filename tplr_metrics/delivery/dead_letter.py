@@ -8,9 +8,10 @@ import threading
 import time
 from pathlib import Path
 
+from ..config.paths import private_dir
 from ..encoding.points import Point
 from ..sinks.base import Rejection
-from .spool import private_dir, write_all
+from .spool import write_all
 
 _MAX_LINE = 64 * 1024  # of a corrupt spool line kept in the dead letter
 
@@ -52,7 +53,7 @@ class DeadLetterFile:
     def _append(self, record: dict[str, object]) -> None:
         line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
         with self._lock:
-            private_dir(self.path.parent)
+            private_dir(self.path.parent, trusted=self.path.parent.parent)  # no planted symlink
             # O_NOFOLLOW: a symlink planted at the file must not make us append elsewhere.
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
             try:

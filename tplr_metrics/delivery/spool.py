@@ -44,6 +44,7 @@ from typing import Any
 
 import orjson
 
+from ..config.paths import private_dir
 from ..encoding.points import Point
 from .stats import PipelineStats
 
@@ -52,16 +53,6 @@ logger = logging.getLogger("tplr_metrics")
 _FILE_NAME = re.compile(r"^(\d{12})-(batch|wal)\.jsonl$")
 _LOCK_NAME = ".lock"
 MANIFEST_NAME = "destination.json"
-
-
-def private_dir(path: Path) -> Path:
-    """Create a directory (and parents) readable by its owner only."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    try:
-        os.chmod(path, 0o700)
-    except OSError:
-        pass
-    return path
 
 
 _APPEND_NEWLINE = orjson.OPT_APPEND_NEWLINE
@@ -156,7 +147,7 @@ class Spool:
         max_bytes: int,
         describe: dict[str, Any] | None = None,
     ) -> None:
-        self.root = private_dir(Path(root))
+        self.root = private_dir(Path(root), trusted=Path(root).parent)  # no planted symlink
         if describe is not None:
             write_manifest(self.root, describe)
         self.stats = stats
@@ -177,8 +168,8 @@ class Spool:
         # then take a name of our own rather than share its files.
         candidates = [run_name] + [f"{run_name}.{os.getpid()}.{n}" for n in range(1, 100)]
         for name in candidates:
-            directory = private_dir(self.root / name)
-            fd = os.open(directory / _LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+            directory = private_dir(self.root / name, trusted=self.root)
+            fd = os.open(directory / _LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
@@ -469,7 +460,7 @@ def spooled_destinations(root: Path) -> list[tuple[Path, dict[str, Any] | None, 
 def move_orphans(source: Path, target: Path) -> int:
     """Move the run dirs of dead processes from one destination's directory into another's
     (``replay --spool --into-configured``); live ones (lock held) stay. Returns how many moved."""
-    private_dir(target)
+    private_dir(target, trusted=target.parent)
     moved = 0
     for run_dir in sorted(source.iterdir()):
         if run_dir.is_symlink() or not run_dir.is_dir():

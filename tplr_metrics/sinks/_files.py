@@ -6,26 +6,12 @@ import os
 import tempfile
 from pathlib import Path
 
+from ..config.paths import private_dir
+
 
 def make_private_dirs(path: Path) -> Path:
-    """Create ``path`` and any missing parents as 0700; existing directories keep their mode
-    (a directory the user made, e.g. ./outputs, is theirs to set)."""
-    missing: list[Path] = []
-    current = path
-    while not current.exists():
-        missing.append(current)
-        if current.parent == current:
-            break
-        current = current.parent
-    for directory in reversed(missing):
-        try:
-            directory.mkdir(mode=0o700)
-        except FileExistsError:
-            continue
-        os.chmod(directory, 0o700)  # mkdir's mode passes through the umask
-    if not path.is_dir():
-        raise NotADirectoryError(f"{path} is not a directory")
-    return path
+    """``path`` (which the user chose) and its missing parents as 0700 directories."""
+    return private_dir(path)
 
 
 def open_private_append(path: Path) -> int:

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from .. import run_status
+from ..config.paths import refuse_symlink
 from ..encoding.points import Point
 from ..store.database import Store, StoreError, default_store_path
 from .base import Rejection, RunInfo, WriteResult
@@ -83,7 +84,10 @@ class LocalStoreSink:
         busy_timeout_s: float = 30.0,
         environ: Mapping[str, str] | None = None,
     ) -> None:
-        self.path = Path(path) if path is not None else default_store_path(environ)
+        if path is None:
+            path = default_store_path(environ)
+            refuse_symlink(path, "the default store")  # planted: a user's own link is passed as path
+        self.path = Path(path)
         self.busy_timeout_s = busy_timeout_s
         self._lock = threading.Lock()
         self._store: Store | None = None

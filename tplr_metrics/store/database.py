@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
-from ..config.paths import tplr_home
+from ..config.paths import private_dir, tplr_home
 from ..encoding.points import Point
 from ..sinks.base import Rejection, RunInfo
 
@@ -378,10 +378,7 @@ class PointFilter:
 
 def _prepare_file(path: Path) -> None:
     """Create the store's directory 0700 and its file 0600, before SQLite creates them 0644."""
-    directory = path.parent
-    if not directory.exists():
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        os.chmod(directory, 0o700)
+    private_dir(path.parent)
     if not path.exists():
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         os.close(fd)

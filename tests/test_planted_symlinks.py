@@ -1,0 +1,108 @@
+"""Symlinks planted where the library keeps its own files (under TPLR_METRICS_HOME) are never
+followed: nothing outside the home is created, appended to or chmodded, and each gives one
+clear line naming the link. Before: the library chmodded a planted spool link's target, appended
+its dead letter into a 0644 file elsewhere, and created its store at a dangling link's target."""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from tplr_metrics import ConfigurationError, MetricsLogger
+
+from .servers import InfluxDB1
+
+
+def snapshot(directory: Path) -> dict[str, tuple[int, int]]:
+    """Every entry under ``directory``, with its mode and size: what must not change."""
+    out = {".": (directory.stat().st_mode, 0)}
+    for path in directory.rglob("*"):
+        st = path.lstat()
+        out[str(path.relative_to(directory))] = (st.st_mode, st.st_size)
+    return out
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    """A directory outside TPLR_METRICS_HOME, 0755, with one 0644 file in it."""
+    target = tmp_path / "outside"
+    target.mkdir()
+    os.chmod(target, 0o755)
+    (target / "precious.jsonl").write_text("{}\n")
+    os.chmod(target / "precious.jsonl", 0o644)
+    return target
+
+
+def test_a_symlink_planted_at_the_spool_root_is_refused(isolated_env: Path, outside: Path) -> None:
+    isolated_env.mkdir()
+    (isolated_env / "spool").symlink_to(outside)
+    before = snapshot(outside)
+    with pytest.raises(ConfigurationError, match="spool is a symlink"):
+        MetricsLogger(url="http://127.0.0.1:9", database="d", api="v1")
+    assert snapshot(outside) == before
+
+
+def test_an_explicit_spool_dir_may_be_the_users_own_symlink(tmp_path: Path, outside: Path) -> None:
+    link = tmp_path / "my_spool"
+    link.symlink_to(outside)
+    m = MetricsLogger(url="http://127.0.0.1:9", database="d", api="v1", spool_dir=link, retry_interval=60_000)
+    m.log("m", {}, {"v": 1.0})
+    m.close(timeout=0.5)
+    assert m.stats()["spooled"] == 1 and list(outside.rglob("*-batch.jsonl"))
+
+
+def test_a_symlink_planted_at_the_default_store_is_refused(isolated_env: Path, outside: Path) -> None:
+    isolated_env.mkdir()
+    (isolated_env / "metrics.sqlite").symlink_to(outside / "store.sqlite")  # dangling
+    before = snapshot(outside)
+    with pytest.raises(ConfigurationError, match="metrics.sqlite is a symlink"):
+        MetricsLogger()  # nothing configured: the local store
+    assert snapshot(outside) == before and not (outside / "store.sqlite").exists()
+
+
+def test_symlinks_planted_at_the_dead_letter_are_not_followed(
+    isolated_env: Path, outside: Path, influx1: InfluxDB1, unique_db: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A link at the dead-letter directory, then one at the file itself: the refused point is
+    counted (rejected), one warning names the cause, and nothing outside changes."""
+    influx1.create_database(unique_db)
+    assert influx1.write(unique_db, b"conflicted f=0.5 1")[0] == 204  # f is a float field
+    isolated_env.mkdir()
+    before = snapshot(outside)
+    for planted in ("directory", "file"):
+        m = MetricsLogger(url=influx1.url, database=unique_db, api="v1")
+        letters = isolated_env / "dead_letter"
+        if planted == "directory":
+            letters.symlink_to(outside)
+        else:
+            letters.unlink()
+            letters.mkdir(mode=0o700)
+            (letters / f"{m.runtime_id}.jsonl").symlink_to(outside / "precious.jsonl")
+        with caplog.at_level(logging.WARNING, logger="tplr_metrics"):
+            m.log("conflicted", {}, {"f": "not a number"})
+            m.log("conflicted", {}, {"f": 2.5})
+            m.close(timeout=10)
+        assert m.stats()["rejected"] == {"field_type_conflict": 1} and m.stats()["written"] == 1
+        assert snapshot(outside) == before, planted
+        kept = [r.getMessage() for r in caplog.records if "could not keep a rejected point" in r.getMessage()]
+        assert len(kept) == 1, kept
+        caplog.clear()
+
+
+def test_the_home_and_every_directory_under_it_are_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """TPLR_METRICS_HOME created by the spool (it was 0755: mkdir(parents=True) and the umask)."""
+    home = tmp_path / "a" / "b" / "home"
+    monkeypatch.setenv("TPLR_METRICS_HOME", str(home))
+    old = os.umask(0o022)
+    try:
+        m = MetricsLogger(url="http://127.0.0.1:9", database="d", api="v1", retry_interval=60_000)
+        m.log("m", {}, {"v": 1.0})
+        m.close(timeout=0.5)
+    finally:
+        os.umask(old)
+    for directory in [tmp_path / "a", tmp_path / "a" / "b", home, *[p for p in home.rglob("*") if p.is_dir()]]:
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
