@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -310,7 +311,51 @@ def test_5d_corrupt_lines_in_a_dead_process_spool_are_quarantined_and_the_rest_l
         ("corrupt_spool_line", '["quarantine",["not","a","dict"],{"v":1.0},1]'),
         ("corrupt_spool_line", '["quarantine",{},{"v":null},2]'),
     ]
-    assert all(d["reason"].endswith("-batch.jsonl") for d in letters)  # adopted files are renamed
+    assert all(re.search(r"-batch\.from-[0-9a-f-]+\.jsonl$", d["reason"]) for d in letters)  # renamed, run kept
+
+
+@pytest.mark.parametrize("recorded", [True, False], ids=["run-recorded", "run-never-recorded"])
+def test_5f_points_recovered_from_a_killed_durable_run_keep_their_run(isolated_env: Path, recorded: bool) -> None:
+    """A durable run whose 300 points never reached the local store (another connection held
+    it locked) is SIGKILLed; the next logger stores them under the dead run, not its own, and
+    the dead run says crashed in `tplr-metrics runs --json`. (Before: under the recovering run,
+    and the dead one stayed running for ever.)"""
+    isolated_env.mkdir(mode=0o700)
+    store = isolated_env / "metrics.sqlite"
+    line = sigkill_after(
+        f"""
+                import sqlite3
+                from tplr_metrics import MetricsLogger
+                lock = sqlite3.connect({str(store)!r}, isolation_level=None)
+                if not {recorded!r}:
+                    lock.execute("BEGIN EXCLUSIVE")  # before the logger records its run
+                sink = {{"kind": "local", "params": {{"path": {str(store)!r}, "busy_timeout_s": 0.2}}}}
+                m = MetricsLogger(sinks=[sink], durable=True, retry_interval=60_000)
+                if {recorded!r}:
+                    lock.execute("BEGIN EXCLUSIVE")  # the run is recorded (running); its points are not
+                for i in range(300):
+                    m.log("attributed", {{"i": str(i)}}, {{"v": float(i)}})
+                print("logged", m.runtime_id, flush=True)
+                import time; time.sleep(60)
+                """,
+        "logged",
+        isolated_env,
+    )
+    dead = line.split()[1]
+    m = MetricsLogger(sinks=[{"kind": "local", "params": {"path": str(store)}}])
+    m.log("attributed", {"i": "recovering"}, {"v": -1.0})
+    assert m.close(timeout=30)
+    assert m.stats()["adopted"] == 300 and m.stats()["written"] == 301
+    listed = subprocess.run(
+        [sys.executable, "-m", "tplr_metrics.cli", "runs", "--json", "--store", str(store)],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    runs = {r["run_id"]: r for r in json.loads(listed.stdout)}
+    assert (runs[dead]["status"], runs[dead]["points"]) == ("crashed", 300), runs[dead]
+    assert (runs[m.runtime_id]["status"], runs[m.runtime_id]["points"]) == ("ok", 1)
 
 
 def test_6_one_field_type_conflict_in_5000_dead_letters_one(

@@ -294,19 +294,23 @@ class Lane:
                 self.stats.drop("close_timeout", len(pending))
                 return True
 
-    def _write(self, points: Sequence[Point], from_spool: bool = False) -> WriteResult | None:
+    def _write(
+        self, points: Sequence[Point], from_spool: bool = False, origin: str | None = None
+    ) -> WriteResult | None:
         """One sink.write, its outcome counted (stored, rejected) and rejects handed on.
 
         None when close() abandoned the request while it was in flight: close() then put the
         points in the spool or counted them, and the late answer only corrects that count. A
-        replay's points are in their spool file already: close() leaves those requests alone."""
+        replay's points are in their spool file already: close() leaves those requests alone.
+        ``origin``: the run a dead process's points were logged in, for a sink that keeps runs."""
         flight = _Flight(points)
         if not from_spool:
             with self._flight_lock:
                 self._flights.add(flight)
         t0 = time.monotonic()
+        write_recovered = getattr(self.sink, "write_recovered", None) if origin else None
         try:
-            result = self.sink.write(points)
+            result = write_recovered(points, origin) if write_recovered is not None else self.sink.write(points)
         except Exception as exc:  # a sink must not raise; one that does is retried like a failure
             self.stats.warn_once(f"raised:{self.name}", "%s raised %s in write", self.name, type(exc).__name__)
             result = WriteResult.all_retry(len(points), f"{type(exc).__name__}: {exc}"[:300])
@@ -455,6 +459,8 @@ class Lane:
             except Exception as exc:  # a broken file or sink must not stop the replayer
                 self.stats.error(f"spool replay: {type(exc).__name__}: {exc}"[:300])
                 delay = 1.0
+            finally:
+                spool.release(item)
             if delay is None:
                 attempt = 0
                 continue
@@ -472,7 +478,7 @@ class Lane:
             item.points = len(points) + len(bad)
         if bad:
             self._quarantine(spool, item, points, bad)
-        result = self._write(points, from_spool=True) if points else WriteResult()
+        result = self._write(points, from_spool=True, origin=item.origin) if points else WriteResult()
         assert result is not None
         if result.retry:
             self.stats.retry(len(result.retry), result.error)

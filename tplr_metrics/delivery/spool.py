@@ -23,6 +23,14 @@ the wrong shape) is handed back by ``read`` for the lane to quarantine: dead let
 
 A point killed between a batch file and the retirement of the WAL segment holding it is in both:
 adoption drops from the batch files every line a WAL segment still holds.
+
+An adopted file is renamed ``<seq>-batch.from-<runtime_id>.jsonl``: the run that logged its
+points (the dead run dir's name), so that a sink keeping runs (the local store) stores them under
+that run and marks it ``crashed``, even if the adopting process dies in turn. Adopted files are
+counted (``adopted``, by their lines) when taken. Only the orphans of the same destination are
+adopted: ``<root>`` is ``<spool root>/<fingerprint of the destination>``, with a
+``destination.json`` manifest (no secret) beside the run dirs. No symlink below the spool root is
+followed (see ``config/paths.py``).
 """
 
 from __future__ import annotations
@@ -50,7 +58,17 @@ from .stats import PipelineStats
 
 logger = logging.getLogger("tplr_metrics")
 
-_FILE_NAME = re.compile(r"^(\d{12})-(batch|wal)\.jsonl$")
+# <seq>-batch.jsonl, <seq>-wal.jsonl; an adopted file names the run that logged its points:
+# <seq>-batch.from-<run>.jsonl, so that they are stored under that run, even after a second death.
+_FILE_NAME = re.compile(r"^(\d{12})-(batch|wal)(?:\.from-([A-Za-z0-9._-]{1,200}))?\.jsonl$")
+_RUN_SUFFIX = re.compile(r"(?:-\d{1,3})?(?:\.\d+){0,2}$")  # <id>-2 (second logger), <id>.<pid> (child)
+
+
+def run_of(run_dir_name: str) -> str:
+    """The runtime_id whose points a spool run directory holds."""
+    return _RUN_SUFFIX.sub("", run_dir_name) or run_dir_name
+
+
 _LOCK_NAME = ".lock"
 MANIFEST_NAME = "destination.json"
 
@@ -134,6 +152,8 @@ class SpoolFile:
     points: int  # for an adopted file, its line count until it is read
     batch_id: int | None = None  # the in-process batch it holds, to settle flushes
     adopted: bool = False  # left by an earlier process: counted ``adopted`` when taken
+    origin: str | None = None  # the runtime_id of the run that logged an adopted file's points
+    busy: bool = False  # the replayer is sending it: never evicted meanwhile (it may be stored)
 
 
 class Spool:
@@ -177,7 +197,7 @@ class Spool:
                 continue
             self.dir, self._lock_fd = directory, fd
             # Files already here (left by an earlier process of the same name) are ours to replay.
-            self._take_files_from(self.dir)
+            self._take_files_from(self.dir, None)  # our own name: our own run
             return
         raise OSError(f"no free spool directory for {run_name!r} under {self.root}")
 
@@ -191,9 +211,10 @@ class Spool:
 
     # --- adding ------------------------------------------------------------------------
 
-    def _next_path(self, kind: str) -> tuple[int, Path]:
+    def _next_path(self, kind: str, origin: str | None = None) -> tuple[int, Path]:
         self._seq += 1
-        return self._seq, self.dir / f"{self._seq:012d}-{kind}.jsonl"
+        tail = f".from-{origin}" if origin else ""
+        return self._seq, self.dir / f"{self._seq:012d}-{kind}{tail}.jsonl"
 
     def add_batch(self, points: Sequence[Point], batch_id: int | None, at_once: bool = False) -> SpoolFile | None:
         """Write a batch durably (temp file, fsync, rename) and queue it for replay; None when the
@@ -226,7 +247,7 @@ class Spool:
         """The disk is full: evict the oldest batch files (counted) until ``needed`` bytes are freed."""
         freed = 0
         while freed < needed:
-            victim = next((f for f in self._files if f.kind == "batch"), None)
+            victim = next((f for f in self._files if f.kind == "batch" and not f.busy), None)
             if victim is None:
                 return freed > 0
             freed += self._evict(victim)
@@ -244,8 +265,8 @@ class Spool:
 
     def _evict_if_full(self) -> None:
         while self._bytes > self.max_bytes:
-            victim = next((f for f in self._files if f.kind == "batch" and f.batch_id is None), None)
-            victim = victim or next((f for f in self._files if f.kind == "batch"), None)
+            idle = [f for f in self._files if f.kind == "batch" and not f.busy]
+            victim = next((f for f in idle if f.batch_id is None), None) or next(iter(idle), None)
             if victim is None:
                 return
             self._evict(victim)
@@ -312,8 +333,18 @@ class Spool:
             return sum(f.points for f in self._files)
 
     def oldest(self) -> SpoolFile | None:
+        """The next file to send, marked busy until ``release``: evicting a file while its
+        request is out counted its points lost, and the server stored them (fault matrix, full disk)."""
         with self._lock:
-            return self._files[0] if self._files else None
+            if not self._files:
+                return None
+            item = self._files[0]
+            item.busy = True
+            return item
+
+    def release(self, item: SpoolFile) -> None:
+        with self._lock:
+            item.busy = False
 
     def read(self, item: SpoolFile) -> tuple[list[Point], list[bytes]]:
         """A file's points, and its lines that are not a valid point (to quarantine)."""
@@ -350,7 +381,7 @@ class Spool:
                 continue
             try:
                 with self._lock:
-                    taken += self._take_files_from(other)
+                    taken += self._take_files_from(other, run_of(other.name))
                 shutil.rmtree(other, ignore_errors=True)
             finally:
                 os.close(fd)
@@ -358,18 +389,20 @@ class Spool:
             logger.info("picked up %d spool file(s) left by an earlier process under %s", taken, self.root)
         return taken
 
-    def _take_files_from(self, directory: Path) -> int:
+    def _take_files_from(self, directory: Path, origin: str | None) -> int:
         found = sorted((int(m.group(1)), m.group(2), p) for p in directory.iterdir() if (m := _FILE_NAME.match(p.name)))
         found = _without_wal_copies(found)
         adopted = 0
         for _, _kind, path in found:
-            seq, target = self._next_path("batch")  # sealed: replayed as a whole either way
+            named = _FILE_NAME.match(path.name)
+            run = (named.group(3) if named else None) or origin  # a file adopted twice keeps its run
+            seq, target = self._next_path("batch", run)  # sealed: replayed as a whole either way
             if path != target:
                 os.rename(path, target)
             # Counted now, not when read: until then accounting() shows them as spooled, so
             # the books do not balance without them while they wait.
             lines = _count_lines(target)
-            self._files.append(SpoolFile(target, seq, "batch", lines, adopted=True))
+            self._files.append(SpoolFile(target, seq, "batch", lines, adopted=True, origin=run))
             self._bytes += _size(target)
             adopted += lines
         if adopted:

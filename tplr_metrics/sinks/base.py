@@ -99,7 +99,8 @@ def start_run(sink: object, run: RunInfo) -> None:
 
 
 def end_run(sink: object, status: str) -> None:
-    """Tell a sink that keeps runs how the run ended: ok, failed or cancelled."""
+    """Tell a sink that keeps runs how the run ended: ok, failed or cancelled (``crashed`` is
+    set by the process that adopts a dead run's spool)."""
     hook = getattr(sink, "end_run", None)
     if hook is not None:
         hook(status)

@@ -182,13 +182,25 @@ class LocalStoreSink:
     # --- Sink protocol ------------------------------------------------------------------
 
     def write(self, points: Sequence[Point]) -> WriteResult:
+        return self._insert(points, None)
+
+    def write_recovered(self, points: Sequence[Point], origin: str) -> WriteResult:
+        """Points a dead process logged (its spool, adopted): stored under its own run, which is
+        marked ``crashed`` if it was still ``running`` (created so when it was never recorded)."""
+        return self._insert(points, origin)
+
+    def _insert(self, points: Sequence[Point], origin: str | None) -> WriteResult:
         if not points:
             return WriteResult()
         with self._lock:
             try:
                 store = self._open()
-                self._ensure_run(store)
-                stored, rejected, nbytes = store.insert_points(self._run_row, points)
+                if origin is not None and origin != (self._run.run_id if self._run else None):
+                    run_row: int | None = store.crashed_run(origin, time.time_ns())
+                else:
+                    self._ensure_run(store)
+                    run_row = self._run_row
+                stored, rejected, nbytes = store.insert_points(run_row, points)
             except StoreError as exc:
                 self._report(exc)
                 if exc.corrupt:

@@ -10,7 +10,7 @@ Schema (version 1, in ``PRAGMA user_version``), meant to be read with plain ``sq
 
 ``runs``: one row per logger. ``run_id`` is the logger's runtime_id (several loggers of one
 process may share it); ``started_at``/``ended_at`` are nanoseconds since the epoch; ``status``
-is running, ok, failed or cancelled.
+is running, ok, failed, cancelled, or crashed (its process died; found when its spool was adopted).
 
 ``points``: ``measurement``, ``time_ns``, ``tags`` (a JSON object, keys sorted) and ``fields``
 (a JSON object whose numbers keep their type: ``1`` is an integer, ``1.0`` a real). ``series``
@@ -45,7 +45,7 @@ logger = logging.getLogger("tplr_metrics")
 
 SCHEMA_VERSION = 1
 STORE_FILENAME = "metrics.sqlite"
-RUN_STATUSES = ("running", "ok", "failed", "cancelled")
+RUN_STATUSES = ("running", "ok", "failed", "cancelled", "crashed")  # crashed: died, spool recovered
 _PAGE_SIZE = 16_384
 _CHECKPOINT_BYTES = 32 * 1024 * 1024
 
@@ -55,7 +55,7 @@ CREATE TABLE IF NOT EXISTS runs (
     run_id      TEXT NOT NULL,                    -- the logger's runtime_id
     started_at  INTEGER NOT NULL,                 -- ns since the epoch
     ended_at    INTEGER,                          -- ns since the epoch; NULL while running
-    status      TEXT NOT NULL DEFAULT 'running',  -- running | ok | failed | cancelled
+    status      TEXT NOT NULL DEFAULT 'running',  -- running | ok | failed | cancelled | crashed
     role        TEXT NOT NULL DEFAULT '',
     uid         TEXT NOT NULL DEFAULT '',
     prefix      TEXT NOT NULL DEFAULT '',
@@ -545,6 +545,25 @@ class Store:
             return int(cursor.lastrowid or 0)
 
         return self._write(insert)
+
+    def crashed_run(self, run_id: str, now_ns: int) -> int:
+        """The row of a run whose process died (its spool was adopted): its latest row, marked
+        crashed if it still says running; a new crashed row when it was never recorded."""
+
+        def mark(conn: sqlite3.Connection) -> int:
+            latest = "SELECT id, status FROM runs WHERE run_id = ? ORDER BY id DESC LIMIT 1"
+            row = conn.execute(latest, (run_id,)).fetchone()
+            if row is None:
+                cursor = conn.execute(
+                    "INSERT INTO runs (run_id, started_at, ended_at, status) VALUES (?, ?, ?, 'crashed')",
+                    (run_id, now_ns, now_ns),
+                )
+                return int(cursor.lastrowid or 0)
+            if row[1] == "running":
+                conn.execute("UPDATE runs SET status = 'crashed', ended_at = ? WHERE id = ?", (now_ns, row[0]))
+            return int(row[0])
+
+        return self._write(mark)
 
     def end_run(self, run: int, status: str, ended_at_ns: int) -> None:
         if status not in RUN_STATUSES:
