@@ -13,6 +13,7 @@ from tplr_metrics import MetricsLogger
 
 from ..conftest import fill
 from ..servers import InfluxDB1
+from .books import drain_spool, lost
 
 N = 8_000  # about 1.7 MB of JSONL: it fits once the filler is gone
 
@@ -28,10 +29,6 @@ def jsonl_ids(log_dir: Path) -> list[int]:
                 raise AssertionError(f"{path.name}:{number + 1} is a torn line: {line[:80]!r}") from None
             ids.append(int(row["fields"]["pid"]))
     return ids
-
-
-def lost(stats: dict) -> int:
-    return int(stats["dropped_total"] + stats["rejected_total"])
 
 
 def test_a_jsonl_destination_on_a_full_disk_writes_whole_lines_once(small_disk: Path, tmp_path: Path) -> None:
@@ -94,9 +91,7 @@ def test_a_spool_on_a_full_disk_accounts_for_every_point(
     assert one["logged"] == 100_000
     assert spool_leftovers(spool) == []
     server.start()
-    second = MetricsLogger(url=server.url, database=unique_db, api="v1", spool_dir=spool)
-    assert second.close(timeout=120)
-    two = second.stats()
+    two = drain_spool(server.url, unique_db, spool)
     stored = server.count("spool_full", "v", unique_db)
     assert stored == two["written"] == two["adopted"] == one["spooled"]
     assert stored + lost(one) == 100_000, (stored, one["dropped"], one["rejected"])

@@ -21,6 +21,7 @@ import pytest
 from tplr_metrics import MetricsLogger
 
 from ..servers import InfluxDB1, free_port
+from .books import drain_spool, lost
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -39,10 +40,6 @@ def jsonl_rows(directory: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for path in directory.rglob("metrics.jsonl") for line in path.read_text().splitlines()]
 
 
-def lost(figures: dict[str, Any]) -> int:
-    return int(figures["dropped_total"] + figures["rejected_total"])
-
-
 def test_close_with_a_backlog_leaves_nothing_unaccounted(tmp_path: Path, unique_db: str) -> None:
     """200,000 points to a server that is down, close(timeout=3); then the server comes up and a
     second logger for the same destination delivers the spool: delivered + counted lost == logged."""
@@ -59,9 +56,7 @@ def test_close_with_a_backlog_leaves_nothing_unaccounted(tmp_path: Path, unique_
         assert first.accounting()["balanced"], first.accounting()
         assert one["logged"] == 200_000 and one["written"] == 0
         server.start()
-        second = MetricsLogger(url=server.url, database=unique_db, api="v1", spool_dir=spool)
-        assert second.close(timeout=120)
-        two = second.stats()
+        two = drain_spool(server.url, unique_db, spool)
         stored = server.count("backlog", "v", unique_db)
         assert stored == two["written"] == one["spooled"] == two["adopted"]
         assert stored + lost(one) == 200_000  # queue_full drops counted; the rest delivered later
@@ -127,10 +122,9 @@ def test_close_is_bounded_while_threads_keep_logging_through_it(tmp_path: Path, 
         one = first.stats()
         assert first.accounting()["balanced"], (first.accounting(), one)
         server.start()
-        second = MetricsLogger(url=server.url, database=unique_db, api="v1", spool_dir=spool)
-        assert second.close(timeout=120)
+        two = drain_spool(server.url, unique_db, spool)
         stored = server.count("through_close", "v", unique_db)
-        assert stored == second.stats()["adopted"] == one["spooled"] > 0
+        assert stored == two["adopted"] == one["spooled"] > 0
         assert stored + lost(one) == one["logged"]
     finally:
         server.cleanup()
