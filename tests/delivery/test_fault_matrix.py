@@ -4,7 +4,8 @@ Each seed draws a schedule: which lanes (InfluxDB 1.x behind a fault proxy, alwa
 store and a JSONL directory, maybe), durable mode or not, server SIGKILL + restart, stalls
 (SIGSTOP/SIGCONT), proxy answers (429, 503, slow, connection reset), a disk that fills for a
 second under the spool, JSONL and store (a tmpfs; needs root), a queue small enough for a burst
-to overflow it, how the logging process ends
+to overflow it, an orphan spool of another database in the same spool directory, how the logging
+process ends
 (close() with a short timeout, exit without close, SIGKILL in durable mode), a signal handler that
 logs, a forked multiprocessing child that logs and returns without close().
 
@@ -18,7 +19,9 @@ checks, per lane, Jepsen-style, the history against the final state:
   stored or not: only those points may be both stored and counted);
   after a SIGKILL, every id whose log() had returned is stored (durable mode's promise);
 * nothing is left in the spool;
-* after a SIGKILL, no more ids are stored than log() accepted (the full queue refused the rest).
+* after a SIGKILL, no more ids are stored than log() accepted (the full queue refused the rest);
+* an orphan spool of another database reaches none of this run's destinations, and a logger for
+  its own database then delivers all of it there.
 
 CI runs the fixed seeds below; ``pytest tests/delivery/test_fault_matrix.py --fault-seeds 200`` runs more.
 A failure names its seed and schedule.
@@ -55,6 +58,8 @@ MP_IDS = 3_000_000  # ids logged by the multiprocessing child start here
 HANDLER_IDS = 1_000_000  # ids logged by the signal handler start here
 BURST_IDS = 5_000_000  # ids of the burst logged at once just before the process ends
 BURST = 20_000
+ORPHAN_IDS = 7_000_000  # ids left in the spool by a logger for another database
+ORPHAN_POINTS = 500
 BASE_NS = 1_700_000_000_000_000_000
 
 CHILD = r"""
@@ -158,6 +163,7 @@ class Schedule:
     burst: int
     events: list[tuple[float, str]] = field(default_factory=list)  # (seconds after start, fault)
     max_queue_size: int = 5_000  # 300: the burst overflows it even in durable mode
+    orphan: bool = False  # another database's points wait in the same spool directory
 
     @classmethod
     def draw(cls, seed: int) -> Schedule:
@@ -185,6 +191,7 @@ class Schedule:
         if rng.random() < 0.3:  # the disk under the spool, JSONL and store fills for a second
             schedule.events.append((round(rng.uniform(0.0, 2.0), 2), "disk_full"))
             schedule.events.sort()
+        schedule.orphan = rng.random() < 0.3
         return schedule
 
 
@@ -228,6 +235,34 @@ class Run:
         }
         self.acked = -1
         self.stalled = False
+
+    def plant_orphan(self) -> None:
+        """A logger for another database on the same server finds it refusing (503) and leaves
+        its points in this run's spool directory, as a crashed run of another team would."""
+        os.environ["TPLR_METRICS_HOME"] = self.env["TPLR_METRICS_HOME"]
+        self.proxy.faults.append(Fault(503, times=1_000_000))
+        other = MetricsLogger(
+            url=self.proxy.url, database=self.orphan_db, api="v1", spool_dir=self.config["spool"], retry_interval=100
+        )
+        for j in range(ORPHAN_POINTS):
+            i = ORPHAN_IDS + j
+            other.log("fm", {"k": "orphan"}, {"pid": i, "v": float(i)}, timestamp=BASE_NS + i * 1000)
+        other.close(0.5)
+        self.proxy.faults.clear()
+        assert other.stats()["spooled"] == ORPHAN_POINTS, other.stats()
+
+    @property
+    def orphan_db(self) -> str:
+        return f"{self.db}_other"
+
+    def check_orphan(self) -> None:
+        """The orphan's own destination adopts it: every one of its points lands there."""
+        self.server.create_database(self.orphan_db)
+        other = MetricsLogger(url=self.proxy.url, database=self.orphan_db, api="v1", spool_dir=self.config["spool"])
+        assert other.close(60)
+        assert other.stats()["adopted"] == ORPHAN_POINTS, other.stats()
+        rows = self.server.rows('SELECT "pid" FROM "fm"', self.orphan_db)
+        assert sorted(int(r["pid"]) for r in rows) == list(range(ORPHAN_IDS, ORPHAN_IDS + ORPHAN_POINTS))
 
     def fault(self, name: str) -> None:
         proxy, server = self.proxy, self.server
@@ -438,9 +473,13 @@ def test_fault_schedule(seed: int, matrix_server: InfluxDB1, tmp_path: Path) -> 
     with fault_proxy(matrix_server.port) as proxy:
         run = Run(schedule, matrix_server, proxy, tmp_path, db)
         try:
+            if schedule.orphan:
+                run.plant_orphan()
             outcome = run.run()
             recovery = run.recover()
             check(schedule, run, recovery)
+            if schedule.orphan:
+                run.check_orphan()
         except AssertionError as exc:
             raise AssertionError(
                 f"fault matrix seed {seed} failed: {exc}\nschedule: {json.dumps(asdict(schedule))}\n"
@@ -459,6 +498,7 @@ def test_schedules_cover_every_fault() -> None:
     faults = {name for s in drawn for _, name in s.events}
     assert faults == {"kill", "stall", "503", "429", "slow", "hang", "reset", "down", "disk_full"}, faults
     assert any(s.burst for s in drawn)
+    assert any(s.orphan for s in drawn)
     # Refused points must stay refused: a burst into a small queue, then SIGKILL in durable mode.
     assert any(s.burst and s.max_queue_size < s.burst and s.ending == "sigkill" for s in drawn)
     assert {s.ending for s in drawn} == {"close", "exit", "sigkill"}
