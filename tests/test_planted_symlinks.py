@@ -73,7 +73,7 @@ def test_symlinks_planted_at_the_dead_letter_are_not_followed(
     assert influx1.write(unique_db, b"conflicted f=0.5 1")[0] == 204  # f is a float field
     isolated_env.mkdir()
     before = snapshot(outside)
-    for planted in ("directory", "file"):
+    for round_, planted in enumerate(("directory", "file"), start=1):
         m = MetricsLogger(url=influx1.url, database=unique_db, api="v1")
         letters = isolated_env / "dead_letter"
         if planted == "directory":
@@ -87,6 +87,7 @@ def test_symlinks_planted_at_the_dead_letter_are_not_followed(
             m.log("conflicted", {}, {"f": 2.5})
             m.close(timeout=10)
         assert m.stats()["rejected"] == {"field_type_conflict": 1} and m.stats()["written"] == 1
+        assert influx1.count("conflicted", "f", unique_db) == 1 + round_  # the seed point, one per round
         assert snapshot(outside) == before, planted
         kept = [r.getMessage() for r in caplog.records if "could not keep a rejected point" in r.getMessage()]
         assert len(kept) == 1, kept
