@@ -70,7 +70,7 @@ def test_symlinks_planted_at_the_dead_letter_are_not_followed(
     """A link at the dead-letter directory, then one at the file itself: the refused point is
     counted (rejected), one warning names the cause, and nothing outside changes."""
     influx1.create_database(unique_db)
-    assert influx1.write(unique_db, b"conflicted f=0.5 1")[0] == 204  # f is a float field
+    assert influx1.write(unique_db, b"conflicted f=0.5")[0] == 204  # f is a float field (in this shard: now)
     isolated_env.mkdir()
     before = snapshot(outside)
     for round_, planted in enumerate(("directory", "file"), start=1):
