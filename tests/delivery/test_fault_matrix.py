@@ -4,8 +4,8 @@ Each seed draws a schedule: which lanes (InfluxDB 1.x behind a fault proxy, alwa
 store and a JSONL directory, maybe), durable mode or not, server SIGKILL + restart, stalls
 (SIGSTOP/SIGCONT), proxy answers (429, 503, slow, connection reset), a disk that fills for a
 second under the spool, JSONL and store (a tmpfs; needs root), a queue small enough for a burst
-to overflow it, an orphan spool of another database in the same spool directory, how the logging
-process ends
+to overflow it, an orphan spool of another database in the same spool directory, two corrupt
+lines appended to a spool file the run left, how the logging process ends
 (close() with a short timeout, exit without close, SIGKILL in durable mode), a signal handler that
 logs, a forked multiprocessing child that logs and returns without close().
 
@@ -21,7 +21,9 @@ checks, per lane, Jepsen-style, the history against the final state:
 * nothing is left in the spool;
 * after a SIGKILL, no more ids are stored than log() accepted (the full queue refused the rest);
 * an orphan spool of another database reaches none of this run's destinations, and a logger for
-  its own database then delivers all of it there.
+  its own database then delivers all of it there;
+* corrupt spool lines are quarantined: counted ``corrupt_spool_line`` and in the dead letter,
+  and the rest of their file is delivered (they are not logged points, so not in the sums).
 
 CI runs the fixed seeds below; ``pytest tests/delivery/test_fault_matrix.py --fault-seeds 200`` runs more.
 A failure names its seed and schedule.
@@ -60,6 +62,7 @@ BURST_IDS = 5_000_000  # ids of the burst logged at once just before the process
 BURST = 20_000
 ORPHAN_IDS = 7_000_000  # ids left in the spool by a logger for another database
 ORPHAN_POINTS = 500
+CORRUPT_LINES = [b'["fm",["not","a","dict"],{"pid":1.0},1]', b'["fm",{},{"pid":null},2]']
 BASE_NS = 1_700_000_000_000_000_000
 
 CHILD = r"""
@@ -164,6 +167,7 @@ class Schedule:
     events: list[tuple[float, str]] = field(default_factory=list)  # (seconds after start, fault)
     max_queue_size: int = 5_000  # 300: the burst overflows it even in durable mode
     orphan: bool = False  # another database's points wait in the same spool directory
+    corrupt: bool = False  # two bad lines appended to a spool file the run left (if it left one)
 
     @classmethod
     def draw(cls, seed: int) -> Schedule:
@@ -192,6 +196,7 @@ class Schedule:
             schedule.events.append((round(rng.uniform(0.0, 2.0), 2), "disk_full"))
             schedule.events.sort()
         schedule.orphan = rng.random() < 0.3
+        schedule.corrupt = rng.random() < 0.4
         return schedule
 
 
@@ -235,6 +240,7 @@ class Run:
         }
         self.acked = -1
         self.stalled = False
+        self.corrupted: dict[str, int] = {}  # lane -> corrupt lines planted in its spool
 
     def plant_orphan(self) -> None:
         """A logger for another database on the same server finds it refusing (503) and leaves
@@ -263,6 +269,31 @@ class Run:
         assert other.stats()["adopted"] == ORPHAN_POINTS, other.stats()
         rows = self.server.rows('SELECT "pid" FROM "fm"', self.orphan_db)
         assert sorted(int(r["pid"]) for r in rows) == list(range(ORPHAN_IDS, ORPHAN_IDS + ORPHAN_POINTS))
+
+    def plant_corrupt_lines(self) -> None:
+        """Append the corrupt lines to the first spool file of this run's lanes whose last line is
+        whole (a torn last line would swallow the first of them)."""
+        for manifest in sorted(Path(self.config["spool"]).rglob("destination.json")):
+            describe = json.loads(manifest.read_text())
+            if describe.get("database") == self.orphan_db:
+                continue
+            for path in sorted(manifest.parent.rglob("*.jsonl")):
+                if path.read_bytes().endswith(b"\n"):
+                    with path.open("ab") as f:
+                        f.write(b"".join(line + b"\n" for line in CORRUPT_LINES))
+                    self.corrupted[describe["kind"]] = len(CORRUPT_LINES)
+                    return
+
+    def quarantined(self) -> int:
+        """The planted lines found in the dead letter, cause corrupt_spool_line."""
+        planted = {line.decode() for line in CORRUPT_LINES}
+        letters = Path(self.env["TPLR_METRICS_HOME"]) / "dead_letter"
+        return sum(
+            1
+            for path in letters.glob("*.jsonl")
+            for row in map(json.loads, path.read_text().splitlines())
+            if row["cause"] == "corrupt_spool_line" and row["line"] in planted
+        )
 
     def fault(self, name: str) -> None:
         proxy, server = self.proxy, self.server
@@ -380,11 +411,12 @@ class Run:
         return [int(r["fields"]["pid"]) for r in rows if r["measurement"] == "fm"]
 
 
-def lane_of(books: dict[str, Any], lane: str) -> dict[str, Any]:
+def lane_of(books: dict[str, Any], lane: str, *default: Any) -> Any:
     """A lane's figures by kind (lanes are named by their sink: influxdb-v1, local, jsonl), from
     accounting() (its per_lane) or from a mapping keyed by lane name."""
     name = {"influxdb": "influxdb-v1"}.get(lane, lane)
-    return books.get("per_lane", books)[name]  # type: ignore[no-any-return]
+    found = books.get("per_lane", books)
+    return found.get(name, *default) if default else found[name]
 
 
 def check(schedule: Schedule, run: Run, recovery: MetricsLogger) -> None:
@@ -410,6 +442,10 @@ def check(schedule: Schedule, run: Run, recovery: MetricsLogger) -> None:
         rec = lane_of(recovered, lane)
         assert rec["spooled"] == 0, f"{lane}: {rec['spooled']} points still in the spool after recovery"
         lost = rec["dropped"] + rec["rejected"]
+        planted = lane_of(run.corrupted, lane, 0)
+        quarantined = lane_of(recovery.stats()["lanes"], lane)["rejected"].get("corrupt_spool_line", 0)
+        assert quarantined >= planted, f"{lane}: {planted} corrupt lines planted, {quarantined} quarantined"
+        lost -= planted  # not points anybody logged
         unknown = 0  # requests unanswered when a process ended: the server may have stored them
         for part in parts:
             assert part["balanced"], (
@@ -476,10 +512,13 @@ def test_fault_schedule(seed: int, matrix_server: InfluxDB1, tmp_path: Path) -> 
             if schedule.orphan:
                 run.plant_orphan()
             outcome = run.run()
+            if schedule.corrupt:
+                run.plant_corrupt_lines()
             recovery = run.recover()
             check(schedule, run, recovery)
             if schedule.orphan:
                 run.check_orphan()
+            assert run.quarantined() == sum(run.corrupted.values()), "planted corrupt lines not in the dead letter"
         except AssertionError as exc:
             raise AssertionError(
                 f"fault matrix seed {seed} failed: {exc}\nschedule: {json.dumps(asdict(schedule))}\n"
@@ -498,7 +537,7 @@ def test_schedules_cover_every_fault() -> None:
     faults = {name for s in drawn for _, name in s.events}
     assert faults == {"kill", "stall", "503", "429", "slow", "hang", "reset", "down", "disk_full"}, faults
     assert any(s.burst for s in drawn)
-    assert any(s.orphan for s in drawn)
+    assert any(s.orphan for s in drawn) and any(s.corrupt for s in drawn)
     # Refused points must stay refused: a burst into a small queue, then SIGKILL in durable mode.
     assert any(s.burst and s.max_queue_size < s.burst and s.ending == "sigkill" for s in drawn)
     assert {s.ending for s in drawn} == {"close", "exit", "sigkill"}
