@@ -443,13 +443,13 @@ def test_replay_spool_delivers_what_a_dead_process_left(influx1: InfluxDB1, uniq
             "replay",
             "--spool",
             str(spool_root),
-            "--url",
+            "--to",
             influx1.url,
             "--api",
             "v1",
             "--database",
             unique_db,
-            "--into-configured",  # it was logged for a server on another port
+            "--yes",  # it was logged for a server on another port
             "--json",
         ],
         env={**os.environ, "PYTHONPATH": str(REPO)},

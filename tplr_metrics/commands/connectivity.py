@@ -299,6 +299,7 @@ def write_point(server: ServerSettings, check_id: str, timeout_s: float) -> floa
         ssl_ca_cert=server.ssl_ca_cert,
         gzip=server.gzip,
         create_database=False,  # a missing database is the answer, not something to fix silently
+        spool=False,  # a check never adopts (or leaves) spooled points
         flush_interval=50,
         retry_interval=100,
         max_retry_delay=500,

@@ -1,9 +1,15 @@
-"""``tplr-metrics replay``: ship points of the local store into the configured InfluxDB.
+"""``tplr-metrics replay``: ship points of the local store into the configured InfluxDB, or
+deliver what dead processes left in a spool.
 
 The points go through the same pipeline and InfluxDB sink a logger uses (batching, retries with
 backoff, per-point accounting), exactly as stored: original timestamps, tags and field types, no
 standard tags or prefix added. InfluxDB keeps one point per series and time, so replaying twice
 stores each point once.
+
+A spool (``--spool DIR``) is delivered to the InfluxDB destination its ``destination.json``
+names, or, with ``--to URL --yes``, all of it into that one destination. ``--list`` only shows
+what it holds. Credentials come from INFLUXDB_* variables, and go only to the server INFLUXDB_URL
+names (or to ``--to``): a manifest never decides where a secret is sent.
 """
 
 from __future__ import annotations
@@ -12,15 +18,16 @@ import argparse
 import os
 import sys
 import time
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from ..config.settings import ConfigurationError, build_influx_sink, resolve_server
+from ..config.settings import ConfigurationError, ServerSettings, build_influx_sink, resolve_server
 from ..delivery.accounting import merge_snapshot
 from ..delivery.destination_id import describe_destination, describe_text, fingerprint
 from ..delivery.pipeline import Pipeline, PipelineOptions
-from ..delivery.spool import MANIFEST_NAME, move_orphans, spooled_destinations
+from ..delivery.spool import MANIFEST_NAME, SpooledDestination, move_orphans, spooled_destinations
 from ..delivery.stats import PipelineStats
 from ..encoding.points import Point, PointBuilder, Record
 from ..store.database import StoreError
@@ -53,13 +60,20 @@ def register(subparsers: Any) -> None:
         metavar="DIR",
         type=Path,
         help="instead of the store: deliver what dead processes left in a spool (a spool root such as "
-        "~/.tplr_metrics/spool, or a directory under it); only points meant for the configured destination, "
-        "unless --into-configured",
+        "~/.tplr_metrics/spool, or a directory under it), each destination's points into the InfluxDB "
+        "destination they were meant for",
+    )
+    parser.add_argument("--list", action="store_true", help="with --spool: only list what it holds, and for where")
+    parser.add_argument(
+        "--to",
+        metavar="URL",
+        help="with --spool: deliver into this InfluxDB (with --database/--org/--api) instead; points meant "
+        "for another destination need --yes",
     )
     parser.add_argument(
-        "--into-configured",
+        "--yes",
         action="store_true",
-        help="with --spool: also deliver points that were meant for other destinations into the configured one",
+        help="with --spool --to: confirm delivering points that were meant for other destinations",
     )
     parser.add_argument("--url", help="InfluxDB URL (default: INFLUXDB_URL, or INFLUXDB_HOST/INFLUXDB_PORT)")
     parser.add_argument("--database", help="database (v1) or bucket (v2) (default: INFLUXDB_DATABASE)")
@@ -170,27 +184,126 @@ def _replay_spool(args: argparse.Namespace) -> int:
         root = root.parent
     if not root.is_dir():
         raise CommandError(f"no spool directory at {args.spool}", 2)
-    try:
-        server = resolve_server(url=args.url, database=args.database, org=args.org, api=args.api)
-    except ConfigurationError as exc:
-        raise CommandError(str(exc), 2) from None
-    sink = build_influx_sink(server)
-    own = fingerprint(describe_destination(sink))
-    foreign = 0
-    for directory, manifest, files in spooled_destinations(root):
-        if directory.name == own or not files:
-            continue
-        meant_for = describe_text(manifest) if manifest else "an unknown destination"
-        if args.into_configured:
-            move_orphans(directory, root / own)
-            print(f"tplr-metrics replay: delivering {files} file(s) meant for {meant_for}", file=sys.stderr)
-        else:
-            foreign += files
+    found = [d for d in spooled_destinations(root) if d.files]
+    if args.list:
+        return _list_spool(root, found, args.json)
+    target = args.to or args.url
+    plan: list[ServerSettings] = []  # one pipeline per destination, each adopting its own orphans
+    left_there = 0
+    if target:
+        try:
+            server = resolve_server(url=target, database=args.database, org=args.org, api=args.api)
+        except ConfigurationError as exc:
+            raise CommandError(str(exc), 2) from None
+        own = fingerprint(describe_destination(build_influx_sink(server)))
+        for spooled in found:
+            if spooled.directory.name == own:
+                continue
+            if args.yes:
+                move_orphans(spooled.directory, root / own)
+                _say(f"delivering {spooled.points} point(s) meant for {_meant_for(spooled)} into {server.url}")
+            else:
+                left_there += spooled.points
+                _say(
+                    f"{spooled.directory} holds {spooled.points} point(s) meant for {_meant_for(spooled)}; left "
+                    "there (add --yes to deliver them into --to)"
+                )
+        plan.append(server)
+    else:
+        for spooled in found:
+            meant = _meant_server(spooled)
+            if meant is None:
+                left_there += spooled.points
+                _say(
+                    f"{spooled.directory} holds {spooled.points} point(s) meant for {_meant_for(spooled)}, which "
+                    "replay cannot deliver to; left there (a logger with that destination adopts them, or use --to)"
+                )
+                continue
+            plan.append(meant)
+    summaries = [_deliver_spool(root, server, args.retry_seconds) for server in plan]
+    totals = {key: sum(int(s[key]) for s in summaries) for key in ("picked_up", "written", "rejected", "left_in_spool")}
+    if args.json:
+        print_json({**totals, "left_for_other_destinations": left_there, "destinations": summaries})
+    else:
+        for summary in summaries:
             print(
-                f"tplr-metrics replay: {directory} holds {files} file(s) meant for {meant_for}; left there "
-                "(run replay with that destination, or add --into-configured)",
-                file=sys.stderr,
+                f"delivered {summary['written']} of {summary['picked_up']} spooled points into {summary['server']} "
+                f"{summary['target']} ({summary['rejected']} rejected, {summary['left_in_spool']} still in {root})"
             )
+        if not summaries:
+            print(f"nothing delivered from {root}")
+    return 1 if totals["left_in_spool"] or left_there else 0
+
+
+def _say(message: str) -> None:
+    print(f"tplr-metrics replay: {message}", file=sys.stderr)
+
+
+def _meant_for(spooled: SpooledDestination) -> str:
+    return describe_text(spooled.manifest) if spooled.manifest else "an unknown destination"
+
+
+def _list_spool(root: Path, found: list[SpooledDestination], as_json: bool) -> int:
+    rows = [
+        {
+            "directory": str(d.directory),
+            "meant_for": d.manifest,
+            "files": d.files,
+            "points": d.points,
+            "runs_still_alive": d.held,
+        }
+        for d in found
+    ]
+    if as_json:
+        print_json({"spool": str(root), "destinations": rows})
+        return 0
+    if not found:
+        print(f"{root}: empty")
+    for d in found:
+        alive = f", {d.held} run(s) still alive" if d.held else ""
+        print(f"{d.directory.name}  {d.points} point(s) in {d.files} file(s){alive}  meant for {_meant_for(d)}")
+    return 0
+
+
+def _meant_server(spooled: SpooledDestination) -> ServerSettings | None:
+    """The InfluxDB destination a spool's manifest names, with credentials only if INFLUXDB_URL
+    names the same server; None when it is not InfluxDB or does not rebuild to the same place."""
+    manifest = spooled.manifest or {}
+    kind = manifest.get("kind")
+    url = manifest.get("url")
+    if kind not in ("influxdb-v1", "influxdb-v2") or not isinstance(url, str):
+        return None
+    environ = dict(os.environ)
+    configured = environ.get("INFLUXDB_URL", "")
+    if _server_of(configured) != _server_of(url):
+        for name in ("INFLUXDB_TOKEN", "INFLUXDB_TOKEN_FILE", "INFLUXDB_USERNAME", "INFLUXDB_PASSWORD"):
+            environ.pop(name, None)
+    try:
+        server = resolve_server(
+            url=url,
+            database=manifest.get("database") or manifest.get("bucket"),
+            org=manifest.get("org"),
+            api="v1" if kind == "influxdb-v1" else "v2",
+            environ=environ,
+        )
+        sink = build_influx_sink(server)
+    except (ConfigurationError, ValueError):
+        return None
+    return server if fingerprint(describe_destination(sink)) == spooled.directory.name else None
+
+
+def _server_of(url: str) -> tuple[str, str, int | None]:
+    parsed = urllib.parse.urlsplit(url)
+    try:
+        port = parsed.port
+    except ValueError:
+        port = None
+    return parsed.scheme.lower(), (parsed.hostname or "").lower(), port
+
+
+def _deliver_spool(root: Path, server: ServerSettings, retry_seconds: float) -> dict[str, Any]:
+    """One destination: a pipeline whose lane adopts that destination's orphans and sends them."""
+    sink = build_influx_sink(server)
     stats = PipelineStats()
     pipeline = Pipeline(
         sink,
@@ -207,29 +320,22 @@ def _replay_spool(args: argparse.Namespace) -> int:
     if spool is None:
         pipeline.close(0)
         raise CommandError(f"cannot use the spool at {root}", 1)
-    deadline = time.monotonic() + args.retry_seconds
+    deadline = time.monotonic() + retry_seconds
     while spool.pending() and time.monotonic() < deadline:
         time.sleep(0.1)
     left = spool.pending_points()
     pipeline.close(1.0, status="ok")
     snapshot = merge_snapshot(pipeline, stats)
-    summary = {
+    return {
         "picked_up": snapshot["adopted"],
         "written": snapshot["written"],
         "rejected": snapshot["rejected_total"],
         "left_in_spool": left,
         "server": server.url,
+        "target": sink.describe_target(),
         "database": server.database,
         "last_error": snapshot["last_error"],
     }
-    if args.json:
-        print_json(summary)
-    else:
-        print(
-            f"delivered {summary['written']} of {summary['picked_up']} spooled points into {server.url} "
-            f"database {server.database!r} ({summary['rejected']} rejected, {left} still in {root})"
-        )
-    return 1 if left or foreign else 0
 
 
 def _settled(snapshot: Mapping[str, Any]) -> int:

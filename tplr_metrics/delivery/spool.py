@@ -475,8 +475,19 @@ def lock_orphan(run_dir: Path) -> int | None:
     return fd
 
 
-def spooled_destinations(root: Path) -> list[tuple[Path, dict[str, Any] | None, int]]:
-    """Each destination directory under a spool root: (its path, its manifest, spool files in it)."""
+@dataclass(frozen=True)
+class SpooledDestination:
+    """One destination's directory under a spool root, as ``replay --spool`` shows it."""
+
+    directory: Path
+    manifest: dict[str, Any] | None  # where its points were meant to go; None if unreadable
+    files: int
+    points: int  # lines, a torn last line included
+    held: int  # run dirs whose owner is alive (their files are not for adoption)
+
+
+def spooled_destinations(root: Path) -> list[SpooledDestination]:
+    """Each destination directory under a spool root, with what it holds."""
     found = []
     try:
         entries = sorted(root.iterdir())
@@ -485,14 +496,25 @@ def spooled_destinations(root: Path) -> list[tuple[Path, dict[str, Any] | None, 
     for directory in entries:
         if directory.is_symlink() or not directory.is_dir():
             continue
-        files = sum(1 for p in directory.glob("*/*.jsonl") if _FILE_NAME.match(p.name))
-        found.append((directory, read_manifest(directory), files))
+        paths = [p for p in directory.glob("*/*.jsonl") if _FILE_NAME.match(p.name) and not p.is_symlink()]
+        held = 0
+        for run_dir in {p.parent for p in paths}:
+            fd = lock_orphan(run_dir)
+            if fd is None:
+                held += 1
+            else:
+                os.close(fd)
+        found.append(
+            SpooledDestination(
+                directory, read_manifest(directory), len(paths), sum(_count_lines(p) for p in paths), held
+            )
+        )
     return found
 
 
 def move_orphans(source: Path, target: Path) -> int:
     """Move the run dirs of dead processes from one destination's directory into another's
-    (``replay --spool --into-configured``); live ones (lock held) stay. Returns how many moved."""
+    (``replay --spool --to URL --yes``); live ones (lock held) stay. Returns how many moved."""
     private_dir(target, trusted=target.parent)
     moved = 0
     for run_dir in sorted(source.iterdir()):

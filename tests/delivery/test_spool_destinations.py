@@ -1,0 +1,101 @@
+"""A spool is delivered only to the destination it was written for. Before: a logger for database
+team_a (server down) left 5 points, and the next logger on the same TPLR_METRICS_HOME adopted
+them whatever its destination: a JSONL-only run wrote them into its metrics.jsonl, a logger for
+team_b wrote them into team_b, and `tplr-metrics check` picked the file up and then failed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from tplr_metrics import MetricsLogger
+
+from ..servers import InfluxDB1
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def leave_spooled(url: str, database: str, points: int) -> None:
+    """A logger whose server is down closes with its points in the default spool."""
+    m = MetricsLogger(url=url, database=database, api="v1", retry_interval=60_000)
+    for i in range(points):
+        m.log("left", {"i": str(i)}, {"v": float(i)})
+    assert m.close(timeout=0.5) is False
+    assert m.stats()["spooled"] == points
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tplr_metrics.cli", *args],
+        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def spool_listing(home: Path) -> dict[str, Any]:
+    listed = cli("replay", "--spool", str(home / "spool"), "--list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    return {d["meant_for"]["database"]: d["points"] for d in json.loads(listed.stdout)["destinations"]}
+
+
+def test_a_spool_is_adopted_only_by_a_logger_for_its_destination(isolated_env: Path, tmp_path: Path) -> None:
+    server = InfluxDB1(tmp_path / "influx")  # its port is chosen; it is not running yet
+    try:
+        leave_spooled(server.url, "team_a", 5)
+        server.start()
+        server.create_database("team_a")  # so that check has a database to write into
+        logs = tmp_path / "logs"
+        jsonl_only = MetricsLogger(sinks=[{"kind": "jsonl", "params": {"log_dir": str(logs)}}])
+        jsonl_only.log("own", {}, {"v": 1.0})
+        assert jsonl_only.close(timeout=10)
+        rows = [json.loads(line) for path in logs.rglob("metrics.jsonl") for line in path.read_text().splitlines()]
+        assert [r["measurement"] for r in rows] == ["own"] and jsonl_only.stats()["adopted"] == 0
+
+        team_b = MetricsLogger(url=server.url, database="team_b", api="v1")
+        team_b.log("own", {}, {"v": 1.0})
+        assert team_b.close(timeout=10) and team_b.stats()["adopted"] == 0
+        assert server.count("own", "v", "team_b") == 1 and server.count("left", "v", "team_b") == 0
+
+        checked = cli("check", env={"INFLUXDB_URL": server.url, "INFLUXDB_API": "v1", "INFLUXDB_DATABASE": "team_a"})
+        assert spool_listing(isolated_env) == {"team_a": 5}, checked.stdout + checked.stderr  # check adopts nothing
+        assert server.count("left", "v", "team_a") == 0
+
+        team_a = MetricsLogger(url=server.url, database="team_a", api="v1")
+        assert team_a.close(timeout=30)
+        assert team_a.stats()["adopted"] == 5 and server.count("left", "v", "team_a") == 5
+        assert spool_listing(isolated_env) == {}
+    finally:
+        server.cleanup()
+
+
+def test_replay_spool_lists_and_delivers_each_spool_where_it_was_meant(isolated_env: Path, tmp_path: Path) -> None:
+    """`replay --spool --list` shows each destination's points; `replay --spool` sends each into the
+    database it was meant for; `--to` another one needs `--yes` for points meant elsewhere."""
+    server = InfluxDB1(tmp_path / "influx")
+    try:
+        leave_spooled(server.url, "team_a", 5)
+        leave_spooled(server.url, "team_b", 7)
+        assert spool_listing(isolated_env) == {"team_a": 5, "team_b": 7}
+        server.start()
+        server.create_database("team_c")
+        spool = str(isolated_env / "spool")
+
+        refused = cli("replay", "--spool", spool, "--to", server.url, "--api", "v1", "--database", "team_c", "--json")
+        assert refused.returncode == 1 and "--yes" in refused.stderr
+        assert json.loads(refused.stdout)["left_for_other_destinations"] == 12
+        assert server.count("left", "v", "team_c") == 0 and spool_listing(isolated_env) == {"team_a": 5, "team_b": 7}
+
+        delivered = cli("replay", "--spool", spool, "--json")
+        assert delivered.returncode == 0, delivered.stderr
+        summary = json.loads(delivered.stdout)
+        assert summary["written"] == summary["picked_up"] == 12 and summary["left_in_spool"] == 0
+        assert server.count("left", "v", "team_a") == 5 and server.count("left", "v", "team_b") == 7
+        assert spool_listing(isolated_env) == {}
+    finally:
+        server.cleanup()
