@@ -4,6 +4,7 @@ every point is stored once, whole, or counted; the store is read back."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -114,4 +115,27 @@ def test_a_durable_logger_whose_wal_disk_is_full_still_delivers_and_counts(
     stats = m.stats()
     assert influx1.count("wal_full", "v", unique_db) == stats["written"] == stats["logged"] == 2_000
     assert stats["wal_failed"] == 2_000
+    assert spool_leftovers(spool) == []
+
+
+def test_a_batch_the_full_spool_cannot_take_is_retried_in_memory(
+    small_disk: Path, influx1_down: InfluxDB1, unique_db: str
+) -> None:
+    """Server down and the spool's disk full to the last byte for a second: the batches are
+    retried in memory (the spool tried again before each retry), so when the server returns,
+    all 2,000 land and nothing is counted lost. (Before: all 2,000 counted spool_write_failed.)"""
+    spool = small_disk / "spool"
+    m = MetricsLogger(
+        url=influx1_down.url, database=unique_db, api="v1", spool_dir=spool, retry_interval=100, max_retry_delay=300
+    )
+    filler = fill(small_disk, leave=0)
+    for i in range(2_000):
+        m.log("retried_in_memory", {"k": str(i % 10)}, {"v": float(i)})
+    time.sleep(1.0)
+    influx1_down.start()
+    assert m.close(timeout=30), m.stats()
+    filler.unlink()
+    stats = m.stats()
+    assert influx1_down.count("retried_in_memory", "v", unique_db) == stats["written"] == 2_000, stats
+    assert stats["dropped_total"] == 0 and m.accounting()["balanced"]
     assert spool_leftovers(spool) == []

@@ -259,8 +259,8 @@ class Lane:
                 return self._to_spool(batch_id, batch)
             self.stats.drop("close_timeout", len(batch))
             return True
-        if spool is not None and spool.pending():
-            return self._to_spool(batch_id, batch)  # keep order behind the files already waiting
+        if spool is not None and spool.pending() and self._try_spool(batch_id, batch):
+            return False  # kept in order behind the files already waiting
         pending: Sequence[Point] = batch
         started = time.monotonic()
         attempt = 0
@@ -269,14 +269,21 @@ class Lane:
             if result is None or not result.retry:
                 return True  # None: close() gave up on this request and accounted for it
             pending = [pending[i] for i in result.retry]
-            if spool is not None:
+            if spool is not None and self._try_spool(batch_id, pending):
                 self.stats.retry(len(pending), result.error)
                 self._log_retry(len(pending), result, 1, 0.0, to_spool=True)
                 # The replayer's first try waits as a retry would (Retry-After included).
                 self._replay_not_before = max(
                     self._replay_not_before, time.monotonic() + self._backoff(1, result.retry_after)
                 )
-                return self._to_spool(batch_id, pending)
+                return False
+            if spool is not None:
+                # The disk is full: retried in memory, as without a spool (and the spool tried
+                # again before each retry). Meanwhile the buffer fills, and what it evicts is
+                # counted (spool_write_failed): the lane's bound.
+                self.stats.warn_once(
+                    "spool_full_retry", "%s: the spool cannot be written; retrying in memory", self.name
+                )
             attempt += 1
             delay = self._backoff(attempt, result.retry_after)
             self.stats.retry(len(pending), result.error)
@@ -383,18 +390,24 @@ class Lane:
             )
 
     def _to_spool(self, batch_id: int | None, points: Sequence[Point]) -> bool:
-        assert self.spool is not None
-        if self.spool.add_batch(points, batch_id) is None:
+        """Into the spool, or counted ``spool_write_failed`` (and settled); False: not settled yet."""
+        if not self._try_spool(batch_id, points):
             self.stats.drop("spool_write_failed", len(points))  # counted, never silent
             if batch_id is not None:
                 self._settle(batch_id)
+        return False
+
+    def _try_spool(self, batch_id: int | None, points: Sequence[Point]) -> bool:
+        """Into the spool (the batch is then safe, not settled); False when it cannot be written."""
+        assert self.spool is not None
+        if self.spool.add_batch(points, batch_id) is None:
             return False
         if batch_id is not None:
             with self._settle_lock:
                 self._unsafe.discard(batch_id)
                 self._release_markers()
         self._spool_wake.set()
-        return False
+        return True
 
     def _spool_batches(self, batches: list[tuple[int, list[Point]]]) -> None:
         """Several batches into one spool file: each file costs a handful of syscalls, and each
