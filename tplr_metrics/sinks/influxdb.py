@@ -5,27 +5,32 @@ gzip and its ``ApiException`` error type, and send bodies this package encoded i
 not use influxdb-client's batching ``WriteApi``: delivery, retries and accounting belong to the
 pipeline, which needs to know what happened to every point.
 
-What a response means:
+What a response means (``answers.py`` reads the refusals of each server family):
 
 * 2xx: every point stored.
-* 400/422 "partial write ... dropped=N": the server kept the rest; the N are rejected, and the
-  ones the message names are pinned to their lines (a line it quotes; the points of a field
-  type conflict).
+* 400/422 naming refused lines (a partial write): the rest is stored; each named point is
+  rejected with the server's reason for it. When the answer counts refusals it does not name
+  (``points beyond retention policy dropped=3``, a cut-off message), the sink finds them by
+  sending the unnamed rest again, in halves: InfluxDB overwrites a point with itself, so a point
+  stored twice is stored once. ``written`` only counts points an answer proves stored. (For a
+  server that keeps duplicates, ``overwrites_duplicates = False``, the unnamed rest is rejected
+  as ``refused_unidentified`` instead.)
 * 400/413/422 that is not partial (the server refused the whole body, e.g. a type conflict
   between two points of the same batch): the batch is split in halves and each half written
   again, down to the single points that are really bad. One bad point never takes its batch.
+* 3xx: followed to the same server (scheme, host and port) at most 3 times; anywhere else it is
+  a destination error like a 5xx, never the data's fault.
 * 401/403/404, 429, 5xx, timeouts and connection errors: not the data's fault; every point is
   handed back for retry, with the server's Retry-After. A v1 "database not found" creates the
-  database first, as Telegraf does, unless ``create_database=False``.
+  database first, as Telegraf does, unless ``create_database=False``. A TLS failure names its
+  cause (certificate verify failed, hostname mismatch).
 """
 
 from __future__ import annotations
 
 import gzip
 import ipaddress
-import json
 import logging
-import re
 import threading
 import urllib.parse
 from collections.abc import Sequence
@@ -33,17 +38,13 @@ from typing import Any
 
 from ..encoding.line_protocol import encode_line
 from ..encoding.points import Point
+from .answers import cause_of, float_field, read_refusal, server_message
 from .base import Rejection, WriteResult
 
 logger = logging.getLogger("tplr_metrics")
 
-_PARTIAL_DROPPED = re.compile(r"dropped=(\d+)")
-_UNABLE_TO_PARSE = re.compile(r"unable to parse '((?:[^'\\]|\\.)*)'")
-_TYPE_CONFLICT = re.compile(
-    r'input field \\?"(?P<field>.+?)\\?" on measurement \\?"(?P<measurement>.+?)\\?" is type (?P<type>\w+)'
-)
-_TYPE_NAMES = {"float": float, "integer": int, "string": str, "boolean": bool}
 _RETRY_STATUSES = {401, 403, 404, 408, 425, 429}
+MAX_REDIRECTS = 3
 
 
 def is_loopback_host(host: str | None) -> bool:
@@ -62,52 +63,6 @@ def redact(text: str, secrets: Sequence[str | None]) -> str:
         if secret:
             text = text.replace(secret, "***")
     return text
-
-
-def _server_message(body: Any) -> str:
-    if isinstance(body, bytes):
-        body = body.decode("utf-8", "replace")
-    if not body:
-        return ""
-    text = str(body)
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return text.strip()[:2000]
-    if isinstance(data, dict):
-        for key in ("error", "message"):
-            if data.get(key):
-                return str(data[key])[:2000]
-    return text.strip()[:2000]
-
-
-def _cause_of(message: str) -> str:
-    lowered = message.lower()
-    if "field type conflict" in lowered:
-        return "field_type_conflict"
-    if "unable to parse" in lowered or "cannot parse" in lowered:
-        return "bad_line"
-    if "outside retention" in lowered or "points beyond retention" in lowered:
-        return "outside_retention"
-    if "max-values-per-tag" in lowered or "max-series-per-database" in lowered:
-        return "series_limit"
-    return "bad_request"
-
-
-def _conflicting_points(points: Sequence[Point], message: str) -> list[int]:
-    """The points a field-type-conflict message is about: same measurement, field and type."""
-    match = _TYPE_CONFLICT.search(message)
-    if not match:
-        return []
-    measurement, field, type_name = match["measurement"], match["field"], match["type"]
-    kind = _TYPE_NAMES.get(type_name)
-    if kind is None:
-        return []
-    return [
-        i
-        for i, p in enumerate(points)
-        if p.measurement == measurement and field in p.fields and type(p.fields[field]) is kind
-    ]
 
 
 class InfluxSink:
@@ -191,7 +146,7 @@ class InfluxSink:
     def post(
         self, path: str, body: bytes, params: list[tuple[str, str]], content_type: str
     ) -> tuple[int, str, dict[str, str]]:
-        """POST and return (status, server message, headers); transport errors raise."""
+        """POST and return (status, the answer's body as text, headers); transport errors raise."""
         from influxdb_client.rest import ApiException
 
         headers = {"Content-Type": content_type, "Accept": "application/json"}
@@ -210,16 +165,19 @@ class InfluxSink:
                 _preload_content=False,
             )
         except ApiException as exc:
-            return exc.status or 0, _server_message(exc.body), dict(exc.headers or {})
+            return exc.status or 0, _decoded(exc.body), dict(exc.headers or {})
         http_response = response[0]
         data = http_response.data if hasattr(http_response, "data") else b""
-        return response[1], _server_message(data), dict(response[2] or {})
+        return response[1], _decoded(data), dict(response[2] or {})
 
     def _transport_error(self, exc: BaseException) -> str:
-        text = f"{type(exc).__name__}: {exc}"
-        return redact(text, self._secrets)[:500]
+        return redact(describe_transport_error(exc), self._secrets)[:500]
 
     # --- Sink protocol ------------------------------------------------------------------
+
+    #: InfluxDB keeps one point per series and time: a point sent twice is stored once, so the
+    #: points of a partial write it did not name can be sent again to find the refused ones.
+    overwrites_duplicates = True
 
     def write(self, points: Sequence[Point]) -> WriteResult:
         try:
@@ -232,40 +190,93 @@ class InfluxSink:
         lines = getattr(points, "lines", None)  # encoded by the pipeline's encoder thread
         encoded = [lines[i] for i in indices] if lines is not None else [encode_line(*p) for p in batch]
         body = "\n".join(encoded).encode("utf-8", "replace")
+        path, params = self.path, self.query_params()
         try:
-            status, message, headers = self.post(self.path, body, self.query_params(), "text/plain; charset=utf-8")
+            for _ in range(MAX_REDIRECTS + 1):
+                status, answer, headers = self.post(path, body, params, "text/plain; charset=utf-8")
+                if not 300 <= status < 400:
+                    break
+                followed = self._same_server_location(headers)
+                if followed is None:
+                    break
+                path, params = followed
         except Exception as exc:
             return WriteResult(retry=indices, error=self._transport_error(exc), nbytes=len(body))
-        message = redact(message, self._secrets)
+        answer = redact(answer, self._secrets)
+        message = server_message(answer)
         if 200 <= status < 300:
             return WriteResult(stored=len(batch), nbytes=len(body))
         if status == 404 and self.handle_not_found(message):
             return self._write(points, indices)
-        if status in _RETRY_STATUSES or status >= 500 or status == 0:
+        if status in _RETRY_STATUSES or status >= 500 or status < 200 or 300 <= status < 400:
+            if 300 <= status < 400:
+                where = redact(_header(headers, "location") or "nowhere", self._secrets)[:200]
+                message = f"redirected to {where}, not followed (another server, or too many)"
             return WriteResult(
                 retry=indices,
                 error=f"HTTP {status} from {self.url}: {message}",
                 retry_after=_retry_after(headers),
                 nbytes=len(body),
             )
-        return self._refused(points, indices, batch, status, message, len(body))
+        return self._refused(points, indices, batch, encoded, status, answer, len(body))
+
+    def _same_server_location(self, headers: dict[str, str]) -> tuple[str, list[tuple[str, str]]] | None:
+        """(path, query) of a redirect's Location when it is on this server, else None."""
+        location = _header(headers, "location")
+        if not location:
+            return None
+        base = urllib.parse.urlsplit(self.url)
+        target = urllib.parse.urlsplit(urllib.parse.urljoin(self.url + "/", location))
+        if (target.scheme, target.hostname, target.port) != (base.scheme, base.hostname, base.port):
+            return None
+        path = target.path
+        if base.path and path.startswith(base.path):
+            path = path[len(base.path) :] or "/"  # the client puts the base path back
+        return path, urllib.parse.parse_qsl(target.query, keep_blank_values=True)
 
     def _refused(
-        self, points: Sequence[Point], indices: list[int], batch: list[Point], status: int, message: str, nbytes: int
+        self,
+        points: Sequence[Point],
+        indices: list[int],
+        batch: list[Point],
+        lines: list[str],
+        status: int,
+        answer: str,
+        nbytes: int,
     ) -> WriteResult:
-        cause = _cause_of(message)
-        reason = f"HTTP {status}: {message}"
-        if "partial write" in message:
-            dropped_match = _PARTIAL_DROPPED.search(message)
-            dropped = int(dropped_match.group(1)) if dropped_match else 1
-            named = _named_lines(batch, message)[:dropped]
-            float_field = _float_field(message)
-            rejected = [Rejection(indices[i], cause, reason, float_field) for i in named]
-            rejected += [Rejection(None, cause, reason, float_field)] * (dropped - len(named))
-            return WriteResult(stored=len(batch) - dropped, rejected=rejected, nbytes=nbytes)
-        if len(indices) == 1:
-            return WriteResult(rejected=[Rejection(indices[0], cause, reason, _float_field(message))], nbytes=nbytes)
-        # The server refused the whole body: find the bad points by halves.
+        refusal = read_refusal(answer, lines, batch)
+        message = refusal.message
+        if not refusal.partial:
+            if len(indices) == 1:
+                reason = f"HTTP {status}: {message}"
+                return WriteResult(rejected=[Rejection(indices[0], cause_of(message), reason, float_field(message))])
+            return self._by_halves(points, indices, nbytes)  # the whole body was refused
+        rejected = [
+            Rejection(indices[i], cause_of(why), f"HTTP {status}: {why}", float_field(why))
+            for i, why in sorted(refusal.named.items())
+        ]
+        rest = [indices[i] for i in range(len(indices)) if i not in refusal.named]
+        if refusal.complete or not rest:
+            return WriteResult(stored=len(rest), rejected=rejected, nbytes=nbytes)
+        # It refused more than it named: find the others, never guess.
+        if not self.overwrites_duplicates:
+            reason = f"HTTP {status}: {message}"
+            rejected += [Rejection(i, "refused_unidentified", reason) for i in rest]
+            return WriteResult(rejected=rejected, nbytes=nbytes)
+        if len(rest) == 1 and not refusal.named:
+            reason = f"HTTP {status}: {message}"
+            return WriteResult(rejected=[Rejection(rest[0], cause_of(message), reason, float_field(message))])
+        found = self._write(points, rest) if refusal.named else self._by_halves(points, rest, 0)
+        return WriteResult(
+            stored=found.stored,
+            rejected=rejected + found.rejected,
+            retry=found.retry,
+            retry_after=found.retry_after,
+            error=found.error,
+            nbytes=nbytes + found.nbytes,
+        )
+
+    def _by_halves(self, points: Sequence[Point], indices: list[int], nbytes: int) -> WriteResult:
         half = len(indices) // 2
         first = self._write(points, indices[:half])
         second = self._write(points, indices[half:])
@@ -296,33 +307,45 @@ class InfluxSink:
             pass
 
 
-def _named_lines(batch: list[Point], message: str) -> list[int]:
-    quoted = _UNABLE_TO_PARSE.search(message)
-    if quoted:
-        line = quoted.group(1).replace("\\'", "'")
-        for i, p in enumerate(batch):
-            if encode_line(*p) == line:
-                return [i]
-        return []
-    return _conflicting_points(batch, message)
+def _decoded(body: Any) -> str:
+    if isinstance(body, bytes):
+        return body.decode("utf-8", "replace")
+    return "" if body is None else str(body)
 
 
-def _float_field(message: str) -> tuple[str, str] | None:
-    """(measurement, field) when a type conflict says the server holds the field as float."""
-    match = _TYPE_CONFLICT.search(message)
-    if match and "already exists as type float" in message:
-        return match["measurement"], match["field"]
+def _header(headers: dict[str, str], name: str) -> str | None:
+    for key, value in headers.items():
+        if key.lower() == name:
+            return value
     return None
+
+
+def describe_transport_error(exc: BaseException) -> str:
+    """A transport failure in one line, with the cause a TLS failure buries in urllib3's chain."""
+    import ssl
+
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return f"TLS: certificate verify failed: {cause.verify_message or cause.reason}"
+        if isinstance(cause, ssl.SSLError):
+            return f"TLS: {cause.reason or cause}"
+        reason = getattr(cause, "reason", None)
+        cause = reason if isinstance(reason, BaseException) else (cause.__cause__ or cause.__context__)
+    text = f"{type(exc).__name__}: {exc}"
+    if "CERTIFICATE_VERIFY_FAILED" in text or "hostname" in text and "match" in text:
+        return "TLS: " + text
+    return text
 
 
 def _retry_after(headers: dict[str, str]) -> float | None:
-    for key, value in headers.items():
-        if key.lower() == "retry-after":
-            try:
-                return max(0.0, float(value))
-            except ValueError:
-                return None
-    return None
+    value = _header(headers, "retry-after")
+    try:
+        return None if value is None else max(0.0, float(value))
+    except ValueError:
+        return None
 
 
 class InfluxV2Sink(InfluxSink):

@@ -1,0 +1,235 @@
+"""Every server answer read exactly: `written` is what the server stored, every refused point is
+rejected with the server's reason for it and kept in the dead letter.
+
+Before: InfluxDB 2.x and 3.x partial writes (1,000 points, 31 refused) gave written 999,
+rejected 1 and no dead letter; 1.x answers naming several unparseable lines (and dropped=0)
+counted them all as written; retention refusals were counted but never dead-lettered; a 307
+split the batch down to single points and dead-lettered all of them as bad data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tplr_metrics import MetricsLogger
+from tplr_metrics.encoding.points import Point
+from tplr_metrics.sinks.answers import read_refusal
+from tplr_metrics.sinks.base import PointBatch
+from tplr_metrics.sinks.influxdb import InfluxV1Sink
+
+from ..answer_fake import REFUSE, answer_fake, refusal_body
+from ..servers import InfluxDB1, free_port
+
+# (name, lines sent, answer body, points for a type conflict, named lines, complete)
+RECORDED: list[tuple[str, list[str], str, list[Any], set[int], bool]] = [
+    (
+        "1.x: two unparseable lines, dropped=0 (InfluxDB 1.6.7)",
+        ["m v=1 1", "m v= 2", "m v=3 3", "m,t v=4 4", "m v=5 5"],
+        '{"error":"partial write: unable to parse \'m v= 2\': missing field value\\nunable to parse '
+        "'m,t v=4 4': missing tag value dropped=0\"}",
+        [],
+        {1, 3},
+        True,
+    ),
+    (
+        "1.x: a leading tab is gone from the quoted line",
+        ["\t v=1 1", "ok v=3 3"],
+        '{"error":"partial write: unable to parse \'v=1 1\': invalid field format dropped=0"}',
+        [],
+        {0},
+        True,
+    ),
+    (
+        "1.x: a quote inside the refused line",
+        ['m s="it\'s" 1', "m v=2 2"],
+        '{"error":"partial write: unable to parse \'m s=\\"it\'s\\" 1\': bad timestamp dropped=0"}',
+        [],
+        {0},
+        True,
+    ),
+    (
+        "1.x: a field type conflict names its points by kind",
+        ["c v=1 1", 'c v="s" 2', "c v=3 3"],
+        '{"error":"partial write: field type conflict: input field \\"v\\" on measurement \\"c\\" is type '
+        'string, already exists as type float dropped=1"}',
+        [("c", {}, {"v": 1.0}, 1), ("c", {}, {"v": "s"}, 2), ("c", {}, {"v": 3.0}, 3)],
+        {1},
+        True,
+    ),
+    (
+        "1.x: retention refusals are counted, not named",
+        ["r v=1 1", "r v=2 2", "r v=3"],
+        '{"error":"partial write: points beyond retention policy dropped=2"}',
+        [],
+        set(),
+        False,
+    ),
+    (
+        "1.x: every point beyond retention",
+        ["r v=1 1", "r v=2 2"],
+        '{"error":"partial write: points beyond retention policy dropped=2"}',
+        [],
+        {0, 1},
+        True,
+    ),
+    (
+        "1.x: a message cut off before dropped=",
+        ["m v= 1", "m v=2 2", "m v=3 3"],
+        '{"error":"partial write: unable to parse \'m v= 1\': missing field value\\nunable to pa"}',
+        [],
+        {0},
+        False,
+    ),
+    (
+        "2.x OSS",
+        ["a v=1 1", "a refuse_me=1 2", "a v=3 3"],
+        refusal_body("v2", [(2, "a refuse_me=1 2", "invalid field value for pid 2")]).decode(),
+        [],
+        {1},
+        True,
+    ),
+    (
+        "Cloud / 3.x Dedicated",
+        ["a v=1 1", "a refuse_me=1 2", "a v=3 3", "a refuse_me=1 4"],
+        refusal_body(
+            "cloud", [(2, "", "Invalid measurement was provided"), (4, "", "Unable to parse timestamp")]
+        ).decode(),
+        [],
+        {1, 3},
+        True,
+    ),
+    (
+        "3 Core",
+        ["a v=1 1", "a refuse_me=1 2", "a v=3 3"],
+        refusal_body("v3", [(2, "a refuse_me=1 2", "invalid column type")]).decode(),
+        [],
+        {1},
+        True,
+    ),
+    (
+        "3 Core, one error as an object",
+        ["a v=1 1", "a refuse_me=1 2"],
+        '{"error":"partial write of line protocol occurred","data":{"original_line":"a refuse_me=1 2",'
+        '"line_number":2,"error_message":"bad"}}',
+        [],
+        {1},
+        True,
+    ),
+    (
+        "a listing capped at 100 lines may leave some out",
+        [f"a refuse_me=1 {i}" for i in range(150)],
+        refusal_body("v2", [(i + 1, "", "bad") for i in range(150)]).decode(),
+        [],
+        set(range(100)),
+        False,
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "lines", "answer", "points", "named", "complete"), RECORDED, ids=lambda v: "")
+def test_recorded_answers_name_exactly_the_refused_lines(
+    name: str, lines: list[str], answer: str, points: list[Any], named: set[int], complete: bool
+) -> None:
+    refusal = read_refusal(answer, lines, points)
+    assert refusal.partial, name
+    assert set(refusal.named) == named, name
+    assert refusal.complete is complete, name
+
+
+def test_a_whole_body_refusal_is_not_partial() -> None:
+    refusal = read_refusal('{"error":"unable to parse the body"}', ["m v=1 1", "m v=2 2"])
+    assert not refusal.partial and not refusal.named
+
+
+def dead_letters(home: Path, logger: MetricsLogger) -> list[dict[str, Any]]:
+    path = home / "dead_letter" / f"{logger.runtime_id}.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+@pytest.mark.parametrize("style", ["v2", "cloud", "v3"])
+def test_partial_writes_in_each_format_count_what_the_server_stored(style: str, isolated_env: Path) -> None:
+    """1,000 points, 31 refused: written == stored by the server, rejected == 31, and 31 dead
+    letters, each with the reason the server gave for its own line."""
+    bad = set(range(5, 1000, 32)) - {997}
+    assert len(bad) == 31
+    with answer_fake(style) as fake:
+        m = MetricsLogger(url=fake.url, api="v2", database="bucket", org="org", token="a-test-token-0123")
+        for i in range(1000):
+            fields: dict[str, Any] = {"pid": i, "v": float(i)}
+            if i in bad:
+                fields[REFUSE] = 1.0
+            m.log("answers", {}, fields, timestamp=1_700_000_000_000_000_000 + i)
+        assert m.close(timeout=20) is False  # points were refused
+        stats = m.stats()
+        stored = fake.stored_pids()
+    assert stored == sorted(set(range(1000)) - bad)
+    assert stats["written"] == len(stored) == 969
+    assert stats["rejected_total"] == 31 and m.accounting()["balanced"]
+    letters = dead_letters(isolated_env, m)
+    assert sorted(d["point"][2]["pid"] for d in letters) == sorted(bad)
+    assert all(f"pid {d['point'][2]['pid']}" in d["reason"] for d in letters)
+
+
+def test_a_redirect_elsewhere_is_a_destination_error_and_nothing_is_refused(isolated_env: Path) -> None:
+    """307 to another server: the batch is retried (here, in memory), never split and
+    dead-lettered; when the destination answers again, every point lands once."""
+    with answer_fake("v2") as fake:
+        fake.redirects = [f"http://127.0.0.1:{free_port()}/api/v2/write"] * 3
+        m = MetricsLogger(url=fake.url, api="v2", database="b", org="o", retry_interval=50, spool=False)
+        for i in range(1000):
+            m.log("redirected", {}, {"pid": i}, timestamp=1_700_000_000_000_000_000 + i)
+        assert m.close(timeout=20)
+        stats = m.stats()
+        assert fake.stored_pids() == list(range(1000))
+        assert fake.requests <= 3 + 2  # three redirects, then the batch (one or two requests)
+    assert stats["written"] == 1000 and stats["rejected_total"] == 0 and stats["retried"] > 0
+    assert dead_letters(isolated_env, m) == []
+
+
+def test_a_redirect_to_the_same_server_is_followed(isolated_env: Path) -> None:
+    with answer_fake("v2") as fake:
+        fake.redirects = [f"{fake.url}/api/v2/write?bucket=b&org=o&precision=ns"]
+        m = MetricsLogger(url=fake.url, api="v2", database="b", org="o", spool=False)
+        for i in range(10):
+            m.log("followed", {}, {"pid": i}, timestamp=1_700_000_000_000_000_000 + i)
+        assert m.close(timeout=10)
+        assert fake.stored_pids() == list(range(10)) and fake.requests == 2
+    assert m.stats()["retried"] == 0
+
+
+def batch_of(lines: list[str]) -> PointBatch:
+    batch = PointBatch(Point("raw", {}, {"v": 0.0}, i) for i in range(len(lines)))
+    batch.lines = lines
+    return batch
+
+
+def test_real_1x_unparseable_lines_and_retention_refusals_are_counted_exactly(
+    influx1: InfluxDB1, unique_db: str
+) -> None:
+    """Lines as the server reads them (sent raw through the sink): several unparseable lines in
+    one batch, and points older than the retention policy mixed with new ones; written equals
+    what the server stored, and every refused line is named with its reason."""
+    influx1.create_database(unique_db)
+    influx1.query(f'CREATE RETENTION POLICY "hour" ON "{unique_db}" DURATION 1h REPLICATION 1 DEFAULT')
+    now = 1_000_000_000 * int(__import__("time").time())
+    lines = [f"ok,k=a pid={i}i {now + i}" for i in range(40)]
+    unparseable = {3: "ok pid= 1", 17: "ok,t pid=2i", 29: "ok pid=3i 12x"}
+    old = {8, 9, 21, 33}  # two days old: outside the 1 h retention policy
+    for i, line in unparseable.items():
+        lines[i] = line
+    for i in old:
+        lines[i] = f"ok,k=a pid={i}i {now - 2 * 86_400 * 1_000_000_000 + i}"
+    sink = InfluxV1Sink(influx1.url, database=unique_db, retention_policy="hour")
+    try:
+        result = sink.write(batch_of(lines))
+    finally:
+        sink.close()
+    stored = influx1.count("ok", "pid", unique_db)
+    assert result.stored == stored == 40 - len(unparseable) - len(old)
+    by_line = {r.index: r for r in result.rejected}
+    assert set(by_line) == set(unparseable) | old and not result.retry
+    assert {by_line[i].cause for i in unparseable} == {"bad_line"}
+    assert {by_line[i].cause for i in old} == {"outside_retention"}
