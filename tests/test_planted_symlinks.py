@@ -5,6 +5,7 @@ its dead letter into a 0644 file elsewhere, and created its store at a dangling 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import stat
@@ -107,3 +108,56 @@ def test_the_home_and_every_directory_under_it_are_private(tmp_path: Path, monke
         os.umask(old)
     for directory in [tmp_path / "a", tmp_path / "a" / "b", home, *[p for p in home.rglob("*") if p.is_dir()]]:
         assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
+
+
+def outside_spool_file(path: Path, n: int = 7) -> None:
+    """A file of valid spool lines outside the home: what a planted link would make us send."""
+    lines = [json.dumps(["m", {"src": "OUTSIDE"}, {"v": float(i)}, 1_700_000_000 + i]) for i in range(n)]
+    path.write_text("".join(line + "\n" for line in lines))
+    os.chmod(path, 0o644)
+
+
+@pytest.mark.parametrize("planted", ["run_dir", "extra_file", "replaced_file", "swapped_after_adoption"])
+def test_symlinks_planted_in_a_dead_runs_spool_are_not_followed(
+    isolated_env: Path, outside: Path, tmp_path: Path, unique_db: str, planted: str
+) -> None:
+    """A dead run's directory, or one of its spool files, replaced by (or joined by) a symlink to
+    spool lines outside the home: the link is left where it is and never read, nothing outside
+    changes, no outside line reaches the server, and the books balance. (Before: the linked
+    directory's 50 points were delivered and its file deleted outside; a linked file's 7 outside
+    lines were stored.)"""
+    server = InfluxDB1(tmp_path / "influx")  # down for now
+    try:
+        dead = MetricsLogger(url=server.url, database=unique_db, api="v1", retry_interval=60_000)
+        for i in range(50):
+            dead.log("m", {"src": "dead"}, {"v": float(i)})
+        dead.close(timeout=0.3)
+        (run_dir,) = [p for p in (isolated_env / "spool").glob("*/*") if p.is_dir()]
+        (batch,) = list(run_dir.glob("*-batch*.jsonl"))
+        outside_spool_file(outside / "lines.jsonl")
+        if planted == "run_dir":
+            run_dir.rename(outside / "run")
+            run_dir.symlink_to(outside / "run")
+        elif planted == "extra_file":
+            (run_dir / "000000000099-batch.jsonl").symlink_to(outside / "lines.jsonl")
+        elif planted == "replaced_file":
+            batch.unlink()
+            batch.symlink_to(outside / "lines.jsonl")
+        before = snapshot(outside)
+        recovering = MetricsLogger(url=server.url, database=unique_db, api="v1", retry_interval=100)
+        if planted == "swapped_after_adoption":
+            (taken,) = [p for p in (isolated_env / "spool").rglob("*-batch*.jsonl")]
+            taken.unlink()
+            taken.symlink_to(outside / "lines.jsonl")
+            before = snapshot(outside)
+        server.start()
+        server.create_database(unique_db)
+        recovering.close(timeout=30)
+        assert snapshot(outside) == before
+        assert server.count("m", "v", unique_db, where="\"src\" = 'OUTSIDE'") == 0
+        stored = server.count("m", "v", unique_db, where="\"src\" = 'dead'")
+        assert stored == {"run_dir": 0, "extra_file": 50, "replaced_file": 0, "swapped_after_adoption": 0}[planted]
+        assert recovering.accounting()["balanced"], recovering.accounting()
+        assert recovering.stats()["written"] == stored
+    finally:
+        server.cleanup()

@@ -443,3 +443,35 @@ def test_durable_mode_loses_no_batch_at_a_write_ahead_log_marker(influx1: Influx
     assert m.close(timeout=60)
     assert m.accounting()["balanced"], m.accounting()
     assert influx1.count("durable_markers", "i", unique_db) == 100_000
+
+
+def test_a_spool_smaller_than_a_batch_keeps_its_books(tmp_path: Path, unique_db: str) -> None:
+    """spool_max_bytes below one batch file: each new file evicts the older ones, never itself,
+    and spooled counts only what is on disk. (Before: a file evicted by its own write was counted
+    both spool_evicted and spooled: 10,000 phantom spooled points, the books off by as many.)"""
+    server = InfluxDB1(tmp_path / "late")
+    spool = tmp_path / "spool"
+    try:
+        first = MetricsLogger(
+            url=server.url,
+            database=unique_db,
+            api="v1",
+            spool_dir=spool,
+            spool_max_bytes=10_000,
+            batch_size=500,
+            retry_interval=100,
+        )
+        for i in range(5_000):
+            first.log("tiny_spool", {"k": str(i % 10)}, {"v": float(i)})
+        first.close(timeout=2)
+        one = first.stats()
+        assert first.accounting()["balanced"], first.accounting()
+        on_disk = sum(len(p.read_text().splitlines()) for p in spool.rglob("*.jsonl"))
+        assert one["spooled"] == on_disk > 0 and one["dropped"]["spool_evicted"] > 0
+        server.start()
+        two = drain_spool(server.url, unique_db, spool)
+        stored = server.count("tiny_spool", "v", unique_db)
+        assert stored == two["adopted"] == on_disk
+        assert stored + lost(one) == 5_000
+    finally:
+        server.cleanup()

@@ -106,7 +106,11 @@ def test_reserved_keys_and_comment_lines() -> None:
     assert clean_key("time", is_tag_value=True) == ("time", None)
     assert clean_measurement("#m")[0] == "_m"
     assert clean_measurement("\x000")[0] == "_0"  # InfluxDB 1.x drops a leading NUL
-    assert clean_measurement("a\x00b")[0] == "a\x00b"  # elsewhere it is kept
+    assert clean_measurement("a\x00b") == ("a b", "control_char_in_name")  # a control character is a space
+    assert clean_measurement("\tm")[0] == "_m" and clean_measurement("\t#m")[0] == "_#m"  # 1.x strips a tab
+    assert clean_measurement(" m")[0] == "_m"
+    assert clean_key("\tk") == ("_k", "leading_space_in_key")
+    assert clean_key(" v", is_tag_value=True)[0] == " v"  # a tag value is escaped, never stripped
 
 
 def test_long_strings_are_truncated_on_a_character_boundary() -> None:

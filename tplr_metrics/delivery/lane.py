@@ -111,6 +111,7 @@ class Lane:
         if spool_dir is not None:
             try:
                 self.spool = Spool(spool_dir, spool_run_name, self.stats, options.spool_max_bytes, describe)
+                self.spool.on_evicted = self._settle
                 self.spool.adopt_orphans()
             except OSError as exc:
                 if options.durable:

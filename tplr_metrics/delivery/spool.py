@@ -35,17 +35,19 @@ followed (see ``config/paths.py``).
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import functools
 import hashlib
 import json
 import logging
+import math
 import operator
 import os
 import re
 import shutil
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,21 +129,40 @@ def decode_points(data: bytes) -> tuple[list[Point], list[bytes]]:
 
 
 _FIELD_TYPES = (bool, int, float, str)
+_INT64 = (-(2**63), 2**63 - 1)
+# What the value rules never let through into a name or tag value: control characters (a raw
+# newline would end the line: a planted one injects a point), and a leading '#' (a comment).
+_BAD_MEASUREMENT = re.compile(r"[\x00-\x1f\x7f]|^[# ]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _is_valid(point: Point) -> bool:
-    """The shape every point the library spools has; anything else would break the encoder."""
+    """What every point log() builds looks like; anything else (a line edited into the wrong
+    shape, or one holding what the value rules refuse: NaN, an int past 64 bits, a raw newline
+    in a name) is quarantined, never sent."""
     measurement, tags, fields, time_ns = point
-    return (
+    if not (
         type(measurement) is str
         and bool(measurement)
         and type(tags) is dict
-        and all(type(k) is str and type(v) is str for k, v in tags.items())
         and type(fields) is dict
         and bool(fields)
-        and all(type(k) is str and isinstance(v, _FIELD_TYPES) for k, v in fields.items())
         and type(time_ns) is int
-    )
+        and _INT64[0] < time_ns < _INT64[1]
+        and not _BAD_MEASUREMENT.search(measurement)
+    ):
+        return False
+    for key, value in tags.items():
+        if type(key) is not str or type(value) is not str or not key or _CONTROL.search(key + value):
+            return False
+    for name, field_value in fields.items():
+        if type(name) is not str or not name or _CONTROL.search(name) or not isinstance(field_value, _FIELD_TYPES):
+            return False
+        if type(field_value) is float and not math.isfinite(field_value):
+            return False
+        if type(field_value) is int and not _INT64[0] <= field_value <= _INT64[1]:
+            return False
+    return True
 
 
 @dataclass
@@ -181,6 +202,8 @@ class Spool:
         self._wal_fd: int | None = None
         self._wal: SpoolFile | None = None
         self._wal_done = False  # sealed for good: close() has accounted for every point
+        self._evicted_batches: list[int] = []  # batch ids evicted under the lock, settled after it
+        self.on_evicted: Callable[[int], None] | None = None  # the lane settles an evicted batch
         self._open_run_dir(run_name)
 
     def _open_run_dir(self, run_name: str) -> None:
@@ -207,6 +230,7 @@ class Spool:
         self.stats = stats
         self._files, self._bytes, self._wal, self._wal_fd = [], 0, None, None
         self._wal_done = False
+        self._evicted_batches = []
         self._open_run_dir(run_name)
 
     # --- adding ------------------------------------------------------------------------
@@ -239,8 +263,12 @@ class Spool:
             item = SpoolFile(path, seq, "batch", len(points), batch_id)
             self._files.append(item)
             self._bytes += len(data)
-            self._evict_if_full()
-        self.stats.spool_in(len(points))
+            self.stats.spool_in(len(points))  # before an eviction can count points out
+            self._evict_if_full(keep=item)
+            settled, self._evicted_batches = self._evicted_batches, []
+        if self.on_evicted is not None:
+            for evicted_id in settled:
+                self.on_evicted(evicted_id)  # its points are counted: the batch is settled
         return item
 
     def _evict_for_space(self, needed: int) -> bool:
@@ -260,12 +288,16 @@ class Spool:
         self._files.remove(victim)
         self._bytes -= size
         self.stats.spool_evicted(points)
+        if victim.batch_id is not None:
+            self._evicted_batches.append(victim.batch_id)
         self.stats.warn_once("spool_full", "spool %s is full; evicting the oldest points", self.dir)
         return size
 
-    def _evict_if_full(self) -> None:
+    def _evict_if_full(self, keep: SpoolFile) -> None:
+        """Over ``max_bytes``: evict the oldest idle batch files, never the one just written (the
+        bound may be passed by one batch: evicting it would lose the newest points for nothing)."""
         while self._bytes > self.max_bytes:
-            idle = [f for f in self._files if f.kind == "batch" and not f.busy]
+            idle = [f for f in self._files if f.kind == "batch" and not f.busy and f is not keep]
             victim = next((f for f in idle if f.batch_id is None), None) or next(iter(idle), None)
             if victim is None:
                 return
@@ -347,11 +379,16 @@ class Spool:
             item.busy = False
 
     def read(self, item: SpoolFile) -> tuple[list[Point], list[bytes]]:
-        """A file's points, and its lines that are not a valid point (to quarantine)."""
+        """A file's points, and its lines that are not a valid point (to quarantine). A file
+        replaced by a symlink is not followed: it is one bad "line" naming the link."""
         try:
-            return decode_points(item.path.read_bytes())
+            return decode_points(_read_nofollow(item.path))
         except FileNotFoundError:
             return [], []
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            return [], [f"not read: {item.path.name} is a symlink".encode()]
 
     def rewrite(self, item: SpoolFile, points: Sequence[Point]) -> None:
         """Replace a file's points with the ones still to send (atomically)."""
@@ -374,6 +411,9 @@ class Spool:
         """Move the files of dead processes' run dirs into ours; returns how many were taken."""
         taken = 0
         for other in sorted(self.root.iterdir()):
+            if other.is_symlink():
+                _refuse_link(other)
+                continue
             if other == self.dir or not other.is_dir():
                 continue
             fd = lock_orphan(other)
@@ -390,7 +430,14 @@ class Spool:
         return taken
 
     def _take_files_from(self, directory: Path, origin: str | None) -> int:
-        found = sorted((int(m.group(1)), m.group(2), p) for p in directory.iterdir() if (m := _FILE_NAME.match(p.name)))
+        found = []
+        for path in directory.iterdir():
+            named = _FILE_NAME.match(path.name)
+            if named and path.is_symlink():
+                _refuse_link(path)  # not ours to read: it stays where it is, uncounted
+            elif named:
+                found.append((int(named.group(1)), named.group(2), path))
+        found.sort()
         found = _without_wal_copies(found)
         adopted = 0
         for _, _kind, path in found:
@@ -580,6 +627,19 @@ def read_manifest(directory: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def _read_nofollow(path: Path) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read()
+    finally:
+        os.close(fd)
+
+
+def _refuse_link(path: Path) -> None:
+    logger.warning("spool: %s is a symlink; not followed, left as it is", path)
 
 
 def _size(path: Path) -> int:

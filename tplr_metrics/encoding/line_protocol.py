@@ -5,13 +5,14 @@ field keys escape comma, equals sign and space; string field values escape doubl
 backslash. Three things the spec cannot express are sanitized instead, so that no input can
 inject a second point, tag or field, and what is logged reads back identically:
 
-* a newline or carriage return in a name or tag value becomes a space (line protocol has no
-  escape for it there; string field values keep theirs);
+* a newline, carriage return, tab, NUL or other control character in a name or tag value becomes
+  a space (line protocol has no escape for them there, and InfluxDB 1.x strips leading tabs and
+  NULs; string field values keep theirs);
 * a backslash at the end of a name or tag value, or before a character the spec escapes, becomes
   ``/`` (InfluxDB 1.x keeps such a backslash literally, 2.x and VictoriaMetrics unescape it, so
   no spelling reads back the same everywhere); every other backslash is kept;
-* a measurement starting with ``#`` (a comment line) or a NUL (which InfluxDB 1.x drops) starts
-  with ``_`` instead.
+* a measurement starting with ``#`` (a comment line) or a space, and a key starting with a space
+  (InfluxDB 1.x strips leading whitespace), start with ``_`` instead.
 
 Keys InfluxDB refuses (``time``, and 2.x's ``_measurement``, ``_field``, ``_time``) get a
 trailing ``_``. String field values longer than :data:`MAX_STRING_BYTES` are truncated.
@@ -35,13 +36,16 @@ _STRING_ESCAPES = str.maketrans({'"': '\\"', "\\": "\\\\"})
 _AMBIGUOUS_BACKSLASH_MEASUREMENT = re.compile(r"\\(?=[, \\]|$)")
 _AMBIGUOUS_BACKSLASH_KEY = re.compile(r"\\(?=[,= \\]|$)")
 _NEWLINES = re.compile(r"[\r\n]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _clean_name(name: str, ambiguous_backslash: re.Pattern[str]) -> tuple[str, str | None]:
-    """What measurements and keys share: no newline, no backslash the servers disagree about."""
+    """What measurements and keys share: no newline or other control character, no backslash
+    the servers disagree about."""
     cause = None
-    if "\n" in name or "\r" in name:
-        name, cause = _NEWLINES.sub(" ", name), "newline_in_name"
+    if _CONTROL.search(name):
+        cause = "newline_in_name" if _NEWLINES.search(name) else "control_char_in_name"
+        name = _CONTROL.sub(" ", name)
     if "\\" in name:
         fixed = ambiguous_backslash.sub("/", name)
         if fixed != name:
@@ -52,7 +56,7 @@ def _clean_name(name: str, ambiguous_backslash: re.Pattern[str]) -> tuple[str, s
 def clean_measurement(name: str) -> tuple[str, str | None]:
     """The measurement name as it can be stored, and the cause if it had to change."""
     name, cause = _clean_name(name, _AMBIGUOUS_BACKSLASH_MEASUREMENT)
-    if name[:1] in ("#", "\x00"):  # a comment line; a leading NUL, which InfluxDB drops
+    if name[:1] in ("#", " "):  # a comment line; leading whitespace, which InfluxDB 1.x strips
         name, cause = "_" + name[1:], "leading_char_in_measurement"
     return name, cause
 
@@ -60,6 +64,8 @@ def clean_measurement(name: str) -> tuple[str, str | None]:
 def clean_key(name: str, *, is_tag_value: bool = False) -> tuple[str, str | None]:
     """A tag key, tag value or field key as it can be stored, and the cause if it had to change."""
     name, cause = _clean_name(name, _AMBIGUOUS_BACKSLASH_KEY)
+    if not is_tag_value and name[:1] == " ":  # InfluxDB 1.x strips a first field key's leading whitespace
+        name, cause = "_" + name[1:], "leading_space_in_key"
     if not is_tag_value and name in RESERVED_KEYS:
         name, cause = name + "_", "reserved_key"
     return name, cause

@@ -182,7 +182,7 @@ class PointBuilder:
                 text = value if type(value) is str else tag_value(value)
                 if not text:
                     continue
-                if "\\" in text or "\n" in text or "\r" in text:  # the only things a tag value may need
+                if "\\" in text or not text.isprintable():  # a backslash, a control character (fast in C)
                     text = self._clean_key(text, measurement, is_tag_value=True)
                 if clean in standard:
                     renamed = CALLER_TAG_PREFIX + clean
