@@ -15,8 +15,9 @@ checks, per lane, Jepsen-style, the history against the final state:
 
 * every stored id was logged, and no id is stored twice in the JSONL file (which keeps duplicates);
 * stored + counted lost (dropped + rejected, in the process and its children) == logged, exactly
-  (a request still unanswered when a process ended, counted ``in_flight_at_exit``, may have been
-  stored or not: only those points may be both stored and counted);
+  (a point counted lost after a request carrying it went unanswered, ``dropped_maybe_stored``,
+  ``in_flight_at_exit`` among them, may have been stored or not: only those may be both stored
+  and counted);
   after a SIGKILL, every id whose log() had returned is stored (durable mode's promise);
 * nothing is left in the spool;
 * after a SIGKILL, no more ids are stored than log() accepted (the full queue refused the rest);
@@ -77,7 +78,9 @@ def dump(name):
     if held:
         books = held[0].accounting()
         books["handled"] = handled
-        books["dropped_by_lane"] = {name: lane["dropped"] for name, lane in held[0].stats()["lanes"].items()}
+        lanes = held[0].stats()["lanes"]
+        books["dropped_by_lane"] = {name: lane["dropped"] for name, lane in lanes.items()}
+        books["maybe_stored_by_lane"] = {name: lane["dropped_maybe_stored"] for name, lane in lanes.items()}
         with open(os.path.join(out, name), "w") as f:
             json.dump(books, f)
 
@@ -446,13 +449,13 @@ def check(schedule: Schedule, run: Run, recovery: MetricsLogger) -> None:
         quarantined = lane_of(recovery.stats()["lanes"], lane)["rejected"].get("corrupt_spool_line", 0)
         assert quarantined >= planted, f"{lane}: {planted} corrupt lines planted, {quarantined} quarantined"
         lost -= planted  # not points anybody logged
-        unknown = 0  # requests unanswered when a process ended: the server may have stored them
+        unknown = lane_of(recovery.stats()["lanes"], lane)["dropped_maybe_stored"]  # the server may hold them
         for part in parts:
             assert part["balanced"], (
                 f"unbalanced books: {json.dumps({k: v for k, v in part.items() if k != 'handled'})}"
             )
             lost += lane_of(part, lane)["dropped"] + lane_of(part, lane)["rejected"]
-            unknown += lane_of(part["dropped_by_lane"], lane).get("in_flight_at_exit", 0)
+            unknown += lane_of(part["maybe_stored_by_lane"], lane)
         if schedule.ending == "sigkill":
             # Durable mode: every id whose log() returned before the kill is stored (or counted).
             # (A point whose WAL append failed, on a full disk, was counted wal_failed and is only
@@ -475,7 +478,7 @@ def check(schedule: Schedule, run: Run, recovery: MetricsLogger) -> None:
         assert logged == len(logged_ids), (logged, len(logged_ids))
         assert logged <= len(unique) + lost <= logged + unknown, (
             f"{lane}: stored {len(unique)} + lost {lost} != logged {logged}"
-            + (f" (of the lost, {unknown} were in flight at exit: stored or not)" if unknown else "")
+            + (f" (of the lost, {unknown} went out unanswered: stored or not)" if unknown else "")
         )
         assert unique <= logged_ids
 

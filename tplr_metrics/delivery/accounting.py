@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 _SUMMED = (
     "written",
+    "dropped_maybe_stored",
     "retried",
     "spooled",
     "spooled_total",

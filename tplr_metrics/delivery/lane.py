@@ -265,12 +265,14 @@ class Lane:
         pending: Sequence[Point] = batch
         started = time.monotonic()
         attempt = 0
+        unanswered = False  # once a request went unanswered, the server may hold these points
         while True:
             result = self._write(pending)
             if result is None or not result.retry:
                 return True  # None: close() gave up on this request and accounted for it
             pending = [pending[i] for i in result.retry]
-            if spool is not None and self._try_spool(batch_id, pending):
+            unanswered = unanswered or result.unanswered
+            if spool is not None and self._try_spool(batch_id, pending, maybe_stored=unanswered):
                 self.stats.retry(len(pending), result.error)
                 self._log_retry(len(pending), result, 1, 0.0, to_spool=True)
                 # The replayer's first try waits as a retry would (Retry-After included).
@@ -290,7 +292,7 @@ class Lane:
             self.stats.retry(len(pending), result.error)
             self._log_retry(len(pending), result, attempt, delay)
             if time.monotonic() + delay > started + self.options.max_retry_time_ms / 1000.0:
-                self.stats.drop("retries_exhausted", len(pending))
+                self.stats.drop("retries_exhausted", len(pending), maybe_stored=unanswered)
                 logger.error(
                     "%s: gave up on %d points after retrying for %.0fs",
                     self.name,
@@ -299,7 +301,7 @@ class Lane:
                 )
                 return True
             if self._abort.wait(delay):
-                self.stats.drop("close_timeout", len(pending))
+                self.stats.drop("close_timeout", len(pending), maybe_stored=unanswered)
                 return True
 
     def _write(
@@ -357,7 +359,7 @@ class Lane:
             self.spool.done(flight.spooled)
             self.stats.spool_out(n, 0)
         else:
-            self.stats.undrop("in_flight_at_exit", n)
+            self.stats.undrop("in_flight_at_exit", n, maybe_stored=True)
         self._count_result(flight.points, result, 0.0)
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
@@ -398,10 +400,10 @@ class Lane:
                 self._settle(batch_id)
         return False
 
-    def _try_spool(self, batch_id: int | None, points: Sequence[Point]) -> bool:
+    def _try_spool(self, batch_id: int | None, points: Sequence[Point], maybe_stored: bool = False) -> bool:
         """Into the spool (the batch is then safe, not settled); False when it cannot be written."""
         assert self.spool is not None
-        if self.spool.add_batch(points, batch_id) is None:
+        if self.spool.add_batch(points, batch_id, maybe_stored=maybe_stored) is None:
             return False
         if batch_id is not None:
             with self._settle_lock:
@@ -495,6 +497,7 @@ class Lane:
         result = self._write(points, from_spool=True, origin=item.origin) if points else WriteResult()
         assert result is not None
         if result.retry:
+            item.maybe_stored = item.maybe_stored or result.unanswered
             self.stats.retry(len(result.retry), result.error)
             if len(result.retry) < len(points):
                 # Part was stored: rewrite the file with the rest, so nothing stored is sent twice.
@@ -598,11 +601,12 @@ class Lane:
             flights = [f for f in self._flights if not f.done]
             for flight in flights:
                 flight.abandoned = True
-                copy = self.spool.add_batch(flight.points, None) if self.spool is not None else None
+                # The request is out: the server may store these points whatever happens next.
+                copy = self.spool.add_batch(flight.points, None, maybe_stored=True) if self.spool is not None else None
                 if copy is not None:
                     flight.spooled = copy
                 else:
-                    self.stats.drop("in_flight_at_exit", len(flight.points))
+                    self.stats.drop("in_flight_at_exit", len(flight.points), maybe_stored=True)
         if flights:
             logger.warning(
                 "%s: %d request(s) still unanswered at close; their points are %s",

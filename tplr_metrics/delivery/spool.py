@@ -175,6 +175,7 @@ class SpoolFile:
     adopted: bool = False  # left by an earlier process: counted ``adopted`` when taken
     origin: str | None = None  # the runtime_id of the run that logged an adopted file's points
     busy: bool = False  # the replayer is sending it: never evicted meanwhile (it may be stored)
+    maybe_stored: bool = False  # a request carrying its points went unanswered: the server may hold them
 
 
 class Spool:
@@ -240,7 +241,9 @@ class Spool:
         tail = f".from-{origin}" if origin else ""
         return self._seq, self.dir / f"{self._seq:012d}-{kind}{tail}.jsonl"
 
-    def add_batch(self, points: Sequence[Point], batch_id: int | None, at_once: bool = False) -> SpoolFile | None:
+    def add_batch(
+        self, points: Sequence[Point], batch_id: int | None, at_once: bool = False, maybe_stored: bool = False
+    ) -> SpoolFile | None:
         """Write a batch durably (temp file, fsync, rename) and queue it for replay; None when the
         disk refused it even after evicting older files (the caller counts the points).
         ``at_once``: encode without handing over the GIL (see encode_points)."""
@@ -260,7 +263,7 @@ class Spool:
                     self.stats.error(f"spool {self.dir}: {exc2.strerror or exc2}")
                     self.stats.warn_once("spool_write_failed", "spool %s cannot be written: %s", self.dir, exc2)
                     return None
-            item = SpoolFile(path, seq, "batch", len(points), batch_id)
+            item = SpoolFile(path, seq, "batch", len(points), batch_id, maybe_stored=maybe_stored)
             self._files.append(item)
             self._bytes += len(data)
             self.stats.spool_in(len(points))  # before an eviction can count points out
@@ -287,7 +290,7 @@ class Spool:
         _unlink(victim.path)
         self._files.remove(victim)
         self._bytes -= size
-        self.stats.spool_evicted(points)
+        self.stats.spool_evicted(points, victim.maybe_stored)
         if victim.batch_id is not None:
             self._evicted_batches.append(victim.batch_id)
         self.stats.warn_once("spool_full", "spool %s is full; evicting the oldest points", self.dir)

@@ -40,6 +40,7 @@ class PipelineStats:
         self.spooled_total = 0  # points ever put in it
         self.replayed = 0  # points delivered from it
         self.adopted = 0  # points picked up from the spools of dead processes
+        self.maybe_stored = 0  # of the dropped: a request carrying them went unanswered
         self.dropped: Counter[str] = Counter()
         self.rejected: Counter[str] = Counter()
         self.sanitized: Counter[str] = Counter()
@@ -55,17 +56,23 @@ class PipelineStats:
         with self._lock:
             setattr(self, what, getattr(self, what) + 1)
 
-    def undrop(self, reason: str, n: int) -> None:
+    def undrop(self, reason: str, n: int, maybe_stored: bool = False) -> None:
         """A late answer showed points counted lost were stored after all."""
         with self._lock:
+            if maybe_stored:
+                self.maybe_stored -= n
             self.dropped[reason] -= n
             if self.dropped[reason] <= 0:
                 del self.dropped[reason]
 
-    def drop(self, reason: str, n: int = 1) -> None:
+    def drop(self, reason: str, n: int = 1, maybe_stored: bool = False) -> None:
+        """``maybe_stored``: a request carrying them went out unanswered, so the server may
+        hold them although they are counted lost (``dropped_maybe_stored``)."""
         if n:
             with self._lock:
                 self.dropped[reason] += n
+                if maybe_stored:
+                    self.maybe_stored += n
 
     def reject(self, reason: str, n: int = 1) -> None:
         if n:
@@ -110,10 +117,12 @@ class PipelineStats:
         """In a forked child: the parent's threads may have held the lock at the fork."""
         self._lock = threading.RLock()
 
-    def spool_evicted(self, points: int) -> None:
+    def spool_evicted(self, points: int, maybe_stored: bool = False) -> None:
         with self._lock:
             self.spooled = max(0, self.spooled - points)
             self.dropped["spool_evicted"] += points
+            if maybe_stored:
+                self.maybe_stored += points
 
     def error(self, message: str) -> None:
         with self._lock:
@@ -141,6 +150,7 @@ class PipelineStats:
                 "retried": self.retried,
                 "dropped": dropped,
                 "dropped_total": sum(dropped.values()),
+                "dropped_maybe_stored": self.maybe_stored,
                 "rejected": dict(self.rejected),
                 "rejected_total": sum(self.rejected.values()),
                 "sanitized": dict(self.sanitized),

@@ -39,6 +39,10 @@ class WriteResult:
     retry_after: float | None = None  # the server's Retry-After, seconds
     error: str | None = None  # what went wrong, never containing a secret
     nbytes: int = 0  # request bytes sent, for stats()
+    # A request carrying the points to retry went out and got no answer (a read timeout, a
+    # connection closed mid-answer): the server may have stored them. Lost later, they are
+    # counted in ``dropped_maybe_stored`` too.
+    unanswered: bool = False
 
     @classmethod
     def all_stored(cls, n: int, nbytes: int = 0) -> WriteResult:

@@ -201,7 +201,9 @@ class InfluxSink:
                     break
                 path, params = followed
         except Exception as exc:
-            return WriteResult(retry=indices, error=self._transport_error(exc), nbytes=len(body))
+            return WriteResult(
+                retry=indices, error=self._transport_error(exc), nbytes=len(body), unanswered=_maybe_sent(exc)
+            )
         answer = redact(answer, self._secrets)
         message = server_message(answer)
         if 200 <= status < 300:
@@ -318,6 +320,21 @@ def _header(headers: dict[str, str], name: str) -> str | None:
         if key.lower() == name:
             return value
     return None
+
+
+def _maybe_sent(exc: BaseException) -> bool:
+    """False when the request surely never reached the server (no connection was made)."""
+    from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, (NewConnectionError, ConnectTimeoutError, ConnectionRefusedError)):
+            return False
+        reason = getattr(cause, "reason", None)
+        cause = reason if isinstance(reason, BaseException) else (cause.__cause__ or cause.__context__)
+    return True
 
 
 def describe_transport_error(exc: BaseException) -> str:
