@@ -272,13 +272,15 @@ class Lane:
                 return True  # None: close() gave up on this request and accounted for it
             pending = [pending[i] for i in result.retry]
             unanswered = unanswered or result.unanswered
-            if spool is not None and self._try_spool(batch_id, pending, maybe_stored=unanswered):
-                self.stats.retry(len(pending), result.error)
-                self._log_retry(len(pending), result, 1, 0.0, to_spool=True)
-                # The replayer's first try waits as a retry would (Retry-After included).
+            if spool is not None:
+                # The replayer's first try waits as a retry would (Retry-After included): set
+                # before the file exists, since writing it wakes the replayer.
                 self._replay_not_before = max(
                     self._replay_not_before, time.monotonic() + self._backoff(1, result.retry_after)
                 )
+            if spool is not None and self._try_spool(batch_id, pending, maybe_stored=unanswered):
+                self.stats.retry(len(pending), result.error)
+                self._log_retry(len(pending), result, 1, 0.0, to_spool=True)
                 return False
             if spool is not None:
                 # The disk is full: retried in memory, as without a spool (and the spool tried
