@@ -46,6 +46,7 @@ from types import TracebackType
 from typing import Any
 
 from .config.destinations import resolve_destination
+from .config.secrets import looks_secret
 from .config.settings import ConfigurationError
 from .delivery.stats import PipelineStats
 from .encoding import log_points
@@ -109,14 +110,14 @@ def _metric_value(value: Any) -> Any:
 
 
 def _config_dict(config: Any) -> dict[str, Any]:
+    """The run's config: public attributes, none whose name looks secret (see config/secrets.py)."""
     if config is None:
         return {}
-    if isinstance(config, Mapping):
-        return dict(config)
     try:
-        return {k: v for k, v in vars(config).items() if not k.startswith("_")}
+        items = dict(config) if isinstance(config, Mapping) else vars(config)
     except TypeError:
         return {}
+    return {k: v for k, v in items.items() if isinstance(k, str) and not k.startswith("_") and not looks_secret(k)}
 
 
 class LogStore:

@@ -31,8 +31,9 @@ from .delivery.accounting import accounting_of, merge_snapshot
 from .delivery.dead_letter import DeadLetterFile
 from .delivery.pipeline import OVERFLOW_POLICIES, Pipeline, PipelineOptions
 from .delivery.stats import INPUT_DROP_REASONS, PipelineStats
-from .encoding.points import Point, PointBuilder, Record, timestamp_ns
-from .encoding.values import IMMUTABLE_TYPES, FieldValue, config_tags, frozen_tags, process_fields
+from .encoding.points import BadTimestamp, Point, PointBuilder, Record, timestamp_ns
+from .encoding.values import IMMUTABLE_TYPES, FieldValue, frozen_tags, process_fields
+from .encoding.values import config_tags as tags_of_config
 from .encoding.values import process_value as _process_value
 from .run_status import exit_status
 from .sinks.base import RunInfo, Sink, end_run, start_run
@@ -86,6 +87,7 @@ class MetricsLogger:
         max_queue_size: int = 600_000,
         max_workers: int = 1,
         *,
+        config_tags: Any = None,
         url: str | None = None,
         api: str | None = None,
         username: str | None = None,
@@ -136,6 +138,7 @@ class MetricsLogger:
         self.runtime_id = runtime_id or process_runtime_id()
         self.role = role or ""
         self.config = config
+        self._config_select = config_tags  # which config attributes become tags (secrets never)
         self.group = group or ""
         self.job_type = job_type or ""
         self.strict = strict
@@ -175,7 +178,7 @@ class MetricsLogger:
             group=self.group,
             job_type=self.job_type,
             version=self.version or "",
-            config=config_tags(config),
+            config=tags_of_config(config, config_tags),
         )
         start_run(sink, self.run)
         self._stats = PipelineStats()
@@ -289,7 +292,7 @@ class MetricsLogger:
             "job_type": self.job_type,
         }
         tags = {k: v for k, v in tags.items() if v}
-        for key, value in config_tags(self.config).items():
+        for key, value in tags_of_config(self.config, self._config_select).items():
             tags.setdefault(key, value)
         return tags
 
@@ -318,15 +321,8 @@ class MetricsLogger:
                 time_ns = _time_ns()
             else:
                 explicit = timestamp_ns(timestamp)
-                if explicit is None:
-                    self._on_issue(
-                        "bad_timestamp",
-                        str(measurement),
-                        "",
-                        f"timestamp {timestamp!r} is not usable; the current time is used",
-                    )
-                    explicit = time.time_ns()
-                time_ns = explicit
+                # Unusable: the builder drops the point (counted bad_timestamp; strict raises).
+                time_ns = BadTimestamp(timestamp) if explicit is None else explicit  # type: ignore[assignment]
             plain = _PLAIN
             if type(fields) is dict:
                 fields = dict(fields)

@@ -233,3 +233,50 @@ def test_real_1x_unparseable_lines_and_retention_refusals_are_counted_exactly(
     assert set(by_line) == set(unparseable) | old and not result.retry
     assert {by_line[i].cause for i in unparseable} == {"bad_line"}
     assert {by_line[i].cause for i in old} == {"outside_retention"}
+
+
+AWKWARD: list[tuple[str, dict[str, str], dict[str, Any]]] = [
+    ("\t", {}, {}),  # a measurement that is a lone tab
+    ("\t#m", {}, {}),  # a comment line, once the server strips the tab
+    ("#m", {}, {}),
+    (" m", {}, {}),
+    ("\x00m", {}, {}),
+    ("m\\=x", {}, {}),  # 1.x dropped the backslash
+    ('m\\"y', {}, {}),
+    ("f", {}, {'k\\"q': 1.0}),
+    ("f", {}, {"\tk": 1.0}),  # a leading tab in the first field key
+    ("long_tag", {"t": "a" * 70_000}, {}),  # past the 65,535-byte series key
+    ("m" * 65_500, {}, {}),  # the always-added runtime_id tag pushes it over
+    ("collide", {"a\n": "1", "a ": "2"}, {}),
+    ("collide", {}, {"time": 1.0, "time_": 2.0}),
+    ("collide", {}, {"x": [1.0, 2.0], "x_mean": 9.0}),
+    ("collide", {"uid": "3", "caller_uid": "4"}, {}),
+    ("ok", {"k": "v"}, {"s": "multi\nline"}),
+    ("ok", {"k": "\\"}, {}),
+    ("ok,comma", {"k=eq": "v al"}, {}),
+    ("ok", {"k": "é" * 20_000}, {}),  # 40,000 bytes of UTF-8: fits
+    ("ok", {}, {"s": "x" * 70_000}),  # a string value past 64 KiB: truncated
+]
+
+
+def test_real_1x_awkward_points_are_all_stored_as_documented(
+    influx1: InfluxDB1, unique_db: str, isolated_env: Path
+) -> None:
+    """Twenty awkward points (the issue's measurements): before, the server stored 8 while the
+    library said written 19, rejected 1. Now every one is stored, written == stored, and each name
+    reads back as the encoder's rules say."""
+    m = MetricsLogger(url=influx1.url, database=unique_db, api="v1", uid=7)
+    for pid, (measurement, tags, fields) in enumerate(AWKWARD):
+        m.log(measurement, tags, {**fields, "pid": pid}, timestamp=1_700_000_000_000_000_000 + pid)
+    assert m.close(timeout=30), m.stats()
+    stats = m.stats()
+    rows = influx1.rows('SELECT "pid" FROM /.*/', unique_db)
+    assert sorted(int(r["pid"]) for r in rows) == list(range(len(AWKWARD)))
+    assert stats["written"] == len(AWKWARD) and stats["rejected_total"] == 0
+    names = {r["_measurement"] for r in rows}
+    assert {"_", "_#m", "_m", "m/=x", 'm/"y', "f", "collide", "ok", "ok,comma", "long_tag"} <= names
+    collide = influx1.rows('SELECT * FROM "collide"', unique_db)
+    columns = set().union(*(r.keys() for r in collide))
+    assert {"a ", "a _2", "time_", "time__2", "x_mean", "x_mean_2", "caller_uid", "caller_uid_2"} <= columns
+    for cause in ("name_collision", "series_key_truncated", "newline_in_name", "leading_char_in_measurement"):
+        assert stats["sanitized"].get(cause), (cause, stats["sanitized"])

@@ -44,3 +44,17 @@ def test_ints_and_floats_land_as_numbers(victoria: VictoriaMetrics, unique_db: s
         "shapes_stats_max": 3,
         "shapes_stats_median": 2,
     }
+
+
+def test_a_newline_in_a_string_value_cannot_inject_a_series(victoria: VictoriaMetrics, unique_db: str) -> None:
+    """VictoriaMetrics ends a line at a raw newline even inside a quoted string value. Before: the
+    payload below stored a forged series injected_metric_gradient_score, and the real point was
+    lost while counted written. Now the value's newlines become spaces (counted) for a server
+    whose /ping does not say it is InfluxDB, and the real point lands."""
+    payload = "text\ninjected_metric,host=prod gradient_score=999 1700000000000000000\n"
+    m = MetricsLogger(url=victoria.url, database=unique_db, org="o", token="not-checked", api="v2", spool=False)
+    m.log("notes", {"case": unique_db}, {"note": payload, "v": 1.0})
+    assert m.close(timeout=30)
+    assert victoria.export_when_visible('{__name__=~"injected_metric.*"}', timeout=3) == []
+    assert victoria.count_samples(f'{{__name__="notes_v",case="{unique_db}"}}', expected=1) == 1
+    assert m.stats()["written"] == 1 and m.stats()["sanitized"] == {"newline_in_string": 1}

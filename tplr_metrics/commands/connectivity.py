@@ -23,8 +23,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..config.secrets import redact, secret_forms
 from ..config.settings import ConfigurationError, ServerSettings, resolve_server
-from ..sinks.influxdb import redact
 
 CHECK_MEASUREMENT = "tplr_metrics_check"
 
@@ -90,7 +90,7 @@ class _Client:
     def __init__(self, server: ServerSettings, timeout_s: float) -> None:
         self.server = server
         self.timeout_s = timeout_s
-        self.secrets = [server.token, server.password]
+        self.secrets = secret_forms(server.token, server.password, username=server.username)
         context: ssl.SSLContext | None = None
         if server.url.startswith("https"):
             context = ssl.create_default_context(cafile=server.ssl_ca_cert)
@@ -315,9 +315,8 @@ def write_point(server: ServerSettings, check_id: str, timeout_s: float) -> floa
         metrics.close(timeout=1.0)
     elapsed = (time.perf_counter() - started) * 1000
     if stats["written"] != 1:
-        raise _diagnose_write(
-            server, redact(str(stats.get("last_error") or ""), [server.token, server.password]) or None
-        )
+        secrets = secret_forms(server.token, server.password, username=server.username)
+        raise _diagnose_write(server, redact(str(stats.get("last_error") or ""), secrets) or None)
     return elapsed
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from ..sinks.influxdb import InfluxSink, is_loopback_host
 from .errors import ConfigurationError as ConfigurationError  # re-exported: its long-standing home
+from .secrets import clean_secret
 
 API_VERSIONS = ("v2", "v1")
 
@@ -117,8 +118,9 @@ def resolve_server(
     database = database or _env(environ, "INFLUXDB_DATABASE") or _env(environ, "INFLUXDB_BUCKET")
     if not database:
         raise ConfigurationError("no database/bucket configured: pass database= or set INFLUXDB_DATABASE")
-    username = username or _env(environ, "INFLUXDB_USERNAME")
-    password = password or _env(environ, "INFLUXDB_PASSWORD")
+    username = clean_secret(username or _env(environ, "INFLUXDB_USERNAME"))
+    password = clean_secret(password or _env(environ, "INFLUXDB_PASSWORD"))
+    token = clean_secret(token)
 
     if verify_ssl is None:
         env_verify = _env(environ, "INFLUXDB_VERIFY_SSL")

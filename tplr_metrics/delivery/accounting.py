@@ -59,7 +59,11 @@ def merge_snapshot(pipeline: Pipeline, stats: PipelineStats) -> dict[str, Any]:
     out["dropped_total"] = sum(dropped.values())
     out["rejected"] = rejected
     out["rejected_total"] = sum(rejected.values())
-    out["sanitized"] = shared["sanitized"]
+    sanitized = dict(shared["sanitized"])
+    for lane in lanes.values():  # what a destination had to change for its server (VictoriaMetrics)
+        for cause, n in lane.get("sanitized", {}).items():
+            sanitized[cause] = sanitized.get(cause, 0) + n
+    out["sanitized"] = sanitized
     out["queue_depth"] = pipeline.queue_depth()
     out["write_seconds_total"] = round(sum(lane["write_seconds_total"] for lane in lanes.values()), 6)
     out["last_write_seconds"] = max((lane["last_write_seconds"] for lane in lanes.values()), default=0.0)

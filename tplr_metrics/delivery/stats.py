@@ -11,7 +11,7 @@ logger = logging.getLogger("tplr_metrics")
 
 #: Input causes that drop a whole point: the caller's data was bad, nothing failed to deliver, so
 #: they do not make flush() or close() answer False (they are counted and warned about at the call).
-INPUT_DROP_REASONS = frozenset({"no_fields", "empty_measurement"})
+INPUT_DROP_REASONS = frozenset({"no_fields", "empty_measurement", "bad_timestamp"})
 
 
 class PipelineStats:

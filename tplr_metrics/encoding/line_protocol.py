@@ -7,10 +7,12 @@ inject a second point, tag or field, and what is logged reads back identically:
 
 * a newline, carriage return, tab, NUL or other control character in a name or tag value becomes
   a space (line protocol has no escape for them there, and InfluxDB 1.x strips leading tabs and
-  NULs; string field values keep theirs);
-* a backslash at the end of a name or tag value, or before a character the spec escapes, becomes
-  ``/`` (InfluxDB 1.x keeps such a backslash literally, 2.x and VictoriaMetrics unescape it, so
-  no spelling reads back the same everywhere); every other backslash is kept;
+  NULs); string field values keep theirs, except for a server that splits lines on them
+  (VictoriaMetrics: see ``sinks/influxdb.py``);
+* a backslash at the end of a name or tag value, before a character the spec escapes, or before
+  ``=`` or ``"`` becomes ``/`` (the servers disagree: 1.x keeps some such backslashes literally
+  and drops others, 2.x and VictoriaMetrics unescape them, so no spelling reads back the same
+  everywhere); every other backslash is kept;
 * a measurement starting with ``#`` (a comment line) or a space, and a key starting with a space
   (InfluxDB 1.x strips leading whitespace), start with ``_`` instead.
 
@@ -26,6 +28,10 @@ from collections.abc import Mapping
 #: InfluxDB's limit for one string field value (64 KiB).
 MAX_STRING_BYTES = 64 * 1024
 
+#: InfluxDB's limit for a key: the escaped measurement and tags, then ``#!~#`` and the field
+#: key (1.x refuses the line: "max key length exceeded").
+MAX_SERIES_KEY_BYTES = 65_535
+
 RESERVED_KEYS = frozenset({"time", "_measurement", "_field", "_time"})
 
 _MEASUREMENT_ESCAPES = str.maketrans({",": "\\,", " ": "\\ "})
@@ -33,8 +39,9 @@ _KEY_ESCAPES = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ "})
 _STRING_ESCAPES = str.maketrans({'"': '\\"', "\\": "\\\\"})
 
 # A backslash the servers disagree about: at the end, or before an escaped char or backslash.
-_AMBIGUOUS_BACKSLASH_MEASUREMENT = re.compile(r"\\(?=[, \\]|$)")
-_AMBIGUOUS_BACKSLASH_KEY = re.compile(r"\\(?=[,= \\]|$)")
+# InfluxDB 1.x also drops the backslash of ``\=`` in a measurement and of ``\"`` in either.
+_AMBIGUOUS_BACKSLASH_MEASUREMENT = re.compile(r'\\(?=[, =\\"]|$)')
+_AMBIGUOUS_BACKSLASH_KEY = re.compile(r'\\(?=[,= \\"]|$)')
 _NEWLINES = re.compile(r"[\r\n]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -69,6 +76,40 @@ def clean_key(name: str, *, is_tag_value: bool = False) -> tuple[str, str | None
     if not is_tag_value and name in RESERVED_KEYS:
         name, cause = name + "_", "reserved_key"
     return name, cause
+
+
+def series_key_bytes(measurement: str, tags: Mapping[str, str]) -> int:
+    """The size of a point's series key as the server counts it (escaped, UTF-8)."""
+    key = measurement.translate(_MEASUREMENT_ESCAPES) + "".join(
+        "," + k.translate(_KEY_ESCAPES) + "=" + v.translate(_KEY_ESCAPES) for k, v in tags.items() if v
+    )
+    return len(key.encode("utf-8", "replace"))
+
+
+def fit_series_key(
+    measurement: str, tags: dict[str, str], keep: frozenset[str], fields: Mapping[str, object] = {}
+) -> tuple[str, dict[str, str]] | None:
+    """Cut the longest tag values not in ``keep`` (then the measurement) until the series key,
+    with its longest field key, fits MAX_SERIES_KEY_BYTES; None when it already fits."""
+    limit = MAX_SERIES_KEY_BYTES - 4 - max((len(k.translate(_KEY_ESCAPES).encode()) for k in fields), default=0)
+    size = series_key_bytes(measurement, tags)
+    if size <= limit:
+        return None
+    tags = dict(tags)
+    for key in sorted((k for k in tags if k not in keep), key=lambda k: -len(tags[k])):
+        if size <= limit:
+            break
+        tags[key] = _cut(tags[key], size - limit)
+        size = series_key_bytes(measurement, tags)
+    if size > limit:
+        measurement = _cut(measurement, size - limit) or "_"
+    return measurement, tags
+
+
+def _cut(text: str, over: int) -> str:
+    """``text`` shorter by at least ``over`` bytes once escaped (an escaped byte is one or two)."""
+    data = text.encode("utf-8")
+    return data[: max(0, len(data) - over)].decode("utf-8", "ignore").rstrip("\\")
 
 
 def truncate_string(value: str) -> tuple[str, bool]:

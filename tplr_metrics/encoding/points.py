@@ -7,11 +7,19 @@ raise early), never on the caller's hot path.
 from __future__ import annotations
 
 import datetime as _dt
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
-from .line_protocol import MAX_STRING_BYTES, clean_key, clean_measurement, truncate_string
-from .values import FieldValue, process_fields, tag_value
+from .line_protocol import (
+    MAX_SERIES_KEY_BYTES,
+    MAX_STRING_BYTES,
+    clean_key,
+    clean_measurement,
+    fit_series_key,
+    truncate_string,
+)
+from .values import FieldValue, free_name, process_fields, tag_value
 
 #: Prefix that keeps a caller's tag which shares its name with a standard tag (e.g. ``uid``).
 CALLER_TAG_PREFIX = "caller_"
@@ -36,13 +44,31 @@ Record = tuple[str, Mapping[str, Any], Mapping[str, Any], int, "Mapping[str, Any
 IssueHandler = Callable[[str, str, str, str], None]
 
 
+_RFC3339 = re.compile(r"(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?(Z|z|[+-]\d\d:\d\d)$")
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+
+
+class BadTimestamp:
+    """In a record's time slot: log() was given a timestamp it cannot use; the point is dropped
+    (counted ``bad_timestamp``; strict mode raises) by the builder, like any other bad input."""
+
+    __slots__ = ("shown",)
+
+    def __init__(self, value: Any) -> None:
+        self.shown = repr(value)[:80]
+
+
 def timestamp_ns(ts: Any) -> int | None:
     """An explicit timestamp as int nanoseconds; None when it cannot be one.
 
-    int: nanoseconds. float: seconds since the epoch (``time.time()``). datetime: its instant,
-    naive ones taken as UTC (as influxdb-client does).
+    int: nanoseconds. float: seconds since the epoch (``time.time()``). datetime (pandas
+    Timestamp included, to the nanosecond): its instant, naive ones taken as UTC (as
+    influxdb-client does); date: its midnight UTC. numpy datetime64: its instant. str: RFC 3339
+    (``2025-01-31T12:00:00.123456789Z``, an offset instead of ``Z``). Anything else (a
+    timedelta, a bool, a time the servers cannot store: before 1677-09-21 or after 2262-04-11)
+    is None.
     """
-    if isinstance(ts, bool):
+    if isinstance(ts, bool) or isinstance(ts, _dt.timedelta):
         return None
     if isinstance(ts, int):
         value = ts
@@ -51,10 +77,23 @@ def timestamp_ns(ts: Any) -> int | None:
             return None
         value = int(ts * 1_000_000_000)
     elif isinstance(ts, _dt.datetime):
-        if ts.tzinfo is None:
-            ts = ts.replace(tzinfo=_dt.timezone.utc)
-        delta = ts - _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
-        value = (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
+        nanos = getattr(ts, "value", None)  # a pandas Timestamp knows its nanoseconds
+        if type(nanos) is int and hasattr(ts, "nanosecond"):
+            value = nanos
+        else:
+            value = _datetime_ns(ts)
+    elif isinstance(ts, _dt.date):
+        value = _datetime_ns(_dt.datetime(ts.year, ts.month, ts.day))
+    elif isinstance(ts, str):
+        parsed = _rfc3339_ns(ts.strip())
+        if parsed is None:
+            return None
+        value = parsed
+    elif type(ts).__name__ == "datetime64":  # numpy, without importing it
+        try:
+            value = int(ts.astype("datetime64[ns]").astype("int64"))
+        except Exception:
+            return None
     else:
         index = getattr(ts, "__index__", None)
         if index is None:
@@ -66,6 +105,31 @@ def timestamp_ns(ts: Any) -> int | None:
     if not INT64_MIN <= value <= INT64_MAX:
         return None
     return value
+
+
+def _datetime_ns(ts: _dt.datetime) -> int:
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=_dt.timezone.utc)
+    delta = ts - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
+
+
+def _rfc3339_ns(text: str) -> int | None:
+    match = _RFC3339.match(text)
+    if match is None:
+        return None
+    year, month, day, hour, minute, second, fraction, zone = match.groups()
+    try:
+        offset = _dt.timedelta(0)
+        if zone not in ("Z", "z"):
+            sign = 1 if zone[0] == "+" else -1
+            offset = sign * _dt.timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6]))
+        moment = _dt.datetime(int(year), int(month), int(day), int(hour), int(minute), int(second))
+    except ValueError:
+        return None
+    delta = moment - _EPOCH.replace(tzinfo=None) - offset
+    seconds = delta.days * 86_400 + delta.seconds
+    return seconds * 1_000_000_000 + int((fraction or "").ljust(9, "0"))
 
 
 class PointBuilder:
@@ -133,6 +197,10 @@ class PointBuilder:
         if not measurement:
             self._on_issue("empty_measurement", "", "", "a point needs a measurement name; point dropped")
             return None
+        if type(time_ns) is not int:
+            shown = time_ns.shown if isinstance(time_ns, BadTimestamp) else repr(time_ns)[:80]
+            self._on_issue("bad_timestamp", measurement, "", f"timestamp {shown} cannot be stored; point dropped")
+            return None
 
         def field_issue(cause: str, field: str, detail: str) -> None:
             self._on_issue(cause, measurement, field, detail)
@@ -163,6 +231,8 @@ class PointBuilder:
                     self._on_issue(
                         "string_truncated", measurement, clean, f"longer than {MAX_STRING_BYTES} bytes; truncated"
                     )
+            if clean in fields:  # two keys that clean to one name ("time" and "time_")
+                clean = free_name(fields, clean, field_issue)
             fields[clean] = value
         if not fields:
             self._on_issue("no_fields", measurement, "", "no storable field left; point dropped")
@@ -193,6 +263,23 @@ class PointBuilder:
                         f"tag {clean!r} is a standard tag of this logger; the caller's value is kept as {renamed!r}",
                     )
                     clean = renamed
+                if clean in tags:  # two keys that clean to one name, or a rename meeting a caller's tag
+                    clean = free_name(tags, clean, field_issue)
                 tags[clean] = text
         tags.update(standard)
+        # A series key past 64 KiB makes InfluxDB refuse the line: cut the longest caller tag
+        # values to fit (rare: a cheap bound first; 8 = 4 UTF-8 bytes, each maybe escaped).
+        if (
+            8 * (len(measurement) + sum(map(len, tags)) + sum(map(len, tags.values())) + 2 * len(tags) + 64)
+            > MAX_SERIES_KEY_BYTES
+        ):
+            fitted = fit_series_key(measurement, tags, frozenset(standard), fields)
+            if fitted is not None:
+                self._on_issue(
+                    "series_key_truncated",
+                    measurement,
+                    "",
+                    f"series key past {MAX_SERIES_KEY_BYTES} bytes; longest tag values cut",
+                )
+                return Point(fitted[0], fitted[1], fields, time_ns)
         return Point(measurement, tags, fields, time_ns)

@@ -16,6 +16,8 @@ import statistics
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..config.secrets import looks_secret
+
 #: A value InfluxDB can store (bool never appears: it becomes int).
 FieldValue = int | float | str
 
@@ -141,9 +143,12 @@ def process_fields(fields: Mapping[Any, Any], issue: IssueSink = _ignore_issue) 
     """Apply the value rules to a whole fields dict (lists expand into stats fields)."""
     out: dict[str, FieldValue] = {}
     isfinite = math.isfinite
+    made = False  # a name was made here (a list's stats, a key's text): it may meet another one
     for key, raw in fields.items():
         if type(key) is not str:
-            key = _safe_str(key)
+            key, made = _safe_str(key), True
+        if made and key in out:
+            key = free_name(out, key, issue)
         kind = type(raw)
         if kind is float and isfinite(raw):  # the common cases, without the general path's calls
             out[key] = raw
@@ -153,8 +158,11 @@ def process_fields(fields: Mapping[Any, Any], issue: IssueSink = _ignore_issue) 
             continue
         value = process_value(raw)
         if type(value) is dict:
+            made = True
             for stat, stat_value in value.items():
                 name = f"{key}_{stat}"
+                if name in out:
+                    name = free_name(out, name, issue)
                 checked = check_field_value(name, stat_value, issue)
                 if checked is not None:
                     out[name] = checked
@@ -163,6 +171,17 @@ def process_fields(fields: Mapping[Any, Any], issue: IssueSink = _ignore_issue) 
         if checked is not None:
             out[key] = checked
     return out
+
+
+def free_name(taken: Mapping[str, Any], name: str, issue: IssueSink) -> str:
+    """Two values that would share a name: the later one gets ``_2`` (``_3``, ...), with a
+    warning, instead of silently replacing the first."""
+    n = 2
+    while f"{name}_{n}" in taken:
+        n += 1
+    renamed = f"{name}_{n}"
+    issue("name_collision", name, f"{name!r} already names another value; this one is stored as {renamed!r}")
+    return renamed
 
 
 #: Types whose values cannot change after log() returns: queued as they are.
@@ -185,10 +204,14 @@ def tag_value(v: Any) -> str:
     return _safe_str(coerce_scalar(v))
 
 
-def config_tags(config: Any) -> dict[str, str]:
+def config_tags(config: Any, select: Any = None) -> dict[str, str]:
     """``config_<key>`` tags for the public scalar attributes of a config object.
 
-    Works for argparse Namespaces, bittensor Configs, dataclasses and plain dicts.
+    Works for argparse Namespaces, bittensor Configs, dataclasses and plain dicts. An attribute
+    whose name looks secret (``looks_secret``: token, password, api_key, ...) never becomes a
+    tag, nor one that is not a scalar. ``select`` (``MetricsLogger(config_tags=...)``) narrows
+    the rest: a collection of names (only those), or ``{"allow": [...], "deny": [...]}``; a
+    name allowed by name is kept even if it looks secret (``key_size``).
     """
     if config is None:
         return {}
@@ -196,12 +219,33 @@ def config_tags(config: Any) -> dict[str, str]:
         items = config.items() if isinstance(config, dict) else vars(config).items()
     except TypeError:
         return {}
+    allow, deny = _selection(select)
     tags: dict[str, str] = {}
     for key, value in items:
-        if not isinstance(key, str) or key.startswith("_") or value is None:
+        if not isinstance(key, str) or key.startswith("_") or value is None or key in deny:
+            continue
+        if allow is not None:
+            if key not in allow:
+                continue
+        elif looks_secret(key):
             continue
         if isinstance(value, (str, int, float, bool)):
             text = str(value)
             if text:
                 tags[f"config_{key}"] = text
     return tags
+
+
+def _selection(select: Any) -> tuple[frozenset[str] | None, frozenset[str]]:
+    """(allowed names or None for all, denied names) from ``config_tags=``."""
+    if select is None:
+        return None, frozenset()
+    if isinstance(select, dict):
+        unknown = set(select) - {"allow", "deny"}
+        if unknown:
+            raise ValueError(f"config_tags: unknown keys {sorted(unknown)}; use 'allow' and 'deny'")
+        allow = select.get("allow")
+        return (None if allow is None else frozenset(allow)), frozenset(select.get("deny") or ())
+    if isinstance(select, str):
+        raise ValueError("config_tags: a collection of attribute names, or {'allow': [...], 'deny': [...]}")
+    return frozenset(select), frozenset()

@@ -43,6 +43,7 @@ class WriteResult:
     # connection closed mid-answer): the server may have stored them. Lost later, they are
     # counted in ``dropped_maybe_stored`` too.
     unanswered: bool = False
+    sanitized: dict[str, int] = field(default_factory=dict)  # values the sink had to change, by cause
 
     @classmethod
     def all_stored(cls, n: int, nbytes: int = 0) -> WriteResult:

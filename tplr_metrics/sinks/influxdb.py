@@ -36,6 +36,7 @@ import urllib.parse
 from collections.abc import Sequence
 from typing import Any
 
+from ..config.secrets import clean_secret, redact, secret_forms
 from ..encoding.line_protocol import encode_line
 from ..encoding.points import Point
 from .answers import cause_of, float_field, read_refusal, server_message
@@ -56,13 +57,6 @@ def is_loopback_host(host: str | None) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
-
-
-def redact(text: str, secrets: Sequence[str | None]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
 
 
 class InfluxSink:
@@ -88,7 +82,8 @@ class InfluxSink:
         from influxdb_client.client.influxdb_client import InfluxDBClient
 
         self.url = url.rstrip("/")
-        self._secrets = [token, password]
+        token, username, password = clean_secret(token), clean_secret(username), clean_secret(password)
+        self._secrets = secret_forms(token, password, username=username)
         self._gzip = gzip_body
         parsed = urllib.parse.urlsplit(self.url)
         if not verify_ssl:
@@ -110,6 +105,7 @@ class InfluxSink:
         self._client = InfluxDBClient(**client_kwargs)
         self._api = self._client.api_client
         self._lock = threading.Lock()
+        self._newline_splitting: bool | None = None  # asked of the server when it matters
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(url={self.url!r}, {self.describe_target()})"
@@ -189,6 +185,14 @@ class InfluxSink:
         batch = [points[i] for i in indices]
         lines = getattr(points, "lines", None)  # encoded by the pipeline's encoder thread
         encoded = [lines[i] for i in indices] if lines is not None else [encode_line(*p) for p in batch]
+        sanitized = 0
+        if any("\n" in line or "\r" in line for line in encoded) and self._splits_on_newlines():
+            # Only a string field value can hold one (names are cleaned): a raw newline there
+            # would end the line for this server, and what follows would be a point of its own.
+            for k, line in enumerate(encoded):
+                if "\n" in line or "\r" in line:
+                    encoded[k] = encode_line(*_without_newlines(batch[k]))
+                    sanitized += 1
         body = "\n".join(encoded).encode("utf-8", "replace")
         path, params = self.path, self.query_params()
         try:
@@ -207,7 +211,8 @@ class InfluxSink:
         answer = redact(answer, self._secrets)
         message = server_message(answer)
         if 200 <= status < 300:
-            return WriteResult(stored=len(batch), nbytes=len(body))
+            changed = {"newline_in_string": sanitized} if sanitized else {}
+            return WriteResult(stored=len(batch), nbytes=len(body), sanitized=changed)
         if status == 404 and self.handle_not_found(message):
             return self._write(points, indices)
         if status in _RETRY_STATUSES or status >= 500 or status < 200 or 300 <= status < 400:
@@ -221,6 +226,21 @@ class InfluxSink:
                 nbytes=len(body),
             )
         return self._refused(points, indices, batch, encoded, status, answer, len(body))
+
+    def _splits_on_newlines(self) -> bool:
+        """Whether this server ends a line at a raw newline inside a quoted string value.
+        InfluxDB (its /ping answers with X-Influxdb-Version) stores such a value exactly;
+        VictoriaMetrics, and any server that does not say it is InfluxDB, splits the line."""
+        if self._newline_splitting is None:
+            try:
+                response = self._api.call_api(  # type: ignore[no-untyped-call]
+                    "/ping", "GET", auth_settings=[], _return_http_data_only=False, _preload_content=False
+                )
+                headers = {k.lower() for k in dict(response[2] or {})}
+                self._newline_splitting = "x-influxdb-version" not in headers
+            except Exception:
+                return True  # unknown for now: the safe reading, asked again next time
+        return self._newline_splitting
 
     def _same_server_location(self, headers: dict[str, str]) -> tuple[str, list[tuple[str, str]]] | None:
         """(path, query) of a redirect's Location when it is on this server, else None."""
@@ -307,6 +327,14 @@ class InfluxSink:
             self._client.close()  # type: ignore[no-untyped-call]
         except Exception:
             pass
+
+
+def _without_newlines(point: Point) -> Point:
+    fields = {
+        k: v.replace("\r\n", " ").replace("\n", " ").replace("\r", " ") if type(v) is str else v
+        for k, v in point.fields.items()
+    }
+    return Point(point.measurement, point.tags, fields, point.time_ns)
 
 
 def _decoded(body: Any) -> str:
