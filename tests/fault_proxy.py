@@ -22,6 +22,7 @@ class Fault:
     status: int  # answered instead of forwarding; 0: the connection is reset unanswered
     retry_after: float | None = None
     times: int = 1  # how many requests get it
+    location: str | None = None  # a redirect's Location header
 
 
 @dataclass
@@ -68,7 +69,8 @@ class FaultProxy:
                         pass
                     return
                 if fault is not None:
-                    self._answer(fault.status, b'{"error":"injected by the fault proxy"}', fault.retry_after)
+                    extra = [("Location", fault.location)] if fault.location else None
+                    self._answer(fault.status, b'{"error":"injected by the fault proxy"}', fault.retry_after, extra)
                     proxy._record(is_write, fault.status, body)
                     return
                 if proxy.delay and is_write:

@@ -5,7 +5,9 @@ store and a JSONL directory, maybe), durable mode or not, server SIGKILL + resta
 (SIGSTOP/SIGCONT), proxy answers (429, 503, slow, connection reset), a disk that fills for a
 second under the spool, JSONL and store (a tmpfs; needs root), a queue small enough for a burst
 to overflow it, an orphan spool of another database in the same spool directory, two corrupt
-lines appended to a spool file the run left, how the logging process ends
+lines appended to a spool file the run left, redirects to another server (307), awkward points
+(a tab or newline in a tag value, a tag value past 64 KiB, a newline in a string value), how the
+logging process ends
 (close() with a short timeout, exit without close, SIGKILL in durable mode), a signal handler that
 logs, a forked multiprocessing child that logs and returns without close().
 
@@ -23,6 +25,7 @@ checks, per lane, Jepsen-style, the history against the final state:
 * after a SIGKILL, no more ids are stored than log() accepted (the full queue refused the rest);
 * an orphan spool of another database reaches none of this run's destinations, and a logger for
   its own database then delivers all of it there;
+* no point is refused: awkward names and values are encoded so the server stores them;
 * corrupt spool lines are quarantined: counted ``corrupt_spool_line`` and in the dead letter,
   and the rest of their file is delivered (they are not logged points, so not in the sums).
 
@@ -52,7 +55,7 @@ from tplr_metrics import MetricsLogger
 
 from ..conftest import fill, mount_tmpfs, unmount
 from ..fault_proxy import Fault, FaultProxy, fault_proxy
-from ..servers import InfluxDB1
+from ..servers import InfluxDB1, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 CI_SEEDS = list(range(20)) + [1002]  # 1002: a burst into a full queue, then SIGKILL (durable)
@@ -81,6 +84,7 @@ def dump(name):
         lanes = held[0].stats()["lanes"]
         books["dropped_by_lane"] = {name: lane["dropped"] for name, lane in lanes.items()}
         books["maybe_stored_by_lane"] = {name: lane["dropped_maybe_stored"] for name, lane in lanes.items()}
+        books["rejected_by_lane"] = {name: lane["rejected"] for name, lane in lanes.items()}
         with open(os.path.join(out, name), "w") as f:
             json.dump(books, f)
 
@@ -105,8 +109,14 @@ m = MetricsLogger(
 )
 held.append(m)
 
+AWKWARD_TAGS = ["\t#x", "a\nb", "\\", 'q\\"', "z" * 70_000]
+
 def log_id(i):
-    m.log("fm", {"k": str(i % 7)}, {"pid": i, "v": float(i)}, timestamp=cfg["base_ns"] + i * 1000)
+    tags, fields = {"k": str(i % 7)}, {"pid": i, "v": float(i)}
+    if cfg["awkward"] and i % 25 == 0:  # the encoder's rules, under the faults
+        tags["odd"] = AWKWARD_TAGS[(i // 25) % len(AWKWARD_TAGS)]
+        fields["note"] = "two\nlines"
+    m.log("fm", tags, fields, timestamp=cfg["base_ns"] + i * 1000)
 
 if cfg["signal_handler"]:
     import itertools
@@ -171,6 +181,7 @@ class Schedule:
     max_queue_size: int = 5_000  # 300: the burst overflows it even in durable mode
     orphan: bool = False  # another database's points wait in the same spool directory
     corrupt: bool = False  # two bad lines appended to a spool file the run left (if it left one)
+    awkward: bool = False  # every 25th point carries names and values the servers read differently
 
     @classmethod
     def draw(cls, seed: int) -> Schedule:
@@ -200,6 +211,10 @@ class Schedule:
             schedule.events.sort()
         schedule.orphan = rng.random() < 0.3
         schedule.corrupt = rng.random() < 0.4
+        if rng.random() < 0.25:  # a redirect elsewhere: a destination error, never bad data
+            schedule.events.append((round(rng.uniform(0.0, 2.0), 2), "redirect"))
+            schedule.events.sort()
+        schedule.awkward = rng.random() < 0.4
         return schedule
 
 
@@ -232,6 +247,7 @@ class Run:
             "mp_ids": MP_IDS,
             "burst": schedule.burst,
             "max_queue_size": schedule.max_queue_size,
+            "awkward": schedule.awkward,
             "burst_ids": BURST_IDS,
             "handler_ids": HANDLER_IDS,
             "points": POINTS,
@@ -312,6 +328,9 @@ class Run:
             time.sleep(0.8)
             server.proc.send_signal(signal.SIGCONT)
             self.stalled = False
+        elif name == "redirect":
+            elsewhere = f"http://127.0.0.1:{free_port()}/write"
+            proxy.faults.append(Fault(307, times=3, location=elsewhere))
         elif name in ("503", "429", "reset"):
             status = {"503": 503, "429": 429, "reset": 0}[name]
             proxy.faults.append(Fault(status, retry_after=1 if status == 429 else None, times=3))
@@ -449,6 +468,11 @@ def check(schedule: Schedule, run: Run, recovery: MetricsLogger) -> None:
         quarantined = lane_of(recovery.stats()["lanes"], lane)["rejected"].get("corrupt_spool_line", 0)
         assert quarantined >= planted, f"{lane}: {planted} corrupt lines planted, {quarantined} quarantined"
         lost -= planted  # not points anybody logged
+        # A spool line torn by a full disk or a kill is quarantined too: only the points refused count.
+        reasons = [lane_of(recovery.stats()["lanes"], lane)["rejected"]]
+        reasons += [lane_of(part["rejected_by_lane"], lane) for part in parts]
+        refused = {k: v for r in reasons for k, v in r.items() if k != "corrupt_spool_line"}
+        assert not refused, f"{lane}: points refused {refused} (awkward ones must be encoded to be stored)"
         unknown = lane_of(recovery.stats()["lanes"], lane)["dropped_maybe_stored"]  # the server may hold them
         for part in parts:
             assert part["balanced"], (
@@ -538,7 +562,8 @@ def test_schedules_cover_every_fault() -> None:
     """The CI seeds, together, draw every fault and every ending at least once."""
     drawn = [Schedule.draw(seed) for seed in CI_SEEDS]
     faults = {name for s in drawn for _, name in s.events}
-    assert faults == {"kill", "stall", "503", "429", "slow", "hang", "reset", "down", "disk_full"}, faults
+    assert faults == {"kill", "stall", "503", "429", "slow", "hang", "reset", "down", "disk_full", "redirect"}, faults
+    assert any(s.awkward for s in drawn)
     assert any(s.burst for s in drawn)
     assert any(s.orphan for s in drawn) and any(s.corrupt for s in drawn)
     # Refused points must stay refused: a burst into a small queue, then SIGKILL in durable mode.
