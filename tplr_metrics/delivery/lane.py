@@ -342,7 +342,7 @@ class Lane:
             self.stats.wrote(result.stored, result.nbytes, elapsed)
         for cause, n in result.sanitized.items():
             self.stats.sanitize(cause, n)
-            self.stats.warn_once(cause, "%s: %d string value(s) held a raw newline; replaced by a space", self.name, n)
+            self.stats.warn_once(cause, "%s: %d value(s) changed for this server (%s)", self.name, n, cause)
         for rejection in result.rejected:
             self.stats.reject(rejection.cause)
             self.stats.warn_once("rejected:" + rejection.cause, "%s refused a point: %s", self.name, rejection.reason)
