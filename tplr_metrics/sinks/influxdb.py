@@ -161,6 +161,8 @@ class InfluxSink:
                 _preload_content=False,
             )
         except ApiException as exc:
+            if not exc.status and exc.headers is None:
+                raise  # no answer at all (a TLS failure): a transport error, its cause kept
             return exc.status or 0, _decoded(exc.body), dict(exc.headers or {})
         http_response = response[0]
         data = http_response.data if hasattr(http_response, "data") else b""
@@ -352,13 +354,17 @@ def _header(headers: dict[str, str], name: str) -> str | None:
 
 def _maybe_sent(exc: BaseException) -> bool:
     """False when the request surely never reached the server (no connection was made)."""
+    import ssl
+
     from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
     seen: set[int] = set()
     cause: BaseException | None = exc
     while cause is not None and id(cause) not in seen:
         seen.add(id(cause))
-        if isinstance(cause, (NewConnectionError, ConnectTimeoutError, ConnectionRefusedError)):
+        if isinstance(
+            cause, (NewConnectionError, ConnectTimeoutError, ConnectionRefusedError, ssl.SSLCertVerificationError)
+        ):
             return False
         reason = getattr(cause, "reason", None)
         cause = reason if isinstance(reason, BaseException) else (cause.__cause__ or cause.__context__)
