@@ -9,6 +9,7 @@ split the batch down to single points and dead-lettered all of them as bad data.
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 from typing import Any
 
@@ -280,3 +281,80 @@ def test_real_1x_awkward_points_are_all_stored_as_documented(
     assert {"a ", "a _2", "time_", "time__2", "x_mean", "x_mean_2", "caller_uid", "caller_uid_2"} <= columns
     for cause in ("name_collision", "series_key_truncated", "newline_in_name", "leading_char_in_measurement"):
         assert stats["sanitized"].get(cause), (cause, stats["sanitized"])
+
+
+@pytest.mark.parametrize(
+    "kinds",
+    [
+        ("conflict", "parse", "ok"),
+        ("conflict", "old", "ok"),
+        ("in_batch", "ok"),
+        ("conflict", "old", "parse", "in_batch", "ok"),
+    ],
+    ids=["conflict+parse", "conflict+retention", "in-batch-conflicts", "all"],
+)
+def test_real_1x_answers_that_leave_refusals_out_are_not_trusted(
+    influx1: InfluxDB1, unique_db: str, kinds: tuple[str, ...]
+) -> None:
+    """InfluxDB 1.6.7 names one kind of refusal per answer and leaves the others out: a type
+    conflict's answer omits unparseable lines (a field key past the 64 KiB key limit) and points
+    outside the retention policy, and in-batch conflicts on new fields of several measurements
+    answer dropped=1 for all of them. The rest is sent again until a 2xx answers it, so each mix,
+    sent raw through the sink, is counted exactly (the attack's own mixes, through the logger:
+    the five-measurement test below and the awkward points above)."""
+    import time as clock
+
+    influx1.create_database(unique_db)
+    influx1.query(f'CREATE RETENTION POLICY "hour" ON "{unique_db}" DURATION 1h REPLICATION 1 DEFAULT')
+    now = clock.time_ns() - 1_000_000_000
+    assert influx1.write(unique_db, f'c a="s" {now - 10**6}'.encode())[0] == 204
+    lines: list[str] = []
+    refused: set[int] = set()
+    order = [kinds[i % len(kinds)] for i in range(30)]
+    random.Random(1).shuffle(order)
+    for i, kind in enumerate(order):
+        if kind == "conflict":
+            lines.append(f"c,i={i} a=1.0 {now + i}")  # a is a string field here
+        elif kind == "old":
+            lines.append(f"old,i={i} v=1.0 {now - 3 * 86_400 * 10**9 + i}")  # outside the 1 h policy
+        elif kind == "parse":
+            lines.append(f"pe,i={i} {'k' * 66_000}=1.0 {now + i}")  # max key length exceeded
+        elif kind == "in_batch":
+            lines.append(f'm{i % 5} f="s" {now + 10 * i}')  # a new field, two types in one batch
+            lines.append(f"m{i % 5} f=1.5 {now + 10 * i + 1}")
+        else:
+            lines.append(f"ok,i={i} v=1.0 {now + i}")
+            continue
+        refused.add(len(lines) - 1)
+    sink = InfluxV1Sink(influx1.url, database=unique_db)
+    try:
+        result = sink.write(batch_of(lines))
+    finally:
+        sink.close()
+    stored = sum(influx1.count(m, "v", unique_db) for m in ("ok", "old")) + influx1.count("c", "a", unique_db) - 1
+    stored += sum(influx1.count(f"m{k}", "f", unique_db) for k in range(5))
+    assert result.stored == stored == len(lines) - len(refused)
+    assert {r.index for r in result.rejected} == refused and not result.retry
+
+
+def test_real_1x_in_batch_conflicts_on_five_measurements(isolated_env: Path) -> None:
+    """Two types for a new field in each of five measurements, in one batch to a fresh
+    database: InfluxDB 1.6.7 answers dropped=1 for the five refusals. (Before: written 7, stored 6,
+    one refused point missing from the dead letter.)"""
+    import time as clock
+
+    server = InfluxDB1()
+    server.start()
+    try:
+        m = MetricsLogger(url=server.url, database="t", api="v1", flush_interval=300)
+        now = clock.time_ns()
+        for k in range(5):
+            m.log(f"m{k}", {}, {"f": "s"}, timestamp=now + 10 * k)
+            m.log(f"m{k}", {}, {"f": 1.5}, timestamp=now + 10 * k + 1)
+        m.log("ok", {}, {"v": 1.0}, timestamp=now)
+        m.close(timeout=20)
+        stored = sum(server.count(f"m{k}", "f", "t") for k in range(5)) + server.count("ok", "v", "t")
+        assert m.stats()["written"] == stored == 6 and m.stats()["rejected_total"] == 5
+        assert len(dead_letters(isolated_env, m)) == 5
+    finally:
+        server.cleanup()

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import math
+import uuid
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from tplr_metrics import MetricsLogger
+from tplr_metrics.encoding.line_protocol import clean_key, clean_measurement
 
 from ..servers import VictoriaMetrics
 
@@ -58,3 +66,46 @@ def test_a_newline_in_a_string_value_cannot_inject_a_series(victoria: VictoriaMe
     assert victoria.export_when_visible('{__name__=~"injected_metric.*"}', timeout=3) == []
     assert victoria.count_samples(f'{{__name__="notes_v",case="{unique_db}"}}', expected=1) == 1
     assert m.stats()["written"] == 1 and m.stats()["sanitized"] == {"newline_in_string": 1}
+
+
+AWKWARD = st.sampled_from(["\t", "\x00", "#", " ", "\\", '"', "=", ",", "\n", "\r"])
+text = st.text(st.characters(blacklist_categories=("Cs",)) | AWKWARD, min_size=1, max_size=10)
+numbers = (
+    st.integers(min_value=-(2**53), max_value=2**53)  # VictoriaMetrics keeps float64
+    | st.floats(allow_nan=False, allow_infinity=False, width=32)
+    | st.booleans()
+)
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    measurement=text,
+    tags=st.dictionaries(text, text, max_size=3),
+    fields=st.dictionaries(text, numbers | text, min_size=1, max_size=3),
+)
+def test_generated_points_reach_victoriametrics_as_their_own_series_only(
+    victoria: VictoriaMetrics, measurement: str, tags: dict[str, str], fields: dict[str, Any]
+) -> None:
+    """The same awkward alphabet as the InfluxDB round trip: every field arrives as
+    `<measurement>_<field>` with its value (a string as 0, as VictoriaMetrics reads it), and
+    nothing else appears (a string value's newline or a name's control character would have made
+    a series of its own)."""
+    case = uuid.uuid4().hex
+    tags = {"t" + k: v for k, v in tags.items()}
+    fields = {"f" + k: v for k, v in fields.items()}
+    with MetricsLogger(url=victoria.url, database="rt", api="v2", spool=False) as m:
+        m.log(measurement, {**tags, "case": case}, fields, timestamp=1_700_000_000_000_000_000)
+    assert m.stats()["written"] == 1, m.stats()
+    # VictoriaMetrics' reading: each field a series `<measurement>_<field>`, a string one as 0.
+    values = {clean_key(k)[0]: 0.0 if isinstance(v, str) else float(v) for k, v in fields.items()}
+    expected = {f"{clean_measurement(measurement)[0]}_{k}": v for k, v in values.items()}
+    series = victoria.export_when_visible(f'{{case="{case}"}}')
+    got = {s["metric"]["__name__"]: float(s["values"][0]) for s in series}
+    assert got.keys() == expected.keys()
+    for name, value in expected.items():
+        assert math.isclose(got[name], value, rel_tol=1e-6, abs_tol=1e-30), name

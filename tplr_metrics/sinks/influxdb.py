@@ -8,13 +8,14 @@ pipeline, which needs to know what happened to every point.
 What a response means (``answers.py`` reads the refusals of each server family):
 
 * 2xx: every point stored.
-* 400/422 naming refused lines (a partial write): the rest is stored; each named point is
-  rejected with the server's reason for it. When the answer counts refusals it does not name
-  (``points beyond retention policy dropped=3``, a cut-off message), the sink finds them by
-  sending the unnamed rest again, in halves: InfluxDB overwrites a point with itself, so a point
-  stored twice is stored once. ``written`` only counts points an answer proves stored. (For a
-  server that keeps duplicates, ``overwrites_duplicates = False``, the unnamed rest is rejected
-  as ``refused_unidentified`` instead.)
+* 400/422 naming refused lines (a partial write): each named point is rejected with the
+  server's reason for it. The rest is sent again until a 2xx answers it: InfluxDB 1.x leaves
+  refusals out of its answer (``points beyond retention policy`` beside a type conflict, a parse
+  error beside one, ``dropped=1`` for two conflicts), and InfluxDB overwrites a point with itself,
+  so a point stored twice is stored once. An answer that names nothing new splits the rest in
+  halves. ``written`` only counts points a 2xx answer proves stored. (For a server that keeps
+  duplicates, ``overwrites_duplicates = False``, a complete list is trusted and an incomplete
+  one rejects the unnamed rest as ``refused_unidentified``.)
 * 400/413/422 that is not partial (the server refused the whole body, e.g. a type conflict
   between two points of the same batch): the batch is split in halves and each half written
   again, down to the single points that are really bad. One bad point never takes its batch.
@@ -280,9 +281,14 @@ class InfluxSink:
             for i, why in sorted(refusal.named.items())
         ]
         rest = [indices[i] for i in range(len(indices)) if i not in refusal.named]
-        if refusal.complete or not rest:
+        if not rest:
+            return WriteResult(rejected=rejected, nbytes=nbytes)
+        if refusal.complete and not self.overwrites_duplicates:
             return WriteResult(stored=len(rest), rejected=rejected, nbytes=nbytes)
-        # It refused more than it named: find the others, never guess.
+        # The rest is stored only once an answer says so: InfluxDB 1.x leaves refusals out of a
+        # partial answer (a retention refusal beside a type conflict; a parse error beside one;
+        # dropped=1 for two conflicts), so the rest is sent again (stored points are overwritten
+        # by themselves) until a 2xx answers it, or its own refusals are found.
         if not self.overwrites_duplicates:
             reason = f"HTTP {status}: {message}"
             rejected += [Rejection(i, "refused_unidentified", reason) for i in rest]
