@@ -27,7 +27,7 @@ from tplr_metrics import MetricsLogger
 from tplr_metrics.config.secrets import looks_secret, redact, secret_forms
 
 TOKEN = "tok-0123456789abcdef"
-PASSWORD = "pw12345"  # 7 characters: never redacted, so it must never be written at all
+PASSWORD = "pw12345"  # 7 characters: hidden only where it stands as a word of its own
 CONFIG = SimpleNamespace(
     lr=0.001,
     netuid=3,
@@ -146,7 +146,8 @@ def test_redaction_hides_every_spelling_and_never_a_short_string() -> None:
     text = "Token s3cr3t-token and 's3cr3t-token\\n' and Basic bWU6czNjcjN0LXRva2VuCg== and a b c"
     hidden = redact(text, forms)
     assert "s3cr3t" not in hidden and "bWU6" not in hidden
-    assert hidden.endswith("and a b c")  # "ab" (2 characters) is never redacted
+    assert hidden.endswith("and a b c")  # "ab" (2 characters) only as a word of its own
+    assert redact("refused user:ab, abc, cab", forms) == "refused user:***, abc, cab"
 
 
 @pytest.mark.parametrize(

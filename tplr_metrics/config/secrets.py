@@ -5,8 +5,9 @@
   HTTP library refuse the header and print the whole value in its error.
 * ``redact`` hides every spelling a secret takes in a message: as it is, as ``repr``/JSON escape
   it, and inside an HTTP Basic header (base64 of ``user:password``), which a 401 body may echo.
-  Strings shorter than 8 characters are never redacted: they are not secrets worth hiding, and
-  replacing every ``a`` of a message would hide the message instead.
+  A secret shorter than 8 characters is redacted only where it stands as a word of its own
+  (between characters that are not letters or digits): replacing every ``a`` of a message
+  would hide the message instead. A 401 body echoing a 7-character password is still hidden.
 * ``looks_secret`` names the configuration attributes that never become ``config_*`` tags or a
   run's stored config (``wandb_api_key``, ``influxdb_token``, ``hf_password``, ...).
 """
@@ -44,14 +45,19 @@ def secret_forms(*secrets: str | None, username: str | None = None) -> list[str]
         basic = f"{username or ''}:{secret}".encode()
         forms.add(base64.b64encode(basic).decode())
         forms.add(base64.b64encode(secret.encode()).decode())
-    return sorted((f for f in forms if len(f) >= MIN_SECRET_LENGTH), key=len, reverse=True)
+    return sorted((f for f in forms if f), key=len, reverse=True)
 
 
 def redact(text: str, secrets: Iterable[str | None]) -> str:
-    """``text`` with every secret (in the forms ``secret_forms`` gives, or as passed) hidden."""
+    """``text`` with every secret (in the forms ``secret_forms`` gives, or as passed) hidden; a
+    short one only as a word of its own."""
     for secret in secrets:
-        if secret and len(secret) >= MIN_SECRET_LENGTH:
+        if not secret:
+            continue
+        if len(secret) >= MIN_SECRET_LENGTH:
             text = text.replace(secret, "***")
+        elif secret in text:
+            text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])", "***", text)
     return text
 
 

@@ -1,7 +1,7 @@
 """InfluxDB sinks: the v2 write API (/api/v2/write) and the v1 write API (/write?db=).
 
-Both reuse influxdb-client's ``InfluxDBClient`` for the HTTP connection pool, TLS, auth headers,
-gzip and its ``ApiException`` error type, and send bodies this package encoded itself. They do
+Both reuse influxdb-client's ``InfluxDBClient`` for the HTTP connection pool, TLS settings and
+auth headers, and send bodies this package encoded itself (gzipped here when asked). They do
 not use influxdb-client's batching ``WriteApi``: delivery, retries and accounting belong to the
 pipeline, which needs to know what happened to every point.
 
@@ -104,6 +104,7 @@ class InfluxSink:
         elif token:
             client_kwargs["token"] = token
         self._client = InfluxDBClient(**client_kwargs)
+        self._timeout_s = timeout_ms / 1000.0
         self._api = self._client.api_client
         self._lock = threading.Lock()
         self._newline_splitting: bool | None = None  # asked of the server when it matters
@@ -143,31 +144,32 @@ class InfluxSink:
     def post(
         self, path: str, body: bytes, params: list[tuple[str, str]], content_type: str
     ) -> tuple[int, str, dict[str, str]]:
-        """POST and return (status, the answer's body as text, headers); transport errors raise."""
-        from influxdb_client.rest import ApiException
+        """POST and return (status, the answer's body as text, headers); transport errors raise.
 
-        headers = {"Content-Type": content_type, "Accept": "application/json"}
-        if self._gzip and path != "/api/v2/write":  # influxdb-client gzips /api/v2/write itself
+        Through influxdb-client's connection pool (its TLS settings, proxies, auth header), but
+        not its request path: that one logs an answer it cannot read as JSON, a 401 echoing the
+        token included, to the root logger at DEBUG."""
+        import urllib3
+
+        api = self._api
+        headers = {**api.default_headers, "Content-Type": content_type, "Accept": "application/json"}
+        if self._gzip:
             body = gzip.compress(body)
             headers["Content-Encoding"] = "gzip"
-        try:
-            response = self._api.call_api(  # type: ignore[no-untyped-call]
-                path,
-                "POST",
-                query_params=params,
-                header_params=headers,
-                body=body,
-                auth_settings=[],
-                _return_http_data_only=False,
-                _preload_content=False,
-            )
-        except ApiException as exc:
-            if not exc.status and exc.headers is None:
-                raise  # no answer at all (a TLS failure): a transport error, its cause kept
-            return exc.status or 0, _decoded(exc.body), dict(exc.headers or {})
-        http_response = response[0]
-        data = http_response.data if hasattr(http_response, "data") else b""
-        return response[1], _decoded(data), dict(response[2] or {})
+        url = api.configuration.host.rstrip("/") + path
+        if params:
+            url += "?" + urllib.parse.urlencode(params)
+        response = api.rest_client.pool_manager.request(
+            "POST",
+            url,
+            body=body,
+            headers=headers,
+            timeout=urllib3.Timeout(total=self._timeout_s),
+            retries=False,  # the pipeline retries, with backoff and accounting
+            redirect=False,  # followed here, to the same server only
+            preload_content=True,
+        )
+        return response.status, _decoded(response.data), dict(response.headers)
 
     def _transport_error(self, exc: BaseException) -> str:
         return redact(describe_transport_error(exc), self._secrets)[:500]
@@ -236,10 +238,18 @@ class InfluxSink:
         VictoriaMetrics, and any server that does not say it is InfluxDB, splits the line."""
         if self._newline_splitting is None:
             try:
-                response = self._api.call_api(  # type: ignore[no-untyped-call]
-                    "/ping", "GET", auth_settings=[], _return_http_data_only=False, _preload_content=False
+                import urllib3
+
+                api = self._api
+                response = api.rest_client.pool_manager.request(
+                    "GET",
+                    api.configuration.host.rstrip("/") + "/ping",
+                    headers=dict(api.default_headers),
+                    timeout=urllib3.Timeout(total=self._timeout_s),
+                    retries=False,
+                    redirect=False,
                 )
-                headers = {k.lower() for k in dict(response[2] or {})}
+                headers = {k.lower() for k in response.headers}
                 self._newline_splitting = "x-influxdb-version" not in headers
             except Exception:
                 return True  # unknown for now: the safe reading, asked again next time
