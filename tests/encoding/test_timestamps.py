@@ -5,6 +5,7 @@ RFC 3339 string or an out-of-range value silently became "now"."""
 from __future__ import annotations
 
 import datetime as dt
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,11 @@ UTC = dt.timezone.utc
         (np.datetime64(NS, "ns"), NS),
         (np.datetime64("2023-11-14T22:13:20.123456789"), NS),
         (np.int64(NS), NS),
+        (np.datetime64("2023-11-14", "D"), 1_699_920_000_000_000_000),
+        (np.datetime64("2023-11", "M"), 1_698_796_800_000_000_000),
+        # The nanosecond nearest the float's own value (before: cut to 256 ns steps).
+        (1_700_000_000.123456, round(Fraction(1_700_000_000.123456) * 10**9)),
+        (-1.5, -1_500_000_000),
         ("2023-11-14T22:13:20.123456789Z", NS),
         ("2023-11-14T22:13:20Z", NS - 123_456_789),
         ("2023-11-15T00:13:20.123456789+02:00", NS),
@@ -59,6 +65,8 @@ def test_timestamps_are_read_to_the_nanosecond(given: Any, expected: int) -> Non
         "2262-04-11T23:47:16.854775807Z",  # one past the last
         1e30,
         np.datetime64("NaT"),
+        np.datetime64("1600-01-01", "s"),  # numpy's cast to ns wrapped these into 2184 and 1715
+        np.datetime64("2300-01-01", "D"),
         object(),
     ],
 )

@@ -93,6 +93,15 @@ RECORDED: list[tuple[str, list[str], str, list[Any], set[int], bool]] = [
         True,
     ),
     (
+        "2.x: a quoted line whose string value says 'line 2:'",
+        ["a v=1 1", 'a s="x line 2: y line 3: z" 2', "a v=3 3"],
+        '{"code":"invalid","message":"partial write has occurred, errors encountered on line(s): line 2: '
+        'unable to parse \'a s=\\"x line 2: y line 3: z\\" 2\': bad"}',
+        [],
+        {1},
+        True,
+    ),
+    (
         "Cloud / 3.x Dedicated",
         ["a v=1 1", "a refuse_me=1 2", "a v=3 3", "a refuse_me=1 4"],
         refusal_body(

@@ -30,7 +30,9 @@ from typing import Any
 _DROPPED = re.compile(r"dropped=(\d+)\s*$")
 _UNABLE = "unable to parse '"
 _UNABLE_TO_PARSE = re.compile(r"unable to parse '(.*?)'(?:: ([^\n]*?))?(?= dropped=\d+\s*$|\n|$)")
-_NUMBERED = re.compile(r"(?:error parsing )?line (\d+)(?: \(1-based\))?: ?")
+# A listing item starts the message or follows ':', ';' or a newline: "line 2:" inside a quoted
+# line's text (a string value) is not one.
+_NUMBERED = re.compile(r"(?:(?<=[:;\n])|^)\s*(?:error parsing )?line (\d+)(?: \(1-based\))?: ?")
 _TYPE_CONFLICT = re.compile(
     r'input field \\?"(?P<field>.+?)\\?" on measurement \\?"(?P<measurement>.+?)\\?" is type (?P<type>\w+)'
 )

@@ -191,12 +191,14 @@ class InfluxSink:
         lines = getattr(points, "lines", None)  # encoded by the pipeline's encoder thread
         encoded = [lines[i] for i in indices] if lines is not None else [encode_line(*p) for p in batch]
         sanitized = 0
-        if any("\n" in line or "\r" in line for line in encoded) and self._splits_on_newlines():
-            # Only a string field value can hold one (names are cleaned): a raw newline there
-            # would end the line for this server, and what follows would be a point of its own.
-            for k, line in enumerate(encoded):
-                if "\n" in line or "\r" in line:
-                    encoded[k] = encode_line(*_without_newlines(batch[k]))
+        if self._splits_on_newlines():
+            # VictoriaMetrics (any server that does not say it is InfluxDB) ends a line at a raw
+            # newline, even in a quoted string value (what follows would be a point of its own),
+            # and drops a whole line whose field key holds a '"'. Names are cleaned already.
+            for k, point in enumerate(batch):
+                line = encoded[k]
+                if "\n" in line or "\r" in line or any('"' in key for key in point.fields):
+                    encoded[k] = encode_line(*_for_line_splitting_server(point))
                     sanitized += 1
         body = "\n".join(encoded).encode("utf-8", "replace")
         path, params = self.path, self.query_params()
@@ -216,7 +218,7 @@ class InfluxSink:
         answer = redact(answer, self._secrets)
         message = server_message(answer)
         if 200 <= status < 300:
-            changed = {"newline_in_string": sanitized} if sanitized else {}
+            changed = {"changed_for_victoriametrics": sanitized} if sanitized else {}
             return WriteResult(stored=len(batch), nbytes=len(body), sanitized=changed)
         if status == 404 and self.handle_not_found(message):
             return self._write(points, indices)
@@ -347,9 +349,10 @@ class InfluxSink:
             pass
 
 
-def _without_newlines(point: Point) -> Point:
+def _for_line_splitting_server(point: Point) -> Point:
+    """A string value's newlines become spaces, a field key's '"' becomes "'"."""
     fields = {
-        k: v.replace("\r\n", " ").replace("\n", " ").replace("\r", " ") if type(v) is str else v
+        k.replace('"', "'"): v.replace("\r\n", " ").replace("\n", " ").replace("\r", " ") if type(v) is str else v
         for k, v in point.fields.items()
     }
     return Point(point.measurement, point.tags, fields, point.time_ns)
