@@ -252,6 +252,7 @@ class MetricsLogger:
             lane._on_rejected = self._dead_letter
             lane.on_corrupt_line = self._dead_letter.corrupt_line
             lane._learn_float_field = self._builder.learn_float_field
+            lane._learn_int_field = self._builder.learn_int_field
         self._pipeline.after_fork_in_child(self._builder, self._stats)
         self._submit = self._pipeline.submit
         try:

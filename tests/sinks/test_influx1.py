@@ -187,3 +187,19 @@ def test_generated_points_round_trip_through_the_server(
             assert float(row[key]) == value
         else:
             assert row[key] == value
+
+
+def test_ints_stay_ints_in_a_field_the_server_holds_as_integer(influx1: InfluxDB1, unique_db: str) -> None:
+    """The server holds g as integer; the run logs g=2.5 once (refused, rightly), then ints. The
+    ints must not be written as float because a float was logged into g. (Before: all 50 ints
+    after the float were refused as float.)"""
+    influx1.create_database(unique_db)
+    assert influx1.write(unique_db, b"held g=1i")[0] == 204
+    m = MetricsLogger(url=influx1.url, database=unique_db, api="v1", flush_interval=100)
+    m.log("held", {"i": "float"}, {"g": 2.5})
+    m.flush(10)
+    for i in range(50):
+        m.log("held", {"i": str(i)}, {"g": 2})
+    m.close(timeout=10)
+    assert m.stats()["rejected_total"] == 1 and m.stats()["written"] == 50
+    assert influx1.count("held", "g", unique_db) == 51

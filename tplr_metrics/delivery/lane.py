@@ -96,6 +96,7 @@ class Lane:
         spool_run_name: str,
         on_rejected: OnRejected | None = None,
         learn_float_field: Callable[[str, str], None] | None = None,
+        learn_int_field: Callable[[str, str], None] | None = None,
         describe: dict[str, Any] | None = None,
         on_corrupt_line: OnCorruptLine | None = None,
     ) -> None:
@@ -107,6 +108,7 @@ class Lane:
         self.accepts_lines = bool(getattr(sink, "accepts_lines", False))
         self._on_rejected = on_rejected
         self._learn_float_field = learn_float_field
+        self._learn_int_field = learn_int_field
         self.spool: Spool | None = None
         if spool_dir is not None:
             try:
@@ -348,6 +350,8 @@ class Lane:
             self.stats.warn_once("rejected:" + rejection.cause, "%s refused a point: %s", self.name, rejection.reason)
             if rejection.float_field is not None and self._learn_float_field is not None:
                 self._learn_float_field(*rejection.float_field)
+            if rejection.int_field is not None and self._learn_int_field is not None:
+                self._learn_int_field(*rejection.int_field)
             if self._on_rejected is not None and rejection.index is not None:
                 try:
                     self._on_rejected(points[rejection.index], rejection, self.name)

@@ -156,6 +156,7 @@ class Pipeline:
                 options.spool_run_name,
                 on_rejected=on_rejected,
                 learn_float_field=builder.learn_float_field,
+                learn_int_field=builder.learn_int_field,
                 describe=description,
                 on_corrupt_line=on_corrupt_line,
             )

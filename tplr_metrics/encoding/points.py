@@ -189,10 +189,17 @@ class PointBuilder:
         self._names: dict[str, str] = {}
         self._keys: dict[str, tuple[str, str | None]] = {}
         self._float_fields: dict[str, set[str]] = {}  # measurement -> fields seen as float
+        self._int_fields: dict[str, set[str]] = {}  # measurement -> fields the server holds as integer
 
     def learn_float_field(self, measurement: str, field: str) -> None:
         """The server holds this field as float (its conflict message said so): write ints as float."""
         self._float_fields.setdefault(measurement, set()).add(field)
+
+    def learn_int_field(self, measurement: str, field: str) -> None:
+        """The server holds this field as integer: ints stay ints, even after a float was logged
+        into it (that float was refused; writing later ints as float would lose them too)."""
+        self._int_fields.setdefault(measurement, set()).add(field)
+        self._float_fields.get(measurement, set()).discard(field)
 
     @property
     def standard_tags(self) -> dict[str, str]:
@@ -253,7 +260,8 @@ class PointBuilder:
                 continue
             kind = type(value)
             if kind is float:
-                float_fields.add(clean)
+                if not self._int_fields or clean not in self._int_fields.get(measurement, ()):
+                    float_fields.add(clean)
             elif kind is int:
                 if clean in float_fields:
                     value = float(value)

@@ -172,6 +172,14 @@ def _conflicting(points: Sequence[Any], message: str, taken: dict[int, str]) -> 
     ]
 
 
+def int_field(message: str) -> tuple[str, str] | None:
+    """(measurement, field) when a type conflict says the server holds the field as integer."""
+    match = _TYPE_CONFLICT.search(message)
+    if match and "already exists as type integer" in message:
+        return match["measurement"], match["field"]
+    return None
+
+
 def float_field(message: str) -> tuple[str, str] | None:
     """(measurement, field) when a type conflict says the server holds the field as float."""
     match = _TYPE_CONFLICT.search(message)

@@ -23,6 +23,7 @@ class Rejection:
     cause: str  # short, stable key for stats(): "field_type_conflict", "bad_line", ...
     reason: str  # the server's own message
     float_field: tuple[str, str] | None = None  # (measurement, field) the server holds as float
+    int_field: tuple[str, str] | None = None  # (measurement, field) the server holds as integer
 
 
 @dataclass

@@ -40,7 +40,7 @@ from typing import Any
 from ..config.secrets import clean_secret, redact, secret_forms
 from ..encoding.line_protocol import encode_line
 from ..encoding.points import Point
-from .answers import cause_of, float_field, read_refusal, server_message
+from .answers import cause_of, float_field, int_field, read_refusal, server_message
 from .base import Rejection, WriteResult
 
 logger = logging.getLogger("tplr_metrics")
@@ -285,13 +285,9 @@ class InfluxSink:
         message = refusal.message
         if not refusal.partial:
             if len(indices) == 1:
-                reason = f"HTTP {status}: {message}"
-                return WriteResult(rejected=[Rejection(indices[0], cause_of(message), reason, float_field(message))])
+                return WriteResult(rejected=[_rejection(indices[0], status, message)])
             return self._by_halves(points, indices, nbytes)  # the whole body was refused
-        rejected = [
-            Rejection(indices[i], cause_of(why), f"HTTP {status}: {why}", float_field(why))
-            for i, why in sorted(refusal.named.items())
-        ]
+        rejected = [_rejection(indices[i], status, why) for i, why in sorted(refusal.named.items())]
         rest = [indices[i] for i in range(len(indices)) if i not in refusal.named]
         if not rest:
             return WriteResult(rejected=rejected, nbytes=nbytes)
@@ -306,8 +302,7 @@ class InfluxSink:
             rejected += [Rejection(i, "refused_unidentified", reason) for i in rest]
             return WriteResult(rejected=rejected, nbytes=nbytes)
         if len(rest) == 1 and not refusal.named:
-            reason = f"HTTP {status}: {message}"
-            return WriteResult(rejected=[Rejection(rest[0], cause_of(message), reason, float_field(message))])
+            return WriteResult(rejected=[_rejection(rest[0], status, message)])
         found = self._write(points, rest) if refusal.named else self._by_halves(points, rest, 0)
         return WriteResult(
             stored=found.stored,
@@ -356,6 +351,11 @@ def _for_line_splitting_server(point: Point) -> Point:
         for k, v in point.fields.items()
     }
     return Point(point.measurement, point.tags, fields, point.time_ns)
+
+
+def _rejection(index: int, status: int, why: str) -> Rejection:
+    """One refused point, with what the server's reason says about the field's type there."""
+    return Rejection(index, cause_of(why), f"HTTP {status}: {why}", float_field(why), int_field(why))
 
 
 def _decoded(body: Any) -> str:
