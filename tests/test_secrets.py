@@ -161,6 +161,8 @@ def test_redaction_hides_every_spelling_and_never_a_short_string() -> None:
         ("apiKey", True),
         ("github_auth", True),
         ("credentials", True),
+        ("privkey", True),
+        ("wallet_mnemonic", True),
         ("lr", False),
         ("netuid", False),
         ("monkey_patch", False),

@@ -21,7 +21,20 @@ from collections.abc import Iterable
 
 MIN_SECRET_LENGTH = 8
 
-_SECRET_WORDS = ("token", "password", "passwd", "secret", "apikey", "api_key", "credential", "private")
+_SECRET_WORDS = (
+    "token",
+    "password",
+    "passwd",
+    "secret",
+    "apikey",
+    "api_key",
+    "credential",
+    "private",
+    "privkey",
+    "mnemonic",
+    "seed_phrase",
+    "seedphrase",
+)
 _SECRET_PARTS = frozenset({"key", "auth", "pwd", "pass", "passphrase", "authorization", "cookie"})
 _PARTS = re.compile(r"[^a-z0-9]+")
 
