@@ -113,7 +113,8 @@ def resolve_server(
                 with open(token_file, encoding="utf-8") as handle:
                     token = handle.read().strip() or None
             except OSError as exc:
-                raise ConfigurationError(f"cannot read INFLUXDB_TOKEN_FILE {token_file!r}: {exc.strerror}") from None
+                # The value is not shown: a token pasted there by mistake would be printed.
+                raise ConfigurationError(f"cannot read the file INFLUXDB_TOKEN_FILE names: {exc.strerror}") from None
     org = org or _env(environ, "INFLUXDB_ORG")
     database = database or _env(environ, "INFLUXDB_DATABASE") or _env(environ, "INFLUXDB_BUCKET")
     if not database:
