@@ -8,6 +8,7 @@ check what the server acknowledged.
 from __future__ import annotations
 
 import http.client
+import json
 import socket
 import threading
 import time
@@ -23,6 +24,10 @@ class Fault:
     retry_after: float | None = None
     times: int = 1  # how many requests get it
     location: str | None = None  # a redirect's Location header
+    # partial: the request's first line is refused from now on, wherever it comes again (as a
+    # line the server cannot parse would be): kept from the upstream, named in a 1.x-style
+    # partial write answer; the rest is forwarded.
+    partial: bool = False
 
 
 @dataclass
@@ -32,11 +37,18 @@ class ProxyLog:
     acked_lines: int = 0  # lines in write requests the upstream answered 2xx
 
 
+class _NothingToSend(Exception):
+    """Every line of a request was kept back: the upstream is not asked."""
+
+
 class FaultProxy:
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
         self.delay = 0.0
         self.faults: list[Fault] = []
+        self.kept_back: set[bytes] = set()  # lines refused as unparseable, every time they come
+        self.forwarded: set[bytes] = set()  # lines sent upstream, when track_lines is set
+        self.track_lines = False
         self.log = ProxyLog()
         self._lock = threading.Lock()
         proxy = self
@@ -68,7 +80,18 @@ class FaultProxy:
                     except OSError:
                         pass
                     return
-                if fault is not None:
+                kept: list[bytes] = []
+                if is_write and (proxy.kept_back or (fault is not None and fault.partial)):
+                    lines = body.split(b"\n")
+                    with proxy._lock:
+                        fresh = [line for line in lines if line not in proxy.forwarded]
+                        if fault is not None and fault.partial and len(lines) > 1 and fresh:
+                            # A line the server never saw (one it stored before cannot turn bad),
+                            # refused from now on, whoever sends it.
+                            proxy.kept_back.add(fresh[0])
+                        kept = [line for line in lines if line in proxy.kept_back]
+                    body = b"\n".join(line for line in lines if line not in proxy.kept_back)
+                if fault is not None and not fault.partial:
                     extra = [("Location", fault.location)] if fault.location else None
                     self._answer(fault.status, b'{"error":"injected by the fault proxy"}', fault.retry_after, extra)
                     proxy._record(is_write, fault.status, body)
@@ -76,16 +99,34 @@ class FaultProxy:
                 if proxy.delay and is_write:
                     time.sleep(proxy.delay)
                 try:
+                    if kept and not body:  # nothing left to forward
+                        raise _NothingToSend
                     conn = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=30)
-                    headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+                    dropped = ("host", "connection", "content-length")  # the body may have been cut
+                    headers = {k: v for k, v in self.headers.items() if k.lower() not in dropped}
+                    if is_write and (proxy.kept_back or proxy.track_lines):
+                        with proxy._lock:
+                            proxy.forwarded.update(body.split(b"\n"))
                     conn.request(self.command, self.path, body=body, headers=headers)
                     response = conn.getresponse()
                     data = response.read()
                     status = response.status
-                    extra = [(k, v) for k, v in response.getheaders() if k.lower() in ("content-type", "retry-after")]
+                    extra = [
+                        (k, v)
+                        for k, v in response.getheaders()
+                        if k.lower() in ("content-type", "retry-after", "x-influxdb-version")
+                    ]
                     conn.close()
+                except _NothingToSend:
+                    status, data, extra = 204, b"", []
                 except OSError:
                     status, data, extra = 502, b'{"error":"upstream unreachable"}', []
+                if kept and 200 <= status < 300:  # as InfluxDB 1.x words it: one quote per line
+                    quoted = "\n".join(
+                        f"unable to parse '{line.decode('utf-8', 'replace')}': injected" for line in kept
+                    )
+                    data = json.dumps({"error": f"partial write: {quoted} dropped=0"}).encode()
+                    status, extra = 400, [("Content-Type", "application/json")]
                 self._answer(status, data, None, extra)
                 proxy._record(is_write, status, body)
 

@@ -5,7 +5,8 @@ store and a JSONL directory, maybe), durable mode or not, server SIGKILL + resta
 (SIGSTOP/SIGCONT), proxy answers (429, 503, slow, connection reset), a disk that fills for a
 second under the spool, JSONL and store (a tmpfs; needs root), a queue small enough for a burst
 to overflow it, an orphan spool of another database in the same spool directory, two corrupt
-lines appended to a spool file the run left, redirects to another server (307), awkward points
+lines appended to a spool file the run left, redirects to another server (307), partial-write
+answers refusing a line (1.x's words, every time the line comes again), awkward points
 (a tab or newline in a tag value, a tag value past 64 KiB, a newline in a string value), how the
 logging process ends
 (close() with a short timeout, exit without close, SIGKILL in durable mode), a signal handler that
@@ -38,6 +39,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import sqlite3
 import subprocess
@@ -68,6 +70,7 @@ ORPHAN_IDS = 7_000_000  # ids left in the spool by a logger for another database
 ORPHAN_POINTS = 500
 CORRUPT_LINES = [b'["fm",["not","a","dict"],{"pid":1.0},1]', b'["fm",{},{"pid":null},2]']
 BASE_NS = 1_700_000_000_000_000_000
+_PID = re.compile(rb"pid=(\d+)i")
 
 CHILD = r"""
 import atexit, json, multiprocessing as mp, os, signal, sys, time
@@ -215,6 +218,9 @@ class Schedule:
             schedule.events.append((round(rng.uniform(0.0, 2.0), 2), "redirect"))
             schedule.events.sort()
         schedule.awkward = rng.random() < 0.4
+        if rng.random() < 0.3:  # answers that refuse a line the sink must find and count
+            schedule.events.append((round(rng.uniform(0.0, 2.0), 2), "partial"))
+            schedule.events.sort()
         return schedule
 
 
@@ -260,6 +266,7 @@ class Run:
         self.acked = -1
         self.stalled = False
         self.corrupted: dict[str, int] = {}  # lane -> corrupt lines planted in its spool
+        proxy.track_lines = any(name == "partial" for _, name in schedule.events)  # see Fault.partial
 
     def plant_orphan(self) -> None:
         """A logger for another database on the same server finds it refusing (503) and leaves
@@ -303,6 +310,16 @@ class Run:
                     self.corrupted[describe["kind"]] = len(CORRUPT_LINES)
                     return
 
+    def dead_lettered(self, cause: str) -> set[int]:
+        """The ids of the points in the dead letters (of every process) with this cause."""
+        letters = Path(self.env["TPLR_METRICS_HOME"]) / "dead_letter"
+        return {
+            int(row["point"][2]["pid"])
+            for path in letters.glob("*.jsonl")
+            for row in map(json.loads, path.read_text().splitlines())
+            if row["cause"] == cause and "point" in row
+        }
+
     def quarantined(self) -> int:
         """The planted lines found in the dead letter, cause corrupt_spool_line."""
         planted = {line.decode() for line in CORRUPT_LINES}
@@ -328,6 +345,8 @@ class Run:
             time.sleep(0.8)
             server.proc.send_signal(signal.SIGCONT)
             self.stalled = False
+        elif name == "partial":
+            proxy.faults.append(Fault(400, partial=True, times=2))
         elif name == "redirect":
             elsewhere = f"http://127.0.0.1:{free_port()}/write"
             proxy.faults.append(Fault(307, times=3, location=elsewhere))
@@ -472,6 +491,16 @@ def check(schedule: Schedule, run: Run, recovery: MetricsLogger) -> None:
         reasons = [lane_of(recovery.stats()["lanes"], lane)["rejected"]]
         reasons += [lane_of(part["rejected_by_lane"], lane) for part in parts]
         refused = {k: v for r in reasons for k, v in r.items() if k != "corrupt_spool_line"}
+        # ... but the lines the proxy refused as unparseable: those are refused, and only those.
+        kept_back = {int(m.group(1)) for m in map(_PID.search, run.proxy.kept_back) if m}
+        if lane == "influxdb" and kept_back:
+            letters = run.dead_lettered("bad_line")
+            assert not kept_back & unique, f"{lane}: {len(kept_back & unique)} ids the server never got are stored"
+            assert letters <= kept_back, f"{lane}: {len(letters - kept_back)} ids dead-lettered the proxy let through"
+            # Counted by reason in the books a process wrote at its end; a killed process writes
+            # none, and a late answer after close() counts after they were written.
+            bad_lines = refused.pop("bad_line", 0)
+            assert bad_lines <= len(letters) <= len(kept_back), (bad_lines, len(letters), len(kept_back))
         assert not refused, f"{lane}: points refused {refused} (awkward ones must be encoded to be stored)"
         unknown = lane_of(recovery.stats()["lanes"], lane)["dropped_maybe_stored"]  # the server may hold them
         for part in parts:
@@ -562,7 +591,8 @@ def test_schedules_cover_every_fault() -> None:
     """The CI seeds, together, draw every fault and every ending at least once."""
     drawn = [Schedule.draw(seed) for seed in CI_SEEDS]
     faults = {name for s in drawn for _, name in s.events}
-    assert faults == {"kill", "stall", "503", "429", "slow", "hang", "reset", "down", "disk_full", "redirect"}, faults
+    expected = {"kill", "stall", "503", "429", "slow", "hang", "reset", "down", "disk_full", "redirect", "partial"}
+    assert faults == expected, faults
     assert any(s.awkward for s in drawn)
     assert any(s.burst for s in drawn)
     assert any(s.orphan for s in drawn) and any(s.corrupt for s in drawn)
