@@ -55,6 +55,7 @@ from typing import Any
 import orjson
 
 from ..config.paths import private_dir
+from ..encoding.line_protocol import CONTROL_CHARACTER
 from ..encoding.points import Point
 from .stats import PipelineStats
 
@@ -132,8 +133,7 @@ _FIELD_TYPES = (bool, int, float, str)
 _INT64 = (-(2**63), 2**63 - 1)
 # What the value rules never let through into a name or tag value: control characters (a raw
 # newline would end the line: a planted one injects a point), and a leading '#' (a comment).
-_BAD_MEASUREMENT = re.compile(r"[\x00-\x1f\x7f]|^[# ]")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_BAD_MEASUREMENT = re.compile(r"[\x00-\x1f\x7f]|^[# ]")  # CONTROL_CHARACTER, or a leading '#' or space
 
 
 def _is_valid(point: Point) -> bool:
@@ -153,10 +153,12 @@ def _is_valid(point: Point) -> bool:
     ):
         return False
     for key, value in tags.items():
-        if type(key) is not str or type(value) is not str or not key or _CONTROL.search(key + value):
+        if type(key) is not str or type(value) is not str or not key or CONTROL_CHARACTER.search(key + value):
             return False
     for name, field_value in fields.items():
-        if type(name) is not str or not name or _CONTROL.search(name) or not isinstance(field_value, _FIELD_TYPES):
+        if type(name) is not str or not name or CONTROL_CHARACTER.search(name):
+            return False
+        if not isinstance(field_value, _FIELD_TYPES):
             return False
         if type(field_value) is float and not math.isfinite(field_value):
             return False

@@ -43,16 +43,17 @@ _STRING_ESCAPES = str.maketrans({'"': '\\"', "\\": "\\\\"})
 _AMBIGUOUS_BACKSLASH_MEASUREMENT = re.compile(r'\\(?=[, =\\"]|$)')
 _AMBIGUOUS_BACKSLASH_KEY = re.compile(r'\\(?=[,= \\"]|$)')
 _NEWLINES = re.compile(r"[\r\n]")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: A control character: what the value rules never leave in a name or tag value.
+CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _clean_name(name: str, ambiguous_backslash: re.Pattern[str]) -> tuple[str, str | None]:
     """What measurements and keys share: no newline or other control character, no backslash
     the servers disagree about."""
     cause = None
-    if _CONTROL.search(name):
+    if CONTROL_CHARACTER.search(name):
         cause = "newline_in_name" if _NEWLINES.search(name) else "control_char_in_name"
-        name = _CONTROL.sub(" ", name)
+        name = CONTROL_CHARACTER.sub(" ", name)
     if "\\" in name:
         fixed = ambiguous_backslash.sub("/", name)
         if fixed != name:

@@ -107,7 +107,7 @@ class InfluxSink:
         self._timeout_s = timeout_ms / 1000.0
         self._api = self._client.api_client
         self._lock = threading.Lock()
-        self._newline_splitting: bool | None = None  # asked of the server when it matters
+        self._line_splitting: bool | None = None  # asked of the server when it matters
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(url={self.url!r}, {self.describe_target()})"
@@ -191,7 +191,7 @@ class InfluxSink:
         lines = getattr(points, "lines", None)  # encoded by the pipeline's encoder thread
         encoded = [lines[i] for i in indices] if lines is not None else [encode_line(*p) for p in batch]
         sanitized = 0
-        if self._splits_on_newlines():
+        if self._splits_lines():
             # VictoriaMetrics (any server that does not say it is InfluxDB) ends a line at a raw
             # newline, even in a quoted string value (what follows would be a point of its own),
             # and drops a whole line whose field key holds a '"'. Names are cleaned already.
@@ -234,11 +234,12 @@ class InfluxSink:
             )
         return self._refused(points, indices, batch, encoded, status, answer, len(body))
 
-    def _splits_on_newlines(self) -> bool:
-        """Whether this server ends a line at a raw newline inside a quoted string value.
-        InfluxDB (its /ping answers with X-Influxdb-Version) stores such a value exactly;
-        VictoriaMetrics, and any server that does not say it is InfluxDB, splits the line."""
-        if self._newline_splitting is None:
+    def _splits_lines(self) -> bool:
+        """Whether this server reads line protocol as VictoriaMetrics does (a raw newline in a
+        quoted string value ends the line; a '"' in a field key drops it). InfluxDB (its /ping
+        answers with X-Influxdb-Version) stores such values exactly; any server that does not
+        say it is InfluxDB is taken as VictoriaMetrics."""
+        if self._line_splitting is None:
             try:
                 import urllib3
 
@@ -252,10 +253,10 @@ class InfluxSink:
                     redirect=False,
                 )
                 headers = {k.lower() for k in response.headers}
-                self._newline_splitting = "x-influxdb-version" not in headers
+                self._line_splitting = "x-influxdb-version" not in headers
             except Exception:
                 return True  # unknown for now: the safe reading, asked again next time
-        return self._newline_splitting
+        return self._line_splitting
 
     def _same_server_location(self, headers: dict[str, str]) -> tuple[str, list[tuple[str, str]]] | None:
         """(path, query) of a redirect's Location when it is on this server, else None."""
