@@ -184,3 +184,46 @@ def test_config_tags_selection(isolated_env: Path) -> None:
     m.close(1)
     with pytest.raises(ValueError, match="config_tags"):
         MetricsLogger(sinks=["jsonl"], config=CONFIG, config_tags="lr")
+
+
+def test_a_secret_the_answer_spells_in_json_escapes_is_hidden(isolated_env: Path) -> None:
+    """Go's JSON writes '&', '<', '>' as \\u0026...; a body may escape every character. The
+    message is redacted after it is decoded. (Before: 'Long&Secret<Pw>99' and 'a&b<c' appeared
+    in stats() and the log.)"""
+    for password in ("Long&Secret<Pw>99", "a&b<c"):
+        escaped = "".join(f"\\u{ord(c):04x}" for c in password)
+
+        class Handler(BaseHTTPRequestHandler):
+            body = ('{"code":"unauthorized","message":"bad password ' + escaped + ' for user"}').encode()
+
+            def log_message(self, *args: object) -> None:
+                return None
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                data = self.body
+                self.send_response(401)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            m = MetricsLogger(
+                url=f"http://127.0.0.1:{server.server_address[1]}",
+                database="d",
+                api="v1",
+                username="u",
+                password=password,
+                spool=False,
+                max_retry_time=300,
+                retry_interval=50,
+            )
+            m.log("x", {}, {"v": 1.0})
+            m.close(timeout=5)
+        finally:
+            server.shutdown()
+            server.server_close()
+        assert password not in json.dumps(m.stats()), m.stats()["last_error"]
+        assert "***" in (m.stats()["last_error"] or "")

@@ -6,8 +6,9 @@ only what the answer proves stored. Each server family words it differently:
 * InfluxDB 1.x (and 2.x's storage engine): ``partial write: <reasons> dropped=N``. Parse errors
   come as ``unable to parse '<line>': <why>``, one per bad line, and are *not* in ``dropped``;
   field type conflicts and retention refusals are counted in ``dropped`` and named only by
-  their kind (``field type conflict: input field "f" on measurement "m" is type …``) or not at
-  all (``points beyond retention policy``). A long message may be cut off (no ``dropped=``).
+  their kind (``field type conflict: input field "f" on measurement "m" is type …``, which
+  does not say which points: a field's type is per shard) or not at all (``points beyond
+  retention policy``). A long message may be cut off (no ``dropped=``).
 * InfluxDB 2.x's parser and InfluxDB Cloud / 3.x Dedicated: ``errors encountered on line(s):``
   then ``line 6: <why>`` (2.x, ``;``-separated) or ``error parsing line 2 (1-based): <why>``
   (newline-separated), 1-based line numbers, at most 100 of them.
@@ -36,7 +37,6 @@ _NUMBERED = re.compile(r"(?:(?<=[:;\n])|^)\s*(?:error parsing )?line (\d+)(?: \(
 _TYPE_CONFLICT = re.compile(
     r'input field \\?"(?P<field>.+?)\\?" on measurement \\?"(?P<measurement>.+?)\\?" is type (?P<type>\w+)'
 )
-_TYPE_NAMES = {"float": float, "integer": int, "string": str, "boolean": bool}
 LISTED_AT_MOST = 100  # InfluxDB 2.x/Cloud name at most this many bad lines in one answer
 
 
@@ -60,9 +60,8 @@ def server_message(body: Any) -> str:
     return _text(body).strip()[:2000]
 
 
-def read_refusal(body: Any, lines: Sequence[str], points: Sequence[Any] = ()) -> Refusal:
-    """Which of ``lines`` (the batch as sent) a 4xx answer refused. ``points`` (the batch's
-    points, as ``(measurement, tags, fields, time_ns)``) lets a field type conflict name its points."""
+def read_refusal(body: Any, lines: Sequence[str]) -> Refusal:
+    """Which of ``lines`` (the batch as sent) a 4xx answer refused."""
     data = _json(body)
     message = server_message(body)
     text = message if not isinstance(data, dict) else str(data.get("message") or data.get("error") or "")
@@ -121,15 +120,14 @@ def read_refusal(body: Any, lines: Sequence[str], points: Sequence[Any] = ()) ->
     if len(refusal.named) != occurrences:
         refusal.complete = False
     if dropped:
-        conflicting = _conflicting(points, text, refusal.named)
-        if 0 < len(conflicting) == dropped:
-            for index in conflicting:
-                refusal.named[index] = text[:500]
-        elif dropped + len(refusal.named) >= len(lines):  # every point was refused
+        # A type conflict or a retention refusal names no line. (Guessing the points of a conflict
+        # by measurement, field and type is wrong: 1.x keeps a field's type per shard, and points of
+        # another week with the same field and type were stored.) The sink finds them.
+        if dropped + len(refusal.named) >= len(lines):  # every point was refused
             for index in range(len(lines)):
                 refusal.named.setdefault(index, text[:500])
         else:
-            refusal.complete = False  # counted, not named (retention, a second kind of conflict)
+            refusal.complete = False
     return refusal
 
 
@@ -156,20 +154,6 @@ def _quoted_line(quoted: str, lines: Sequence[str], taken: dict[int, str]) -> in
         if index not in taken and _same_line(line, quoted):
             return index
     return None
-
-
-def _conflicting(points: Sequence[Any], message: str, taken: dict[int, str]) -> list[int]:
-    """The points a field type conflict is about: same measurement, field and type."""
-    match = _TYPE_CONFLICT.search(message)
-    kind = _TYPE_NAMES.get(match["type"]) if match else None
-    if match is None or kind is None:
-        return []
-    measurement, name = match["measurement"], match["field"]
-    return [
-        i
-        for i, p in enumerate(points)
-        if i not in taken and p[0] == measurement and name in p[2] and type(p[2][name]) is kind
-    ]
 
 
 def int_field(message: str) -> tuple[str, str] | None:

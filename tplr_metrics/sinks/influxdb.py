@@ -216,7 +216,7 @@ class InfluxSink:
                 retry=indices, error=self._transport_error(exc), nbytes=len(body), unanswered=_maybe_sent(exc)
             )
         answer = redact(answer, self._secrets)
-        message = server_message(answer)
+        message = redact(server_message(answer), self._secrets)  # decoded JSON may spell a secret anew ("\u0026")
         if 200 <= status < 300:
             changed = {"changed_for_victoriametrics": sanitized} if sanitized else {}
             return WriteResult(stored=len(batch), nbytes=len(body), sanitized=changed)
@@ -282,13 +282,15 @@ class InfluxSink:
         answer: str,
         nbytes: int,
     ) -> WriteResult:
-        refusal = read_refusal(answer, lines, batch)
-        message = refusal.message
+        refusal = read_refusal(answer, lines)
+        message = redact(refusal.message, self._secrets)  # decoded JSON may spell a secret anew
         if not refusal.partial:
             if len(indices) == 1:
                 return WriteResult(rejected=[_rejection(indices[0], status, message)])
             return self._by_halves(points, indices, nbytes)  # the whole body was refused
-        rejected = [_rejection(indices[i], status, why) for i, why in sorted(refusal.named.items())]
+        rejected = [
+            _rejection(indices[i], status, redact(why, self._secrets)) for i, why in sorted(refusal.named.items())
+        ]
         rest = [indices[i] for i in range(len(indices)) if i not in refusal.named]
         if not rest:
             return WriteResult(rejected=rejected, nbytes=nbytes)
