@@ -14,10 +14,9 @@ import json
 import logging
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -25,6 +24,8 @@ import pytest
 
 from tplr_metrics import MetricsLogger
 from tplr_metrics.config.secrets import looks_secret, redact, secret_forms
+
+from .loopback_http import serving
 
 TOKEN = "tok-0123456789abcdef"
 PASSWORD = "pw12345"  # 7 characters: hidden only where it stands as a word of its own
@@ -69,14 +70,8 @@ def echoing_server() -> Iterator[tuple[str, list[bytes]]]:
             self.end_headers()
             self.wfile.write(data)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", bodies
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(Handler) as url:
+        yield url, bodies
 
 
 def assert_nowhere(text: str, where: str) -> None:
@@ -207,11 +202,9 @@ def test_a_secret_the_answer_spells_in_json_escapes_is_hidden(isolated_env: Path
                 self.end_headers()
                 self.wfile.write(data)
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        try:
+        with serving(Handler) as url:
             m = MetricsLogger(
-                url=f"http://127.0.0.1:{server.server_address[1]}",
+                url=url,
                 database="d",
                 api="v1",
                 username="u",
@@ -222,8 +215,5 @@ def test_a_secret_the_answer_spells_in_json_escapes_is_hidden(isolated_env: Path
             )
             m.log("x", {}, {"v": 1.0})
             m.close(timeout=5)
-        finally:
-            server.shutdown()
-            server.server_close()
         assert password not in json.dumps(m.stats()), m.stats()["last_error"]
         assert "***" in (m.stats()["last_error"] or "")

@@ -5,15 +5,16 @@ from __future__ import annotations
 import shutil
 import ssl
 import subprocess
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 
 from tplr_metrics import MetricsLogger
+
+from ..loopback_http import serving
 
 
 def openssl(*args: str) -> None:
@@ -73,17 +74,10 @@ def https_server(tmp_path: Path, name: str) -> Iterator[tuple[str, Path]]:
             self.send_header("Content-Length", "0")
             self.end_headers()
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"https://127.0.0.1:{server.server_address[1]}", ca
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(Handler, tls=context) as url:
+        yield url, ca
 
 
 @pytest.mark.parametrize(
