@@ -34,7 +34,7 @@ import ipaddress
 import logging
 import threading
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from ..config.secrets import clean_secret, redact, secret_forms
@@ -149,27 +149,32 @@ class InfluxSink:
         Through influxdb-client's connection pool (its TLS settings, proxies, auth header), but
         not its request path: that one logs an answer it cannot read as JSON, a 401 echoing the
         token included, to the root logger at DEBUG."""
-        import urllib3
-
-        api = self._api
-        headers = {**api.default_headers, "Content-Type": content_type, "Accept": "application/json"}
+        headers = {"Content-Type": content_type, "Accept": "application/json"}
         if self._gzip:
             body = gzip.compress(body)
             headers["Content-Encoding"] = "gzip"
-        url = api.configuration.host.rstrip("/") + path
         if params:
-            url += "?" + urllib.parse.urlencode(params)
-        response = api.rest_client.pool_manager.request(
-            "POST",
-            url,
+            path += "?" + urllib.parse.urlencode(params)
+        response = self._request("POST", path, body, headers)
+        return response.status, _decoded(response.data), dict(response.headers)
+
+    def _request(self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> Any:
+        """One request on the client's pool, with its auth header; no retry, no redirect
+        followed (the pipeline retries with backoff and accounting; ``_write`` follows redirects
+        to the same server only)."""
+        import urllib3
+
+        api = self._api
+        return api.rest_client.pool_manager.request(
+            method,
+            api.configuration.host.rstrip("/") + path,
             body=body,
-            headers=headers,
+            headers={**api.default_headers, **(headers or {})},
             timeout=urllib3.Timeout(total=self._timeout_s),
-            retries=False,  # the pipeline retries, with backoff and accounting
-            redirect=False,  # followed here, to the same server only
+            retries=False,
+            redirect=False,
             preload_content=True,
         )
-        return response.status, _decoded(response.data), dict(response.headers)
 
     def _transport_error(self, exc: BaseException) -> str:
         return redact(describe_transport_error(exc), self._secrets)[:500]
@@ -241,18 +246,7 @@ class InfluxSink:
         say it is InfluxDB is taken as VictoriaMetrics."""
         if self._line_splitting is None:
             try:
-                import urllib3
-
-                api = self._api
-                response = api.rest_client.pool_manager.request(
-                    "GET",
-                    api.configuration.host.rstrip("/") + "/ping",
-                    headers=dict(api.default_headers),
-                    timeout=urllib3.Timeout(total=self._timeout_s),
-                    retries=False,
-                    redirect=False,
-                )
-                headers = {k.lower() for k in response.headers}
+                headers = {k.lower() for k in self._request("GET", "/ping").headers}
                 self._line_splitting = "x-influxdb-version" not in headers
             except Exception:
                 return True  # unknown for now: the safe reading, asked again next time
@@ -380,33 +374,30 @@ def _maybe_sent(exc: BaseException) -> bool:
 
     from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
+    never_sent = (NewConnectionError, ConnectTimeoutError, ConnectionRefusedError, ssl.SSLCertVerificationError)
+    return not any(isinstance(cause, never_sent) for cause in _causes(exc))
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """The exception and what it wraps: urllib3's ``reason``, then ``__cause__``/``__context__``."""
     seen: set[int] = set()
     cause: BaseException | None = exc
     while cause is not None and id(cause) not in seen:
         seen.add(id(cause))
-        if isinstance(
-            cause, (NewConnectionError, ConnectTimeoutError, ConnectionRefusedError, ssl.SSLCertVerificationError)
-        ):
-            return False
+        yield cause
         reason = getattr(cause, "reason", None)
         cause = reason if isinstance(reason, BaseException) else (cause.__cause__ or cause.__context__)
-    return True
 
 
 def describe_transport_error(exc: BaseException) -> str:
     """A transport failure in one line, with the cause a TLS failure buries in urllib3's chain."""
     import ssl
 
-    seen: set[int] = set()
-    cause: BaseException | None = exc
-    while cause is not None and id(cause) not in seen:
-        seen.add(id(cause))
+    for cause in _causes(exc):
         if isinstance(cause, ssl.SSLCertVerificationError):
             return f"TLS: certificate verify failed: {cause.verify_message or cause.reason}"
         if isinstance(cause, ssl.SSLError):
             return f"TLS: {cause.reason or cause}"
-        reason = getattr(cause, "reason", None)
-        cause = reason if isinstance(reason, BaseException) else (cause.__cause__ or cause.__context__)
     text = f"{type(exc).__name__}: {exc}"
     if "CERTIFICATE_VERIFY_FAILED" in text or "hostname" in text and "match" in text:
         return "TLS: " + text
