@@ -308,27 +308,16 @@ class Lane:
                 self.stats.drop("close_timeout", len(pending), maybe_stored=unanswered)
                 return True
 
-    def _write(
-        self, points: Sequence[Point], from_spool: bool = False, origin: str | None = None
-    ) -> WriteResult | None:
-        """One sink.write, its outcome counted (stored, rejected) and rejects handed on.
+    def _write(self, points: Sequence[Point]) -> WriteResult | None:
+        """One sink.write of a writer's batch, its outcome counted (stored, rejected) and
+        rejects handed on.
 
         None when close() abandoned the request while it was in flight: close() then put the
-        points in the spool or counted them, and the late answer only corrects that count. A
-        replay's points are in their spool file already: close() leaves those requests alone.
-        ``origin``: the run a dead process's points were logged in, for a sink that keeps runs."""
+        points in the spool or counted them, and the late answer only corrects that count."""
         flight = _Flight(points)
-        if not from_spool:
-            with self._flight_lock:
-                self._flights.add(flight)
-        t0 = time.monotonic()
-        write_recovered = getattr(self.sink, "write_recovered", None) if origin else None
-        try:
-            result = write_recovered(points, origin) if write_recovered is not None else self.sink.write(points)
-        except Exception as exc:  # a sink must not raise; one that does is retried like a failure
-            self.stats.warn_once(f"raised:{self.name}", "%s raised %s in write", self.name, type(exc).__name__)
-            result = WriteResult.all_retry(len(points), f"{type(exc).__name__}: {exc}"[:300])
-        elapsed = time.monotonic() - t0
+        with self._flight_lock:
+            self._flights.add(flight)
+        result, elapsed = self._send(points)
         with self._flight_lock:
             self._flights.discard(flight)
             flight.done = True
@@ -339,15 +328,37 @@ class Lane:
         self._count_result(points, result, elapsed)
         return result
 
-    def _count_result(self, points: Sequence[Point], result: WriteResult, elapsed: float) -> None:
-        if result.stored:
-            self.stats.wrote(result.stored, result.nbytes, elapsed)
+    def _send(self, points: Sequence[Point], origin: str | None = None) -> tuple[WriteResult, float]:
+        """The sink's answer and how long it took. ``origin``: the run a dead process's points
+        were logged in, for a sink that keeps runs."""
+        t0 = time.monotonic()
+        write_recovered = getattr(self.sink, "write_recovered", None) if origin else None
+        try:
+            result = write_recovered(points, origin) if write_recovered is not None else self.sink.write(points)
+        except Exception as exc:  # a sink must not raise; one that does is retried like a failure
+            self.stats.warn_once(f"raised:{self.name}", "%s raised %s in write", self.name, type(exc).__name__)
+            result = WriteResult.all_retry(len(points), f"{type(exc).__name__}: {exc}"[:300])
+        return result, time.monotonic() - t0
+
+    def _count_result(
+        self, points: Sequence[Point], result: WriteResult, elapsed: float, moved: Callable[[], None] | None = None
+    ) -> None:
+        """Count an answer; ``moved`` counts the answered points out of where they were counted
+        before (the spool, a loss) in the same step, so that the books never hold them twice."""
+        stats = self.stats
+        with stats.at_once():
+            if result.stored:
+                stats.wrote(result.stored, result.nbytes, elapsed)
+            for cause, n in result.sanitized.items():
+                stats.sanitize(cause, n)
+            for rejection in result.rejected:
+                stats.reject(rejection.cause)
+            if moved is not None:
+                moved()
         for cause, n in result.sanitized.items():
-            self.stats.sanitize(cause, n)
-            self.stats.warn_once(cause, "%s: %d value(s) changed for this server (%s)", self.name, n, cause)
+            stats.warn_once(cause, "%s: %d value(s) changed for this server (%s)", self.name, n, cause)
         for rejection in result.rejected:
-            self.stats.reject(rejection.cause)
-            self.stats.warn_once("rejected:" + rejection.cause, "%s refused a point: %s", self.name, rejection.reason)
+            stats.warn_once("rejected:" + rejection.cause, "%s refused a point: %s", self.name, rejection.reason)
             if rejection.float_field is not None and self._learn_float_field is not None:
                 self._learn_float_field(*rejection.float_field)
             if rejection.int_field is not None and self._learn_int_field is not None:
@@ -356,7 +367,7 @@ class Lane:
                 try:
                     self._on_rejected(points[rejection.index], rejection, self.name)
                 except Exception as exc:
-                    self.stats.warn_once("dead_letter", "could not keep a rejected point: %s", exc)
+                    stats.warn_once("dead_letter", "could not keep a rejected point: %s", exc)
 
     def _late_answer(self, flight: _Flight, result: WriteResult) -> None:
         """An answer that came after close() had accounted for its request: when the whole batch
@@ -366,10 +377,11 @@ class Lane:
         n = len(flight.points)
         if flight.spooled is not None and self.spool is not None:
             self.spool.done(flight.spooled)
-            self.stats.spool_out(n, 0)
+            self._count_result(flight.points, result, 0.0, lambda: self.stats.spool_out(n, 0))
         else:
-            self.stats.undrop("in_flight_at_exit", n, maybe_stored=True)
-        self._count_result(flight.points, result, 0.0)
+            self._count_result(
+                flight.points, result, 0.0, lambda: self.stats.undrop("in_flight_at_exit", n, maybe_stored=True)
+            )
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         options = self.options
@@ -503,18 +515,19 @@ class Lane:
             item.points = len(points) + len(bad)
         if bad:
             self._quarantine(spool, item, points, bad)
-        result = self._write(points, from_spool=True, origin=item.origin) if points else WriteResult()
-        assert result is not None
+        # A replay's points are in their file already: close() leaves its request alone.
+        result, elapsed = self._send(points, item.origin) if points else (WriteResult(), 0.0)
         if result.retry:
             item.maybe_stored = item.maybe_stored or result.unanswered
             self.stats.retry(len(result.retry), result.error)
-            if len(result.retry) < len(points):
+            settled = len(points) - len(result.retry)
+            if settled:
                 # Part was stored: rewrite the file with the rest, so nothing stored is sent twice.
                 spool.rewrite(item, [points[i] for i in result.retry])
-                self.stats.spool_out(len(points) - len(result.retry), result.stored)
+            self._count_result(points, result, elapsed, lambda: self.stats.spool_out(settled, result.stored))
             return result.retry_after or 0.0
         spool.done(item)
-        self.stats.spool_out(item.points, result.stored)
+        self._count_result(points, result, elapsed, lambda: self.stats.spool_out(item.points, result.stored))
         if item.batch_id is not None:
             self._settle(item.batch_id)
         return None
@@ -531,8 +544,9 @@ class Lane:
                     self.stats.error(f"dead letter: {type(exc).__name__}: {exc}"[:300])
         spool.rewrite(item, points)
         item.points = len(points)
-        self.stats.spool_out(len(bad), 0)
-        self.stats.reject("corrupt_spool_line", len(bad))
+        with self.stats.at_once():
+            self.stats.spool_out(len(bad), 0)
+            self.stats.reject("corrupt_spool_line", len(bad))
         self.stats.warn_once(
             "corrupt_spool_line",
             "%s: %d line(s) of %s are not a valid point; moved to the dead letter",

@@ -47,6 +47,11 @@ class PipelineStats:
         self.last_error: str | None = None
         self._warned: set[str] = set()
 
+    def at_once(self) -> threading.RLock:
+        """Held around several counts that are one step of a point's way (spooled -> written):
+        books read meanwhile never see the points in both places."""
+        return self._lock
+
     def received(self, n: int) -> None:
         with self._lock:
             self.logged += n
