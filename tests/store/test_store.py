@@ -49,6 +49,25 @@ def test_new_store_is_private_wal_and_versioned(isolated_env: Path) -> None:
     assert {"runs", "points", "point_fields", "point_tags"} <= tables
 
 
+def test_a_version_1_store_gets_the_run_index_when_opened(isolated_env: Path) -> None:
+    """A store written before schema 2 (no (run, id) index) is upgraded in place on open, its
+    points kept, and the commands' one-run reads use the new index."""
+    path = isolated_env / "metrics.sqlite"
+    with Store(path) as store:
+        store.insert_points(1, [Point("m", {"a": str(i)}, {"f": float(i)}, i) for i in range(10)])
+    conn = sqlite3.connect(path)
+    conn.execute("DROP INDEX points_run_id")
+    conn.execute("PRAGMA user_version=1")
+    conn.commit()
+    conn.close()
+    with Store(path, create=False) as store:
+        assert [p.fields["f"] for p in store.iter_points(PointFilter(runs=[1]))] == [float(i) for i in range(10)]
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == store_module.SCHEMA_VERSION == 2
+    names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert "points_run_id" in names
+
+
 def test_types_survive_and_are_visible_to_plain_sqlite(isolated_env: Path) -> None:
     path = isolated_env / "metrics.sqlite"
     point = Point("loss", {"window": "3", "uid": "7"}, {"i": 3, "f": 3.0, "s": 'x"y', "b": True, "big": 2**62}, 5)

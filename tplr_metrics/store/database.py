@@ -6,7 +6,7 @@ writes, and a process killed mid-write leaves the last committed transaction int
 is one ``BEGIN IMMEDIATE`` transaction, so several processes can log into one file: a writer
 waits for the lock (busy timeout) instead of failing with "database is locked".
 
-Schema (version 1, in ``PRAGMA user_version``), meant to be read with plain ``sqlite3`` too:
+Schema (version 2, in ``PRAGMA user_version``), meant to be read with plain ``sqlite3`` too:
 
 ``runs``: one row per logger. ``run_id`` is the logger's runtime_id (several loggers of one
 process may share it); ``started_at``/``ended_at`` are nanoseconds since the epoch; ``status``
@@ -18,6 +18,10 @@ is a 64-bit hash of measurement and tags: ``(time_ns, series)`` is unique, as a 
 is in InfluxDB, so writing the same point twice (a retried batch) stores it once and a second
 point of the same series and time merges its fields into the first.
 
+Reads of a run walk the index ``(run, id)`` (or ``(run, measurement)``, whose entries end in
+the id too) in id order, so one run costs what it holds, whatever else the file holds. Version 2
+added ``(run, id)``; a version-1 file gets it the first time it is opened.
+
 The views ``point_fields`` and ``point_tags`` show one row per field (with its JSON type:
 integer, real, text, true, false) and per tag.
 """
@@ -25,6 +29,7 @@ integer, real, text, true, false) and per tag.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import logging
 import os
@@ -43,7 +48,7 @@ from ..sinks.base import Rejection, RunInfo
 
 logger = logging.getLogger("tplr_metrics")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STORE_FILENAME = "metrics.sqlite"
 RUN_STATUSES = ("running", "ok", "failed", "cancelled", "crashed")  # crashed: died, spool recovered
 _PAGE_SIZE = 16_384
@@ -80,6 +85,7 @@ CREATE TABLE IF NOT EXISTS points (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS points_time_series ON points(time_ns, series);
 CREATE INDEX IF NOT EXISTS points_run_measurement ON points(run, measurement);
+CREATE INDEX IF NOT EXISTS points_run_id ON points(run, id);
 
 CREATE VIEW IF NOT EXISTS point_fields AS
     SELECT p.id AS point, p.run, p.measurement, p.time_ns, f.key AS field, f.value, f.type
@@ -373,6 +379,38 @@ class PointFilter:
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
+class _PointClauses:
+    """A filter's time and measurement clauses for a read that pages along an index: ``+``
+    keeps SQLite on that index (the time index would make every page sort what it found)."""
+
+    def __init__(self, selection: PointFilter, on_index: bool) -> None:
+        self.selection = selection
+        self.on_index = on_index  # the measurement is in the index's key (see _per_measurement)
+
+    def sql(self) -> tuple[str, list[Any]]:
+        s = self.selection
+        clauses: list[str] = []
+        params: list[Any] = []
+        if s.measurements and not self.on_index:
+            clauses.append(f"+measurement IN ({','.join('?' * len(s.measurements))})")
+            params.extend(s.measurements)
+        if s.since_ns is not None:
+            clauses.append("+time_ns >= ?")
+            params.append(s.since_ns)
+        if s.until_ns is not None:
+            clauses.append("+time_ns < ?")
+            params.append(s.until_ns)
+        return "".join(" AND " + c for c in clauses), params
+
+
+def _per_measurement(measurements: Sequence[str] | None) -> list[tuple[str, list[Any]]]:
+    """A run's read, split by measurement when some are chosen: each part walks the index
+    ``(run, measurement, id)`` in id order."""
+    if not measurements:
+        return [("", [])]
+    return [(" AND measurement = ?", [m]) for m in dict.fromkeys(measurements)]
+
+
 # --- the store -------------------------------------------------------------------------------
 
 
@@ -445,10 +483,13 @@ class Store:
         # the write cost at 100k points/s. The WAL file is cut back to 64 MiB after a checkpoint.
         conn.execute(f"PRAGMA wal_autocheckpoint={_CHECKPOINT_BYTES // _PAGE_SIZE}")
         conn.execute(f"PRAGMA journal_size_limit={2 * _CHECKPOINT_BYTES}")
-        if version == 0:
+        if version < SCHEMA_VERSION:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                if conn.execute("PRAGMA user_version").fetchone()[0] == 0:  # another process may have won
+                # Another process may have won; IF NOT EXISTS makes the schema the upgrade too.
+                if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                    if version:
+                        logger.info("%s: upgrading the store to schema %d (an index)", self.path, SCHEMA_VERSION)
                     for statement in _SCHEMA.split(";\n"):
                         if statement.strip():
                             conn.execute(statement)
@@ -700,13 +741,28 @@ class Store:
         return found[0], found[1]
 
     def iter_points(self, selection: PointFilter, chunk: int = 5_000) -> Iterator[StoredPoint]:
-        """The selected points in insertion order, read in chunks (memory stays flat)."""
-        where, params = selection.where()
-        where = where.replace(" WHERE ", " WHERE id > ? AND ", 1) if where else " WHERE id > ?"
-        sql = f"SELECT id, run, measurement, time_ns, tags, fields FROM points{where} ORDER BY id LIMIT ?"
+        """The selected points in insertion order, read in chunks (memory stays flat).
+
+        With runs chosen, each run (and measurement) is paged along its own index and the pages
+        are merged by id: a run costs what it holds, not what the file holds."""
+        if selection.runs is None:
+            where, params = _PointClauses(selection, on_index=False).sql()
+            yield from self._pages(f"id > ?{where}", [], params, chunk)
+            return
+        parts = [
+            self._pages(f"run = ?{measurement} AND id > ?{where}", [run, *named], params, chunk)
+            for run in selection.runs
+            for measurement, named in _per_measurement(selection.measurements)
+            for where, params in [_PointClauses(selection, on_index=True).sql()]
+        ]
+        yield from heapq.merge(*parts, key=lambda p: p.id)
+
+    def _pages(self, where: str, head: list[Any], tail: list[Any], chunk: int) -> Iterator[StoredPoint]:
+        """``where``'s points by id, ``chunk`` at a time; its ``id > ?`` follows ``head``'s marks."""
+        sql = f"SELECT id, run, measurement, time_ns, tags, fields FROM points WHERE {where} ORDER BY id LIMIT ?"
         last = 0
         while True:
-            rows = self._read(sql, [last, *params, chunk])
+            rows = self._read(sql, [*head, last, *tail, chunk])
             for row in rows:
                 yield _stored_point(row)
             if len(rows) < chunk:
@@ -714,14 +770,13 @@ class Store:
             last = rows[-1][0]
 
     def points_after(self, after_id: int, runs: Sequence[int] | None, limit: int = 10_000) -> list[StoredPoint]:
-        """Points inserted after ``after_id`` (of these runs), oldest first: what watch tails."""
-        where, params = "id > ?", [after_id]
-        if runs is not None:
-            # Unary + keeps the planner on the rowid range instead of scanning a run's index.
-            where += f" AND +run IN ({','.join('?' * len(runs))})" if runs else " AND 0"
-            params.extend(runs)
-        sql = f"SELECT id, run, measurement, time_ns, tags, fields FROM points WHERE {where} ORDER BY id LIMIT ?"
-        return [_stored_point(r) for r in self._read(sql, [*params, limit])]
+        """Points inserted after ``after_id`` (of these runs), oldest first: what watch tails.
+        A run's new points are found along its index: an old run costs nothing per poll."""
+        sql = "SELECT id, run, measurement, time_ns, tags, fields FROM points WHERE {} ORDER BY id LIMIT ?"
+        if runs is None:
+            return [_stored_point(r) for r in self._read(sql.format("id > ?"), [after_id, limit])]
+        rows = [r for run in runs for r in self._read(sql.format("run = ? AND id > ?"), [run, after_id, limit])]
+        return [_stored_point(r) for r in sorted(rows)[:limit]]
 
     def last_point_id(self) -> int:
         return int(self._read("SELECT coalesce(max(id), 0) FROM points")[0][0])
@@ -732,12 +787,10 @@ class Store:
             return self.last_point_id()
         if runs is None:
             rows = self._read("SELECT id FROM points ORDER BY id DESC LIMIT 1 OFFSET ?", (n,))
-        else:
-            marks = ",".join("?" * len(runs)) or "NULL"
-            rows = self._read(
-                f"SELECT id FROM points WHERE run IN ({marks}) ORDER BY id DESC LIMIT 1 OFFSET ?", [*runs, n]
-            )
-        return int(rows[0][0]) if rows else 0
+            return int(rows[0][0]) if rows else 0
+        sql = "SELECT id FROM points WHERE run = ? ORDER BY id DESC LIMIT ?"
+        ids = sorted((i for run in runs for (i,) in self._read(sql, (run, n + 1))), reverse=True)
+        return int(ids[n]) if len(ids) > n else 0
 
     def journal_mode(self) -> str:
         return str(self._read("PRAGMA journal_mode")[0][0])
