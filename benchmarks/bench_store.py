@@ -20,6 +20,17 @@ Figures (one JSON document on stdout and in benchmarks/results/store.json):
 * ``logger_points_per_s``: end to end, ``MetricsLogger.log()`` to points committed (includes
   the pipeline's value rules and tag building, which run before the sink).
 
+With ``--fill N`` (10,000,000 by default; 0 skips it) it also fills one store with N points, a
+1M-point run first and the rest in later runs, through ``LocalStoreSink.write`` (the points are
+generated a batch at a time, outside the clock), and reports, in ``fill``:
+
+* ``points_per_s_by_million``: the insert rate of each million (target >= 150,000 throughout);
+* ``one_run``: reading the old run the way ``export``/``plot``/``replay`` do (``iter_points``),
+  ``export`` itself (CSV to /dev/null) and plot's read of it (``read_store_run``), each against
+  one ordered query of that run decoded the same way (target: reading <= 1.2x of it);
+* ``watch_poll``: wall and CPU seconds of one ``watch --run-id`` poll of the old run (nothing
+  new: the cost of a poll is what the run gained since, not what the store holds).
+
 Every figure is the best of ``--repeat`` runs (the machine is shared; best-of is the least noisy).
 """
 
@@ -203,6 +214,100 @@ def run_logger(n: int, runtime_id: str) -> dict[str, Any]:
     }
 
 
+def _timed(work: Any) -> tuple[float, Any]:
+    t0 = time.perf_counter()
+    result = work()
+    return time.perf_counter() - t0, result
+
+
+def run_fill(n: int, batch: int, first_run: int = 1_000_000) -> dict[str, Any]:
+    """A store of ``n`` points: an old run of ``first_run`` points, then newer runs of 1M each."""
+    import argparse as _argparse
+    import contextlib
+    import io
+
+    from tplr_metrics.cli import main as cli_main
+    from tplr_metrics.commands.watch import _Follower
+    from tplr_metrics.store.database import PointFilter, _stored_point
+    from tplr_metrics.viz.run_data import read_store_run
+
+    rates: list[int] = []
+    with tempfile.TemporaryDirectory(prefix="tplr-bench-fill-") as tmp:
+        path = Path(tmp) / "home" / "metrics.sqlite"
+        sink: LocalStoreSink | None = None
+        old_id = ""
+        written = 0
+        clock = 0.0
+        since_million = 0
+        while written < n:
+            if sink is None or written == first_run or (written > first_run and (written - first_run) % 1_000_000 == 0):
+                if sink is not None:
+                    sink.end_run("ok")
+                    sink.close()
+                runtime_id = str(uuid.uuid4())
+                old_id = old_id or runtime_id
+                sink = LocalStoreSink(path)
+                sink.start_run(RunInfo(run_id=runtime_id, started_at_ns=time.time_ns(), role="validator"))
+            points = make_points(min(batch, n - written), runtime_id, seed=written)
+            for j, p in enumerate(points):  # distinct times across batches (one series per peer)
+                points[j] = Point(p.measurement, p.tags, p.fields, p.time_ns + written * 1_000)
+            seconds, result = _timed(lambda: sink.write(points))  # noqa: B023
+            assert result.stored == len(points) and not result.retry, result
+            written += len(points)
+            clock += seconds
+            since_million += len(points)
+            if since_million >= 1_000_000 or written == n:
+                rates.append(round(since_million / clock))
+                clock, since_million = 0.0, 0
+        assert sink is not None
+        sink.end_run("ok")
+        sink.close()
+
+        store = store_module.Store(path, create=False)
+        (run,) = store.find_runs(old_id)
+        query = "SELECT id, run, measurement, time_ns, tags, fields FROM points WHERE run = ? ORDER BY id"
+        anchor, rows = _timed(lambda: [_stored_point(r) for r in store.conn.execute(query, (run.id,))])
+        paged, read = _timed(lambda: list(store.iter_points(PointFilter(runs=[run.id]))))
+        assert len(read) == len(rows) == first_run
+        del rows, read
+        plot_read, data = _timed(lambda: read_store_run(store, old_id, [run]))
+        del data
+        env = {"TPLR_METRICS_HOME": str(path.parent)}
+        os.environ.update(env)
+        with contextlib.redirect_stdout(io.StringIO()):
+            exported, code = _timed(
+                lambda: cli_main(["export", "--run-id", old_id, "--format", "csv", "--output", os.devnull])
+            )
+        assert code == 0
+        follow = _argparse.Namespace(run_id=old_id, all=False, last=0, measurement=None, json=True)
+        follower = _Follower(follow, store)
+        polls = 20
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        for _ in range(polls):
+            assert follower.poll() == 0
+        poll_cpu = (time.process_time() - cpu0) / polls
+        poll_wall = (time.perf_counter() - wall0) / polls
+        store.close()
+    return {
+        "points": n,
+        "old_run_points": first_run,
+        "points_per_s_by_million": rates,
+        "min_points_per_s": min(rates),
+        "target_points_per_s": 150_000,
+        "one_run": {
+            "one_ordered_query_s": round(anchor, 3),
+            "iter_points_s": round(paged, 3),
+            "iter_points_ratio": round(paged / anchor, 3),
+            "plot_read_s": round(plot_read, 3),
+            "plot_read_ratio": round(plot_read / anchor, 3),
+            "export_csv_s": round(exported, 3),
+            "export_csv_ratio": round(exported / anchor, 3),
+            "target_ratio": 1.2,
+        },
+        "watch_poll": {"wall_s": round(poll_wall, 6), "cpu_s": round(poll_cpu, 6)},
+    }
+
+
 def best(results: list[dict[str, Any]]) -> dict[str, Any]:
     return max(results, key=lambda r: r["points_per_s"])
 
@@ -213,9 +318,17 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=10_000, help="points per write (a validator's batch_size)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--poll", type=float, default=0.05, help="the reader's poll interval, seconds (watch: 1.0)")
+    parser.add_argument("--fill", type=int, default=10_000_000, help="points of the large store (0: skip it)")
+    parser.add_argument("--only-fill", action="store_true", help="only the large store's figures")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "store.json"))
     args = parser.parse_args()
 
+    if args.only_fill:
+        text = json.dumps({"fill": run_fill(args.fill, args.batch)}, indent=2)
+        print(text)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
+        return
     runtime_id = str(uuid.uuid4())
     points = make_points(args.points, runtime_id)
     with_reader = [run_sink(points, args.batch, True, args.poll) for _ in range(args.repeat)]
@@ -230,6 +343,7 @@ def main() -> None:
         store_module._orjson = fast
     logger_runs = [run_logger(min(args.points, 100_000), runtime_id) for _ in range(args.repeat)]
 
+    fill = run_fill(args.fill, args.batch) if args.fill else None
     headline = best(with_reader)
     report = {
         "benchmark": "local store insert throughput, validator_scores shape, reader process running",
@@ -242,6 +356,7 @@ def main() -> None:
         "points_per_s_no_reader": best(no_reader)["points_per_s"],
         "raw_sqlite_points_per_s": best(raw)["points_per_s"],
         "logger_points_per_s": best(logger_runs)["points_per_s"],
+        "fill": fill,
         "runs": {
             "with_reader": with_reader,
             "busy_reader": busy_reader,
