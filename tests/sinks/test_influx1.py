@@ -189,6 +189,18 @@ def test_generated_points_round_trip_through_the_server(
             assert row[key] == value
 
 
+def test_every_float_spelling_reads_back_as_the_same_float(influx1: InfluxDB1, unique_db: str) -> None:
+    """The batch encoder spells floats as orjson does (0.00001 where repr writes 1e-05)."""
+    from .test_victoria import SPELLINGS
+
+    with v1_logger(influx1, unique_db) as m:
+        m.log("spelled", {"k": "a"}, {f"v{i}": v for i, v in enumerate(SPELLINGS)})
+    (row,) = influx1.rows('SELECT * FROM "spelled"', unique_db)
+    assert {f"v{i}": float(row[f"v{i}"]) for i in range(len(SPELLINGS))} == {
+        f"v{i}": v for i, v in enumerate(SPELLINGS)
+    }
+
+
 def test_ints_stay_ints_in_a_field_the_server_holds_as_integer(influx1: InfluxDB1, unique_db: str) -> None:
     """The server holds g as integer; the run logs g=2.5 once (refused, rightly), then ints. The
     ints must not be written as float because a float was logged into g. (Before: all 50 ints

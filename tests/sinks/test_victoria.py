@@ -119,3 +119,20 @@ def test_generated_points_reach_victoriametrics_as_their_own_series_only(
     assert got.keys() == expected.keys()
     for name, value in expected.items():
         assert math.isclose(got[name], value, rel_tol=1e-6, abs_tol=1e-30), name
+
+
+# Floats whose shortest spelling differs between repr() and orjson (the batch encoder's), and
+# the extremes: each must read back as the same float.
+SPELLINGS = [1e-05, 1.865648384247187e-05, 2.5e-07, -1e-07, 5e-324, 1e-300, 1e16, 1.7976931348623157e308, 0.1]
+
+
+def test_every_float_spelling_reads_back_as_the_same_float(victoria: VictoriaMetrics, unique_db: str) -> None:
+    """As far as VictoriaMetrics keeps floats: about 12 significant digits (1.865648384247187e-05
+    reads back as 1.8656483842471e-05 however it is spelled), and a subnormal reads back as 0."""
+    with MetricsLogger(url=victoria.url, database=unique_db, api="v2", flush_interval=100) as m:
+        m.log("spelled", {"case": unique_db}, {f"v{i}": v for i, v in enumerate(SPELLINGS)})
+    series = {s["metric"]["__name__"]: s["values"][0] for s in victoria.export_when_visible(f'{{case="{unique_db}"}}')}
+    assert len(series) == len(SPELLINGS)
+    for i, v in enumerate(SPELLINGS):
+        back = float(series[f"spelled_v{i}"])
+        assert back == 0.0 if v == 5e-324 else math.isclose(back, v, rel_tol=1e-11), (v, back)

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..encoding.line_protocol import encode_line
+from ..encoding.line_protocol import encode_lines
 from ..encoding.points import Point, PointBuilder, Record
 from ..sinks.base import PointBatch, Sink
 from .counters import AtomicCounter, ReasonCounters
@@ -372,7 +372,7 @@ class Pipeline:
         self._wait_for_a_lane()
         if self._encode_lines:
             shared = PointBatch(batch)
-            shared.lines = [encode_line(*p) for p in batch]
+            shared.lines = encode_lines(batch)
             batch = shared
         for lane in self.lanes:
             lane.offer(batch)

@@ -38,7 +38,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from ..config.secrets import clean_secret, redact, secret_forms
-from ..encoding.line_protocol import encode_line
+from ..encoding.line_protocol import encode_line, encode_lines
 from ..encoding.points import Point
 from .answers import cause_of, float_field, int_field, read_refusal, server_message
 from .base import Rejection, WriteResult
@@ -194,7 +194,7 @@ class InfluxSink:
     def _write(self, points: Sequence[Point], indices: list[int]) -> WriteResult:
         batch = [points[i] for i in indices]
         lines = getattr(points, "lines", None)  # encoded by the pipeline's encoder thread
-        encoded = [lines[i] for i in indices] if lines is not None else [encode_line(*p) for p in batch]
+        encoded = [lines[i] for i in indices] if lines is not None else encode_lines(batch)
         sanitized = 0
         if self._splits_lines():
             # VictoriaMetrics (any server that does not say it is InfluxDB) ends a line at a raw
