@@ -749,11 +749,11 @@ class Store:
             where, params = _PointClauses(selection, on_index=False).sql()
             yield from self._pages(f"id > ?{where}", [], params, chunk)
             return
+        where, params = _PointClauses(selection, on_index=True).sql()
         parts = [
             self._pages(f"run = ?{measurement} AND id > ?{where}", [run, *named], params, chunk)
             for run in selection.runs
             for measurement, named in _per_measurement(selection.measurements)
-            for where, params in [_PointClauses(selection, on_index=True).sql()]
         ]
         yield from heapq.merge(*parts, key=lambda p: p.id)
 
