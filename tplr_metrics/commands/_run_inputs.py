@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..store.database import StoreError
-from ..viz.run_data import RunData, RunDataError, read_influx_run, read_jsonl, read_store_run
+from ..viz.run_data import RunData, RunDataError, directory_label, read_influx_run, read_jsonl, read_store_run
 from . import CommandError
 from ._store_cli import add_store_argument, open_store, select_run, store_error, store_path
 
@@ -67,7 +67,17 @@ def read_named(args: argparse.Namespace, names: Sequence[str]) -> list[RunData]:
 
 
 def _unique_labels(runs: list[RunData]) -> None:
-    """Two inputs both called run-001 (or the same run twice) still get a legend each."""
+    """Two inputs both called run-001 (or the same run twice) still get a legend each: logs of
+    one file name (exp_a/train.jsonl, exp_b/train.jsonl) by their directories, the rest numbered."""
+    by_label: dict[str, list[RunData]] = {}
+    for run in runs:
+        by_label.setdefault(run.label, []).append(run)
+    for same in by_label.values():
+        if len(same) > 1 and all(Path(run.source).is_file() for run in same):
+            names = [directory_label(Path(run.source)) for run in same]
+            if len(set(names)) == len(names):
+                for run, name in zip(same, names, strict=True):
+                    run.label = name
     seen: dict[str, int] = {}
     for run in runs:
         n = seen.get(run.label, 0)

@@ -9,14 +9,13 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from ..viz.plotting import DEFAULT_METRICS, default_metrics
 from ..viz.run_data import RunData
 from . import CommandError
 from ._run_inputs import add_source_arguments, read_named, report_inputs, warn
 from ._store_cli import print_json, print_table
 from .plot import add_plot_arguments, draw
 
-#: How many metrics compare plots when --metrics does not say.
-DEFAULT_METRICS = 4
 _ABSENT = object()  # a key a run does not have
 
 
@@ -63,15 +62,6 @@ def config_diff(runs: Sequence[RunData]) -> dict[str, list[str]]:
         if len(set(values)) > 1:
             differences[key] = values
     return differences
-
-
-def default_metrics(runs: Sequence[RunData]) -> list[str]:
-    common = set(runs[0].series)
-    for run in runs[1:]:
-        common &= set(run.series)
-    # Losses first: they are what a comparison of training runs is usually about.
-    ranked = sorted(common, key=lambda name: (0 if "loss" in name.split(".")[-1] else 1, name))
-    return ranked[:DEFAULT_METRICS]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,7 +6,17 @@ import argparse
 import sys
 from typing import Any
 
-from ..viz.plotting import SMOOTHINGS, X_KEYS, PlotExtraMissing, import_pyplot, plot_runs
+from ..viz.plotting import (
+    SMOOTHINGS,
+    X_KEYS,
+    PlotExtraMissing,
+    default_metrics,
+    has_display,
+    import_pyplot,
+    parse_smoothing,
+    plot_runs,
+    rank_metrics,
+)
 from ..viz.run_data import RunData
 from . import CommandError
 from ._run_inputs import add_source_arguments, read_runs, report_inputs, save_figure, warn
@@ -19,7 +29,8 @@ def register(subparsers: Any) -> None:
         help="plot metrics of runs (JSONL logs, the local store or InfluxDB) on shared axes",
         description="Plot metrics of one or more runs, one subplot per metric and one line per run. Metric "
         "names are split.metric (LogStore metrics, e.g. train.loss) or measurement.field (any other "
-        "point, e.g. training_step_v2.loss); --list shows what an input has.",
+        "point, e.g. training_step_v2.loss), or as another trainer's JSONL wrote them (train/loss, lr; "
+        "train.loss finds train/loss too); --list shows what an input has.",
     )
     parser.add_argument(
         "--input",
@@ -39,18 +50,40 @@ def register(subparsers: Any) -> None:
     )
     add_plot_arguments(parser)
     parser.add_argument("--list", action="store_true", help="list each input's metrics (with point counts) and exit")
-    parser.add_argument("--metrics", nargs="+", action="extend", default=[], metavar="NAME", help="metrics to plot")
+    parser.add_argument(
+        "--metrics",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="NAME",
+        help="metrics to plot (default: up to 4 that every input has, losses first)",
+    )
     parser.add_argument("--out", metavar="FILE.png", help="where to write the figure (default: plot.png)")
     add_source_arguments(parser)
     parser.set_defaults(func=run)
 
 
+def smoothing_arg(text: str) -> tuple[str, int | None]:
+    try:
+        return parse_smoothing(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_plot_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--x-key", choices=X_KEYS, default="step", help="the x axis (default: step)")
-    parser.add_argument("--smooth", choices=SMOOTHINGS, help="smooth each line (same number of points)")
     parser.add_argument(
-        "--window", type=positive_int, default=10, metavar="N", help="smoothing window in points (default 10)"
+        "--x-key",
+        default="step",
+        metavar="KEY",
+        help=f"the x axis: {', '.join(X_KEYS)} or any numeric key of the records, e.g. epoch (default: step)",
     )
+    parser.add_argument(
+        "--smooth",
+        type=smoothing_arg,
+        metavar="|".join(SMOOTHINGS) + "|N",
+        help="smooth each line (same number of points); an integer N is sma over N points",
+    )
+    parser.add_argument("--window", type=positive_int, metavar="N", help="smoothing window in points (default 10)")
     parser.add_argument("--title", help="a title above the plots")
     parser.add_argument("--show", action="store_true", help="open a window instead of (or besides) writing a file")
 
@@ -72,26 +105,47 @@ def draw(
     default_out: str,
 ) -> int:
     """Plot, then save to --out (or the default) unless only --show was asked; exit code."""
+    smoothing, window = smoothing_window(args)
+    check_x_key(args.x_key, runs)
     try:
         plt = import_pyplot(args.show)
+        show = args.show and has_display(plt)
+        if args.show and not show:
+            warn(command, "--show: no display is available; writing the file instead")
         figure = plot_runs(
             runs,
             metrics,
             x_key=args.x_key,
-            smoothing=args.smooth,
-            window=args.window,
+            smoothing=smoothing,
+            window=window,
             title=args.title,
             warn=lambda message: warn(command, message),
-            figure_factory=plt.figure if args.show else None,
+            figure_factory=plt.figure if show else None,
         )
     except PlotExtraMissing as exc:
         raise CommandError(str(exc), 1) from None
-    if args.out or not args.show:
+    if args.out or not show:
         path = save_figure(figure, args.out or default_out)
         print(f"wrote {path}", file=sys.stderr)
-    if args.show:
+    if show:
         plt.show()
     return 0
+
+
+def smoothing_window(args: argparse.Namespace) -> tuple[str | None, int]:
+    """--smooth KIND [--window N] or --smooth N: the kind and its window (default 10)."""
+    kind, window = args.smooth or (None, None)
+    if window is not None and args.window is not None and args.window != window:
+        raise CommandError(f"--smooth {window} is already the window; drop --window {args.window}", 2)
+    return kind, window or args.window or 10
+
+
+def check_x_key(x_key: str, runs: list[RunData]) -> None:
+    if x_key in X_KEYS or any(x_key in run.x_keys() for run in runs):
+        return
+    known = sorted({key for run in runs for key in run.x_keys()} - set(X_KEYS))
+    others = f", or a numeric key of the records: {', '.join(known[:12])}" if known else ""
+    raise CommandError(f"--x-key {x_key!r}: no input has it (use {', '.join(X_KEYS)}{others})", 2)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -101,11 +155,16 @@ def run(args: argparse.Namespace) -> int:
     if args.list:
         print_listing(runs)
         return 0
-    if not args.metrics:
-        raise CommandError("name the metrics to plot with --metrics NAME... (see them with --list)", 2)
     report_inputs("plot", runs)
     metrics = list(dict.fromkeys(args.metrics))
-    if not any(metric in run.series for run in runs for metric in metrics):
+    if not metrics:
+        # Like compare: what every input has, losses first; else what any of them has.
+        with_metrics = [r for r in runs if r.series]
+        metrics = default_metrics(with_metrics) or rank_metrics(name for r in runs for name in r.series)
+        if not metrics:
+            raise CommandError("no input has any metric to plot (see --list)", 1)
+        print(f"plotting {', '.join(metrics)} (choose with --metrics)", file=sys.stderr)
+    if not any(run.find(metric) for run in runs for metric in metrics):
         known = sorted({name for run in runs for name in run.series})
         hint = f" (they have: {', '.join(known[:12])}{', ...' if len(known) > 12 else ''})" if known else ""
         raise CommandError(f"none of the inputs has {', '.join(metrics)}{hint}", 1)

@@ -9,12 +9,14 @@ run) for the caller to save or show. Every smoothing keeps one value per input p
 * ``sma``: trailing mean of the last N points (fewer at the start);
 * ``gaussian``: centred Gaussian kernel with sigma = N / 4, cut at 2 sigma (about N points
   wide), weights renormalized at the edges.
+
+The x axis is ``step``, ``time``, ``window`` or any numeric key of the records (``epoch``).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .run_data import RunData, Sample
@@ -22,8 +24,10 @@ from .run_data import RunData, Sample
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-X_KEYS = ("step", "time", "window")
+X_KEYS = ("step", "time", "window")  # besides any numeric key of the records (epoch, ...)
 SMOOTHINGS = ("ema", "sma", "gaussian")
+#: How many metrics a plot without --metrics draws.
+DEFAULT_METRICS = 4
 PLOT_EXTRA_HINT = "needs the optional extra 'plot' (pip install 'tplr_metrics[plot]')"
 
 
@@ -79,6 +83,20 @@ def gaussian(values: Sequence[float], window: int) -> list[float]:
 SMOOTHERS: dict[str, Callable[[Sequence[float], int], list[float]]] = {"ema": ema, "sma": sma, "gaussian": gaussian}
 
 
+def parse_smoothing(text: str) -> tuple[str, int | None]:
+    """``--smooth``: a kind (its window from --window), or an integer N meaning sma over N points
+    (the moving-average window other tools' ``--smooth N`` means)."""
+    if text in SMOOTHERS:
+        return text, None
+    try:
+        window = int(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not {', '.join(SMOOTHINGS)} or a window (an integer >= 1)") from None
+    if window < 1:
+        raise ValueError(f"window {window} must be at least 1")
+    return "sma", window
+
+
 def smooth(values: Sequence[float], kind: str | None, window: int) -> list[float]:
     if kind is None:
         return list(values)
@@ -88,15 +106,30 @@ def smooth(values: Sequence[float], kind: str | None, window: int) -> list[float
         raise ValueError(f"unknown smoothing {kind!r} (use {', '.join(SMOOTHINGS)})") from None
 
 
+def rank_metrics(names: Iterable[str], limit: int = DEFAULT_METRICS) -> list[str]:
+    """Losses first (what a look at training runs is usually about), then by name."""
+    return sorted(set(names), key=lambda name: (0 if "loss" in name.split(".")[-1] else 1, name))[:limit]
+
+
+def default_metrics(runs: Sequence[RunData], limit: int = DEFAULT_METRICS) -> list[str]:
+    """Up to ``limit`` metrics every run has, losses first."""
+    if not runs:
+        return []
+    common = set(runs[0].series)
+    for run in runs[1:]:
+        common &= set(run.series)
+    return rank_metrics(common, limit)
+
+
 def xy(run: RunData, metric: str, x_key: str) -> tuple[list[float], list[float], int]:
     """The metric's (x, y) in x order, and how many points had no x of that kind (left out).
 
     ``step`` falls back to point order when a series has no step at all; ``time`` is seconds
-    since the run's first point; ``window`` leaves out points without a window.
+    since the run's first point; ``window`` leaves out points without a window; any other key
+    is the record's number of that name (``epoch``), points without it left out.
     """
-    samples: list[Sample] = run.series.get(metric, [])
-    if x_key not in X_KEYS:
-        raise ValueError(f"unknown x key {x_key!r} (use {', '.join(X_KEYS)})")
+    found = run.find(metric)
+    samples: list[Sample] = run.series[found] if found else []
     pairs: list[tuple[float, float, float]] = []
     missing = 0
     if x_key == "time":
@@ -111,12 +144,19 @@ def xy(run: RunData, metric: str, x_key: str) -> tuple[list[float], list[float],
                     missing += 1
                 else:
                     pairs.append((float(s.step), s.time_s, s.value))
-    else:
+    elif x_key == "window":
         for s in samples:
             if s.window is None:
                 missing += 1
             else:
                 pairs.append((float(s.window), s.time_s, s.value))
+    else:
+        for s in samples:
+            x = s.coords.get(x_key) if s.coords else None
+            if x is None:
+                missing += 1
+            else:
+                pairs.append((x, s.time_s, s.value))
     pairs.sort(key=lambda p: (p[0], p[1]))
     return [p[0] for p in pairs], [p[2] for p in pairs], missing
 
@@ -132,6 +172,16 @@ def import_pyplot(show: bool) -> Any:
     except ImportError as exc:
         raise PlotExtraMissing(f"{PLOT_EXTRA_HINT}: {exc}") from None
     return plt
+
+
+#: matplotlib backends that draw into files only: --show with one of them has no window to open.
+FILE_BACKENDS = frozenset(("agg", "cairo", "pdf", "pgf", "ps", "svg", "template"))
+
+
+def has_display(plt: Any) -> bool:
+    """Whether pyplot (from ``import_pyplot(True)``) can open a window: matplotlib falls back
+    to a file backend when there is no display, and then ``show()`` does nothing."""
+    return str(plt.get_backend()).lower() not in FILE_BACKENDS
 
 
 def plot_runs(
@@ -162,14 +212,14 @@ def plot_runs(
     make = figure_factory or Figure
     figure = make(figsize=(10.0, 3.2 * len(metrics)), dpi=100, layout="constrained")
     axes = figure.subplots(nrows=len(metrics), ncols=1, sharex=True, squeeze=False)[:, 0]
-    x_label = {"step": "step", "time": "time since the run's first point (s)", "window": "window"}[x_key]
+    x_label = {"time": "time since the run's first point (s)"}.get(x_key, x_key)
     for run in runs:
         if not run.series:
             say(f"{run.label} ({run.source}): no metrics in it")
     for ax, metric in zip(axes, metrics, strict=True):
         drawn = 0
         for run in runs:
-            if metric not in run.series:
+            if run.find(metric) is None:
                 if run.series:
                     say(f"{run.label}: no metric {metric!r}")
                 continue
@@ -195,15 +245,20 @@ def plot_runs(
 
 
 __all__ = [
+    "DEFAULT_METRICS",
     "PLOT_EXTRA_HINT",
     "PlotExtraMissing",
     "SMOOTHERS",
     "SMOOTHINGS",
     "X_KEYS",
+    "default_metrics",
     "ema",
     "gaussian",
+    "has_display",
     "import_pyplot",
+    "parse_smoothing",
     "plot_runs",
+    "rank_metrics",
     "sma",
     "smooth",
     "xy",

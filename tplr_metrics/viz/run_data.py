@@ -3,6 +3,12 @@
 Every source becomes one :class:`RunData`: metric series named ``split.metric`` (LogStore
 metrics) or ``measurement.field`` (any other point, the logger's prefix stripped), the run's
 config (config tags and hyperparams, later values winning), and its table rows.
+
+JSON Lines written by other trainers are read as written: a ``metrics`` object, nested by
+split or not (``{"metrics": {"val": {"loss": 1.5}}}`` -> ``val.loss``), and flat records whose
+top-level numbers are metrics (``{"step": 10, "train/loss": 1.8, "lr": 1e-4}`` -> ``train/loss``
+and ``lr``), step, epoch and time keys aside. A name is found with either separator
+(``train.loss`` finds ``train/loss``), see :meth:`RunData.find`.
 """
 
 from __future__ import annotations
@@ -22,6 +28,14 @@ from ..encoding.points import Point
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz")
 #: Files of a log directory that hold no metric lines.
 NON_METRIC_FILES = ("tables.jsonl", "tables.jsonl.gz")
+#: Top-level keys of a JSON line that place a record (its step, epoch, time), never metrics.
+AXIS_KEYS = frozenset(
+    (*log_points.STEP_KEYS, *log_points.WINDOW_KEYS)
+    + ("epoch", "iteration", "iter", "_step", "ts", "time", "time_ns", "timestamp", "_timestamp", "_runtime")
+    + ("wall_time", "row", "split", "_type")
+)
+#: Step keys of a foreign record, in order of trust.
+JSON_STEP_KEYS = (*log_points.STEP_KEYS, "_step", "iteration", "iter")
 
 
 class RunDataError(Exception):
@@ -34,6 +48,9 @@ class Sample:
     time_s: float  # unix seconds
     step: int | None = None
     window: int | None = None
+    #: The record's numeric keys (epoch, lr, ...): any of them can be the x axis. One mapping
+    #: is shared by every sample of a record.
+    coords: Mapping[str, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -57,19 +74,36 @@ class RunData:
     def metric_names(self) -> list[str]:
         return sorted(self.series)
 
+    def find(self, name: str) -> str | None:
+        """The series ``name`` means: itself, else the one equal with ``/`` read as ``.``
+        (``train.loss`` finds ``train/loss`` and back), so names are typed as written or not."""
+        if name in self.series:
+            return name
+        wanted = name.replace("/", ".")
+        return next((known for known in self.series if known.replace("/", ".") == wanted), None)
+
+    def x_keys(self) -> set[str]:
+        """The numeric record keys some sample has, for ``--x-key``."""
+        return {key for samples in self.series.values() for s in samples if s.coords for key in s.coords}
+
     @property
     def empty(self) -> bool:
         return not self.series and not self.tables and not self.config
 
     # --- adding what a source holds -----------------------------------------------------
 
-    def add_sample(self, name: str, value: Any, time_s: float, step: int | None, window: int | None) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return
-        number = float(value)
-        if not math.isfinite(number):
-            return
-        self.series.setdefault(name, []).append(Sample(number, time_s, step, window))
+    def add_sample(
+        self,
+        name: str,
+        value: Any,
+        time_s: float,
+        step: int | None,
+        window: int | None,
+        coords: Mapping[str, float] | None = None,
+    ) -> None:
+        number = _number(value)
+        if number is not None:
+            self.series.setdefault(name, []).append(Sample(number, time_s, step, window, coords))
 
     def add_point(self, point: Point) -> None:
         """A stored point: LogStore metrics, hyperparams and tables by shape, others by name."""
@@ -80,8 +114,9 @@ class RunData:
         row = log_points.as_metrics(point)
         if row is not None:
             window = log_points.first_int(log_points.WINDOW_KEYS, point.tags)
+            coords = _numbers(point.fields)
             for name, value in row.metrics.items():
-                self.add_sample(f"{row.split}.{name}", value, time_s, row.step, window)
+                self.add_sample(f"{row.split}.{name}", value, time_s, row.step, window, coords)
             return
         merged = log_points.as_hyperparams(point)
         if merged is not None:
@@ -98,21 +133,17 @@ class RunData:
         measurement = log_points.base_measurement(point)
         step = log_points.first_int(log_points.STEP_KEYS, point.tags, point.fields)
         window = log_points.first_int(log_points.WINDOW_KEYS, point.tags, point.fields)
+        coords = _numbers(point.fields)
         for name, value in point.fields.items():
-            self.add_sample(f"{measurement}.{name}", value, time_s, step, window)
+            self.add_sample(f"{measurement}.{name}", value, time_s, step, window, coords)
 
     def add_json_line(self, obj: Any) -> None:
-        """One line of a metrics.jsonl (either shape), a tables.jsonl or an export."""
+        """One line of a metrics.jsonl (ours, another trainer's, or flat), a tables.jsonl or an export."""
         if not isinstance(obj, dict):
             self.bad_lines += 1
             return
         time_s = _time_s(obj)
-        if isinstance(obj.get("metrics"), dict):
-            split = str(obj.get("split") or "train")
-            step = log_points.as_int(obj.get("step"))
-            for name, value in obj["metrics"].items():
-                self.add_sample(f"{split}.{name}", value, time_s, step, None)
-        elif "table" in obj and isinstance(obj.get("values"), dict):
+        if "table" in obj and isinstance(obj.get("values"), dict):
             row = log_points.as_int(obj.get("row"))
             self.tables.append(
                 TableRecord(
@@ -129,14 +160,67 @@ class RunData:
             self.add_point(
                 Point(obj["measurement"], {str(k): str(v) for k, v in tags.items()}, obj["fields"], int(time_s * 1e9))
             )
-        else:
+        elif not self._add_metrics_record(obj, time_s):
             self.bad_lines += 1
+
+    def _add_metrics_record(self, obj: dict[str, Any], time_s: float) -> bool:
+        """A record of metrics in any of the shapes trainers write; False when it holds none."""
+        step = log_points.first_int(JSON_STEP_KEYS, obj)
+        window = log_points.first_int(log_points.WINDOW_KEYS, obj)
+        coords = _numbers(obj)
+        found: list[tuple[str, Any]] = []
+        metrics = obj.get("metrics")
+        if isinstance(metrics, dict):
+            split = obj.get("split")
+            for name, value in metrics.items():
+                name = str(name)
+                if isinstance(split, str) and split:
+                    found.extend(_flatten(f"{split}.{name}", value))
+                elif isinstance(value, dict) or "/" in name:
+                    found.extend(_flatten(name, value))  # {"val": {"loss": ..}} or "train/loss": its own split
+                else:
+                    found.append((f"train.{name}", value))  # ours, written without a split
+        # Flat records (and any top-level number beside a metrics object): the key is the name.
+        found.extend((str(key), value) for key, value in obj.items() if key not in AXIS_KEYS and key != "metrics")
+        added = 0
+        for name, value in found:
+            if _number(value) is not None:
+                self.add_sample(name, value, time_s, step, window, coords)
+                added += 1
+        return added > 0 or isinstance(metrics, dict)
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _numbers(obj: Mapping[str, Any]) -> dict[str, float]:
+    """A record's numeric top-level keys (what --x-key can name)."""
+    out: dict[str, float] = {}
+    for key, value in obj.items():
+        number = _number(value)
+        if number is not None:
+            out[str(key)] = number
+    return out
+
+
+def _flatten(prefix: str, value: Any) -> Iterator[tuple[str, Any]]:
+    """Nested metric objects as dotted names: ("val", {"loss": 1}) -> ("val.loss", 1)."""
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            yield from _flatten(f"{prefix}.{key}", inner)
+    else:
+        yield prefix, value
 
 
 def _time_s(obj: Mapping[str, Any]) -> float:
-    ts = obj.get("ts")
-    if isinstance(ts, (int, float)) and not isinstance(ts, bool):
-        return float(ts)
+    for key in ("ts", "time", "timestamp", "_timestamp", "wall_time"):  # unix seconds, by whoever wrote it
+        ts = obj.get(key)
+        if isinstance(ts, (int, float)) and not isinstance(ts, bool):
+            return float(ts)
     time_ns = obj.get("time_ns")
     if isinstance(time_ns, int) and not isinstance(time_ns, bool):
         return time_ns / 1e9
@@ -164,6 +248,11 @@ def run_label(path: Path) -> str:
     """outputs/run-001/logs/metrics.jsonl -> run-001; runs/a.jsonl -> a."""
     if path.name.split(".", 1)[0] not in ("metrics", "log", "logs", "events", "tables"):
         return path.name.split(".", 1)[0]
+    return directory_label(path)
+
+
+def directory_label(path: Path) -> str:
+    """The name of the run directory a log is in: exp_a/train.jsonl and exp_a/logs/train.jsonl -> exp_a."""
     directory = path.parent
     if directory.name in ("logs", "log") and directory.parent.name:
         directory = directory.parent
@@ -285,10 +374,12 @@ def read_influx_run(run_id: str, environ: Mapping[str, str] | None = None, timeo
 
 
 __all__ = [
+    "AXIS_KEYS",
     "RunData",
     "RunDataError",
     "Sample",
     "TableRecord",
+    "directory_label",
     "newest_log",
     "read_influx_run",
     "read_jsonl",
