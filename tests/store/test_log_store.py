@@ -214,3 +214,13 @@ def test_logger_options_are_checked(tmp_path: Path) -> None:
     (line,) = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert json.loads(line)["split"] == "train"  # the prefix ("Tmetrics") is recognized
     assert os.stat(tmp_path / "metrics.jsonl").st_size > 0
+
+
+def test_plot_names_show_the_split_once(tmp_path: Path) -> None:
+    from tplr_metrics.viz.run_data import read_jsonl
+
+    store = open_log_store("jsonl", log_dir=str(tmp_path))
+    store.log_metrics({"train/loss": 2.0, "lr": 0.1}, 0)
+    store.log_metrics({"val/loss": 1.0}, 0, split="val")
+    assert store.close(10)
+    assert sorted(read_jsonl(tmp_path / "metrics.jsonl").series) == ["train.loss", "train.lr", "val.loss"]

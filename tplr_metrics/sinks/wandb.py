@@ -153,7 +153,9 @@ class WandbSink:
                 run.define_metric(f"{row.split}/*", step_metric=step_key)
                 self._splits.add(row.split)
             data: dict[str, Any] = {
-                f"{row.split}/{k}": v for k, v in row.metrics.items() if isinstance(v, (int, float, str))
+                log_points.split_key(row.split, k): v
+                for k, v in row.metrics.items()
+                if isinstance(v, (int, float, str))
             }
             if row.step is not None:
                 data[step_key] = row.step

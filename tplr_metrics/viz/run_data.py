@@ -81,7 +81,7 @@ class RunData:
         if row is not None:
             window = log_points.first_int(log_points.WINDOW_KEYS, point.tags)
             for name, value in row.metrics.items():
-                self.add_sample(f"{row.split}.{name}", value, time_s, row.step, window)
+                self.add_sample(log_points.split_key(row.split, name, "."), value, time_s, row.step, window)
             return
         merged = log_points.as_hyperparams(point)
         if merged is not None:
@@ -111,7 +111,7 @@ class RunData:
             split = str(obj.get("split") or "train")
             step = log_points.as_int(obj.get("step"))
             for name, value in obj["metrics"].items():
-                self.add_sample(f"{split}.{name}", value, time_s, step, None)
+                self.add_sample(log_points.split_key(split, name, "."), value, time_s, step, None)
         elif "table" in obj and isinstance(obj.get("values"), dict):
             row = log_points.as_int(obj.get("row"))
             self.tables.append(
