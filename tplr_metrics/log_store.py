@@ -10,6 +10,8 @@
     store.log_artifact("checkpoint", "ckpt/step-1000.pt")
     store.close()
 
+    store({"train/loss": loss, "lr": lr})   # call-style, as wandb.log: steps 0, 1, 2, ... or step=
+
 Each call becomes one point through the logger's pipeline (queue, batching, retries, spool),
 so the same calls land in InfluxDB, the local store, JSONL, TensorBoard or W&B; the mapping is
 in :mod:`tplr_metrics.encoding.log_points`. ``step`` is a field, not a tag: a tag per step would make one
@@ -59,6 +61,9 @@ logger = logging.getLogger("tplr_metrics")
 
 #: MetricsLogger arguments the facade sets itself.
 _RESERVED_OPTIONS = ("sink", "sinks")
+
+#: In a call-style ``store({...})``, a key starting with one of these and ``/`` is in that split.
+KNOWN_SPLITS = ("train", "val", "validation", "eval", "test")
 
 
 class LogStoreClosedError(RuntimeError):
@@ -141,6 +146,7 @@ class LogStore:
         self._issues: Counter[str] = Counter()
         self._sanitized: Counter[str] = Counter()
         self._warned: set[str] = set()
+        self._next_step = 0
 
     # --- properties ---------------------------------------------------------------------
 
@@ -239,6 +245,37 @@ class LogStore:
                 started.log(log_points.METRICS, {log_points.SPLIT: split_text}, fields)
         except Exception as exc:
             self._bad("log_error", f"log_metrics failed: {type(exc).__name__}: {exc}")
+
+    def __call__(self, data: Mapping[str, Any], step: int | None = None, *, split: str | None = None) -> None:
+        """``store({"train/loss": 0.5, "lr": 1e-4})``, as with ``wandb.log``: at the store's own
+        step (0, 1, 2, ..., one per call), or at ``step=``, from which the count goes on. Without
+        ``split=``, a key starting with ``val/`` (or ``train/``, ``eval/``, ``test/``,
+        ``validation/``) is in that split and any other key in ``train``; a value that is a list
+        of dicts is logged as a table of that name."""
+        self._check_open("__call__")
+        with self._lock:
+            at = self._next_step if step is None else _as_step(step)
+            if at is not None:
+                self._next_step = at + 1
+        if self._sink is None:
+            return
+        if at is None:
+            self._bad("bad_step", f"step must be an integer, not {step!r}")
+            return
+        if not isinstance(data, Mapping):
+            self._bad("not_a_mapping", f"a call-style log takes a dict, not {type(data).__name__}")
+            return
+        by_split: dict[str, dict[str, Any]] = {}
+        for key, value in data.items():
+            name = str(key)
+            if _is_table(value):
+                self.log_table(name, value, step=at)
+                continue
+            head = name.partition("/")[0] if "/" in name else ""
+            chosen = split if split is not None else (head if head in KNOWN_SPLITS else "train")
+            by_split.setdefault(chosen, {})[name] = value
+        for chosen, metrics in by_split.items():
+            self._log_metrics(metrics, at, chosen)
 
     def log_hyperparams(self, params: Mapping[str, Any]) -> None:
         """JSON-serializable values, merged across calls (a later value for a key wins)."""
@@ -385,6 +422,16 @@ class LogStore:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._close(exc_type)
+
+
+def _is_table(value: Any) -> bool:
+    """A list of dicts (one per row) in a call-style log."""
+    return (
+        isinstance(value, Sequence)
+        and not isinstance(value, (str, bytes))
+        and bool(value)
+        and all(isinstance(row, Mapping) for row in value)
+    )
 
 
 def _cell(value: Any) -> Any:

@@ -224,3 +224,62 @@ def test_plot_names_show_the_split_once(tmp_path: Path) -> None:
     store.log_metrics({"val/loss": 1.0}, 0, split="val")
     assert store.close(10)
     assert sorted(read_jsonl(tmp_path / "metrics.jsonl").series) == ["train.loss", "train.lr", "val.loss"]
+
+
+@pytest.mark.parametrize("kind", ["local", "jsonl", "tensorboard"])
+def test_a_store_is_callable_like_wandb_log(kind: str, tmp_path: Path) -> None:
+    if kind == "tensorboard":
+        pytest.importorskip("tensorboard")
+    params: dict[str, Any] = {
+        "local": {"path": str(tmp_path / "store.sqlite")},
+        "jsonl": {"log_dir": str(tmp_path / "logs")},
+        "tensorboard": {"log_dir": str(tmp_path / "tb"), "run_name": "r"},
+    }[kind]
+    store = open_log_store(kind, **params)
+    for i in range(3):
+        store({"train/loss": 1.0 / (i + 1), "lr": 10 - i})  # steps 0, 1, 2
+    store({"val/loss": 0.25}, step=10)
+    store({"train/loss": 0.125})  # 11: the count goes on from the given step
+    store({"samples": [{"prompt": "2+2=", "score": 1.0}]})  # a table, at 12
+    assert store.close(10)
+
+    if kind == "local":
+        rows = query(
+            tmp_path / "store.sqlite",
+            "SELECT json_extract(tags, '$.split'), json_extract(fields, '$.step'), json_extract(fields, '$.lr'),"
+            " json_extract(fields, '$.\"train/loss\"'), json_extract(fields, '$.\"val/loss\"')"
+            " FROM points WHERE measurement = 'metrics' ORDER BY id",
+        )
+        assert rows == [("train", 0, 10.0, 1.0, None), ("train", 1, 9.0, 0.5, None),
+                        ("train", 2, 8.0, pytest.approx(1 / 3), None), ("val", 10, None, None, 0.25),
+                        ("train", 11, None, 0.125, None)]  # fmt: skip
+        assert query(tmp_path / "store.sqlite", "SELECT json_extract(fields, '$.step') FROM points "
+                     "WHERE measurement = 'table'") == [(12,)]  # fmt: skip
+    elif kind == "jsonl":
+        lines = [json.loads(line) for line in (tmp_path / "logs" / "metrics.jsonl").read_text().splitlines()]
+        assert [(r["split"], r["step"]) for r in lines] == [("train", 0), ("train", 1), ("train", 2), ("val", 10),
+                                                            ("train", 11)]  # fmt: skip
+        assert lines[1]["metrics"] == {"train/loss": 0.5, "lr": 9.0}
+        (table,) = [json.loads(line) for line in (tmp_path / "logs" / "tables.jsonl").read_text().splitlines()]
+        assert table["table"] == "samples" and table["step"] == 12
+    else:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        acc = EventAccumulator(str(tmp_path / "tb" / "r"))
+        acc.Reload()
+        assert [e.step for e in acc.Scalars("train/loss")] == [0, 1, 2, 11]
+        assert [(e.step, e.value) for e in acc.Scalars("train/lr")] == [(0, 10.0), (1, 9.0), (2, 8.0)]
+        assert [(e.step, e.value) for e in acc.Scalars("val/loss")] == [(10, 0.25)]
+
+
+def test_a_call_style_log_never_raises(tmp_path: Path) -> None:
+    store = open_log_store("jsonl", log_dir=str(tmp_path))
+    store("loss=1")  # type: ignore[arg-type]
+    store({"loss": 1.0}, step="x")  # type: ignore[arg-type]
+    store({"loss": 2.0})
+    assert store.close(10)
+    assert store.stats()["dropped"]["not_a_mapping"] == 1 and store.stats()["dropped"]["bad_step"] == 1
+    (line,) = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(line)["step"] == 1  # the call with a bad mapping still took step 0
+    with pytest.raises(LogStoreClosedError):
+        store({"loss": 3.0})
