@@ -6,7 +6,7 @@ and ``end_run(status)`` are optional hooks. A *factory* builds one from keyword 
 is a factory). A kind is resolved in this order:
 
 1. the built-ins (``influxdb``, ``influxdb-v1``, ``local``, ``jsonl``, ``multiplex``,
-   ``tensorboard``, ``wandb``), whose modules are imported only when that kind is built;
+   ``stdout``, ``tensorboard``, ``wandb``), whose modules are imported only when that kind is built;
 2. factories given to :func:`register_sink` in this process;
 3. the entry-point group ``tplr_metrics.sinks``, walked once, on the first lookup that needs it,
    so an installed package adds a sink without a fork::
@@ -51,6 +51,7 @@ _BUILTINS: dict[str, str] = {
     "local": "tplr_metrics.sinks.registry:local_sink",
     "jsonl": "tplr_metrics.sinks.jsonl:JsonlSink",
     "multiplex": "tplr_metrics.sinks.registry:multiplex_sink",
+    "stdout": "tplr_metrics.sinks.stdout:StdoutSink",
     "tensorboard": "tplr_metrics.sinks.tensorboard:TensorBoardSink",
     "wandb": "tplr_metrics.sinks.wandb:WandbSink",
 }
