@@ -47,6 +47,7 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
+from .config.auto_sink import DISABLED_VARIABLE, disabled, pick_sink
 from .config.destinations import resolve_destination
 from .config.secrets import looks_secret
 from .config.settings import ConfigurationError
@@ -133,9 +134,11 @@ class LogStore:
         sink: Sink | None,
         *,
         logger_options: Mapping[str, Any] | None = None,
+        quiet_because: str = "not rank 0",
     ) -> None:
         options = dict(logger_options or {})
         self._sink = sink
+        self._quiet_because = quiet_because
         self._config = _config_dict(options.pop("config", None))
         options.setdefault("runtime_id", str(uuid.uuid4()))  # each LogStore is its own run
         self._options = options
@@ -173,7 +176,7 @@ class LogStore:
         return dict(self._hyperparams)
 
     def __repr__(self) -> str:
-        where = repr(self._sink) if self._sink is not None else "no-op (not rank 0)"
+        where = repr(self._sink) if self._sink is not None else f"no-op ({self._quiet_because})"
         return f"LogStore({where}, run_id={self.run_id!r}{', closed' if self._closed else ''})"
 
     # --- the logger behind it -----------------------------------------------------------
@@ -454,8 +457,11 @@ def _check_logger_options(options: Mapping[str, Any]) -> None:
         raise ConfigurationError(f"logger_options: unknown MetricsLogger argument(s) {', '.join(unknown)}{hint}")
 
 
+_said_disabled = False
+
+
 def open_log_store(
-    kind: str,
+    kind: str | None = None,
     *,
     rank: int | None = None,
     all_ranks: bool = False,
@@ -469,12 +475,28 @@ def open_log_store(
     ``logger_options`` go to the MetricsLogger behind it (role, uid, prefix, config, flush_interval,
     ...). Unknown params are a ConfigurationError naming them; a sink whose optional extra is not
     installed is skipped with one warning, as ``MetricsLogger(sinks=...)`` does.
+
+    With no kind, the environment picks it (see :mod:`tplr_metrics.config.auto_sink`): W&B,
+    MLflow, TensorBoard, InfluxDB, else the local store. ``TPLR_METRICS_DISABLED=1`` gives a
+    store that does nothing.
     """
-    if not isinstance(kind, str) or not kind.strip():
-        raise ConfigurationError(f"open_log_store needs a sink kind such as 'jsonl', not {kind!r}")
+    global _said_disabled
+    if kind is None:
+        key, detected, why = pick_sink()
+        params = {**detected, **params}
+        logger.info("LogStore: no sink kind named; %s, so %r", why, key)
+    elif not isinstance(kind, str) or not kind.strip():
+        raise ConfigurationError(f"open_log_store: kind must be a sink kind such as 'jsonl', not {kind!r}")
+    else:
+        key = normalize_kind(kind)
     options = dict(logger_options or {})
     _check_logger_options(options)
-    key = normalize_kind(kind)
+    if disabled():
+        check_params(key, get_factory(key), params)  # a bad config still fails
+        if not _said_disabled:
+            _said_disabled = True
+            logger.info("LogStore: %s is set; nothing is logged", DISABLED_VARIABLE)
+        return LogStore(None, logger_options=options, quiet_because=f"{DISABLED_VARIABLE} is set")
     this_rank = detect_rank() if rank is None else rank
     if not all_ranks and this_rank != 0:
         check_params(key, get_factory(key), params)  # a bad config fails on every rank alike

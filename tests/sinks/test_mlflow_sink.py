@@ -65,3 +65,23 @@ def test_without_the_extra_one_clear_line(tmp_path: Path, monkeypatch: pytest.Mo
         monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(MissingExtraError, match=r"pip install 'tplr_metrics\[mlflow\]'"):
         create_sink("mlflow", tracking_uri=(tmp_path / "m").as_uri())
+
+
+def test_picked_when_only_the_tracking_uri_is_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _extra_or_skip()
+    from mlflow.tracking import MlflowClient
+
+    for name in ("WANDB_PROJECT", "WANDB_MODE", "TENSORBOARD_LOGDIR"):
+        monkeypatch.delenv(name, raising=False)
+    uri = (tmp_path / "mlruns").as_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    store = open_log_store()
+    for _ in range(5):
+        store({"train/loss": 0.5})
+    assert store.close(10)
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("tplr_metrics")
+    assert experiment is not None
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == [0, 1, 2, 3, 4]

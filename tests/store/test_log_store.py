@@ -283,3 +283,80 @@ def test_a_call_style_log_never_raises(tmp_path: Path) -> None:
     assert json.loads(line)["step"] == 1  # the call with a bad mapping still took step 0
     with pytest.raises(LogStoreClosedError):
         store({"loss": 3.0})
+
+
+_PICKING = ("WANDB_PROJECT", "WANDB_MODE", "MLFLOW_TRACKING_URI", "TENSORBOARD_LOGDIR")
+
+
+@pytest.fixture
+def no_picking_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in _PICKING:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_with_no_kind_the_local_store(no_picking_env: pytest.MonkeyPatch, isolated_env: Path) -> None:
+    store = open_log_store()
+    assert store.sink is not None and store.sink.name == "local"
+    store({"loss": 1.0})
+    assert store.close(10)
+    assert query(isolated_env / "metrics.sqlite", "SELECT json_extract(fields, '$.step') FROM points "
+                 "WHERE measurement = 'metrics'") == [(0,)]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("env", "kind"),
+    [
+        ({"WANDB_PROJECT": "p", "MLFLOW_TRACKING_URI": "file:///nowhere"}, "wandb"),
+        ({"WANDB_MODE": "disabled"}, "wandb"),
+        ({"MLFLOW_TRACKING_URI": "file:///nowhere", "TENSORBOARD_LOGDIR": "/nowhere"}, "mlflow"),
+        ({"TENSORBOARD_LOGDIR": "/nowhere", "INFLUXDB_URL": "http://127.0.0.1:9"}, "tensorboard"),
+        ({"INFLUXDB_HOST": "127.0.0.1", "INFLUXDB_DATABASE": "d"}, "influxdb"),
+    ],
+)
+def test_with_no_kind_the_environment_picks(no_picking_env: pytest.MonkeyPatch, env: dict[str, str], kind: str) -> None:
+    pytest.importorskip({"wandb": "wandb", "mlflow": "mlflow", "tensorboard": "tensorboard"}.get(kind, "json"))
+    for name, value in env.items():
+        no_picking_env.setenv(name, value)
+    store = open_log_store()
+    assert store.sink is not None and store.sink.name == kind
+    if kind == "wandb":
+        assert store.sink.project  # type: ignore[attr-defined] == env.get("WANDB_PROJECT", "tplr_metrics")
+    if kind == "tensorboard":
+        assert str(store.sink.log_dir)  # type: ignore[attr-defined] == "/nowhere"
+    store.sink.close()  # nothing was logged: no run to start
+
+
+def test_tensorboard_logdir_is_where_the_events_go(no_picking_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    no_picking_env.setenv("TENSORBOARD_LOGDIR", str(tmp_path / "tb"))
+    store = open_log_store(run_name="r")
+    store({"train/loss": 0.5})
+    store({"train/loss": 0.25})
+    assert store.close(10)
+    acc = EventAccumulator(str(tmp_path / "tb" / "r"))
+    acc.Reload()
+    assert [(e.step, e.value) for e in acc.Scalars("train/loss")] == [(0, 0.5), (1, 0.25)]
+
+
+def test_disabled_does_nothing_and_says_so_once(
+    no_picking_env: pytest.MonkeyPatch, tmp_path: Path, isolated_env: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import tplr_metrics.log_store as log_store_module
+
+    no_picking_env.setattr(log_store_module, "_said_disabled", False)
+    no_picking_env.setenv("TPLR_METRICS_DISABLED", "1")
+    caplog.set_level("INFO", logger="tplr_metrics")
+    for kind, params in ((None, {}), ("jsonl", {"log_dir": str(tmp_path / "logs")})):
+        store = open_log_store(kind, **params)
+        assert not store.active and "TPLR_METRICS_DISABLED" in repr(store)
+        store({"loss": 1.0})
+        store.log_metrics({"loss": 1.0}, 1)
+        assert store.close()
+    said = [r.getMessage() for r in caplog.records if "TPLR_METRICS_DISABLED" in r.getMessage()]
+    assert said == ["LogStore: TPLR_METRICS_DISABLED is set; nothing is logged"]
+    assert not (tmp_path / "logs").exists() and not (isolated_env / "metrics.sqlite").exists()
+    with pytest.raises(ConfigurationError, match="unknown param logdir"):
+        open_log_store("jsonl", logdir="x")  # a bad config still fails
