@@ -281,7 +281,8 @@ class LogStore:
             self._log_metrics(metrics, at, chosen)
 
     def log_hyperparams(self, params: Mapping[str, Any]) -> None:
-        """JSON-serializable values, merged across calls (a later value for a key wins)."""
+        """JSON-serializable values, merged across calls: a later value for a key wins, and nested
+        dicts merge key by key (``{"opt": {"lr": 2}}`` keeps ``opt.name`` from an earlier call)."""
         self._check_open("log_hyperparams")
         if self._sink is None:
             return
@@ -295,7 +296,7 @@ class LogStore:
                     with self._lock:
                         self._sanitized["hyperparam_not_json"] += 1
                 with self._lock:
-                    self._hyperparams[str(key)] = safe
+                    self._hyperparams[str(key)] = _deep_merge(self._hyperparams.get(str(key)), safe)
             if self._logger is not None:
                 self._logger.log(log_points.HYPERPARAMS, {}, log_points.hyperparams_fields(self._hyperparams))
         except Exception as exc:
@@ -425,6 +426,16 @@ class LogStore:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._close(exc_type)
+
+
+def _deep_merge(old: Any, new: Any) -> Any:
+    """``new`` over ``old``, nested dicts merged key by key rather than replaced."""
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        merged = dict(old)
+        for key, value in new.items():
+            merged[key] = _deep_merge(merged.get(key), value)
+        return merged
+    return new
 
 
 def _is_table(value: Any) -> bool:

@@ -112,3 +112,12 @@ def test_a_key_that_carries_its_split_is_not_prefixed_twice(tmp_path: Path) -> N
     acc.Reload()
     assert sorted(acc.Tags()["scalars"]) == ["train/loss", "train/loss_scale", "train/val/loss", "val/loss"]
     assert [(e.step, e.value) for e in acc.Scalars("val/loss")] == [(3, 1.0)]
+
+
+@pytest.mark.parametrize("value", ["soon", None, True, 0, -1.0])
+def test_a_bad_flush_secs_is_one_clear_line(tmp_path: Path, value: object) -> None:
+    _extra_or_skip()
+    with pytest.raises(ConfigurationError) as caught:
+        open_log_store("tensorboard", log_dir=str(tmp_path), flush_secs=value)
+    message = str(caught.value)
+    assert f"flush_secs must be a positive number of seconds, not {value!r}" in message and "\n" not in message

@@ -360,3 +360,15 @@ def test_disabled_does_nothing_and_says_so_once(
     assert not (tmp_path / "logs").exists() and not (isolated_env / "metrics.sqlite").exists()
     with pytest.raises(ConfigurationError, match="unknown param logdir"):
         open_log_store("jsonl", logdir="x")  # a bad config still fails
+
+
+def test_hyperparams_merge_deeply(tmp_path: Path) -> None:
+    store = open_log_store("jsonl", log_dir=str(tmp_path))
+    store.log_hyperparams({"optimizer": {"name": "adamw", "betas": [0.9, 0.95], "sched": {"kind": "cos"}}})
+    store.log_hyperparams({"optimizer": {"lr": 2e-4, "sched": {"warmup": 10}}, "seed": 1})
+    store.log_hyperparams({"optimizer": {"betas": [0.8, 0.9]}})  # a list is a value: replaced
+    assert store.close(10)
+    assert json.loads((tmp_path / "hyperparams.json").read_text()) == {
+        "optimizer": {"name": "adamw", "betas": [0.8, 0.9], "lr": 2e-4, "sched": {"kind": "cos", "warmup": 10}},
+        "seed": 1,
+    }

@@ -69,8 +69,8 @@ class TensorBoardSink:
     ) -> None:
         # Fail here, at configuration time, when the extra is missing: the registry skips us.
         require_module("tensorboard", "tensorboard", "tensorboard.summary.writer.event_file_writer")
-        if flush_secs <= 0:
-            raise ValueError(f"flush_secs must be positive, not {flush_secs!r}")
+        if isinstance(flush_secs, bool) or not isinstance(flush_secs, (int, float)) or not flush_secs > 0:
+            raise ValueError(f"flush_secs must be a positive number of seconds, not {flush_secs!r}")
         self.log_dir = Path(log_dir).expanduser() if log_dir is not None else tplr_home(environ) / "tensorboard"
         self.run_name = run_name
         self.flush_secs = flush_secs
