@@ -10,6 +10,8 @@
     store.log_artifact("checkpoint", "ckpt/step-1000.pt")
     store.close()
 
+    store({"train/loss": loss, "lr": lr})   # call-style, as wandb.log: steps 0, 1, 2, ... or step=
+
 Each call becomes one point through the logger's pipeline (queue, batching, retries, spool),
 so the same calls land in InfluxDB, the local store, JSONL, TensorBoard or W&B; the mapping is
 in :mod:`tplr_metrics.encoding.log_points`. ``step`` is a field, not a tag: a tag per step would make one
@@ -45,6 +47,7 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
+from .config.auto_sink import DISABLED_VARIABLE, disabled, pick_sink
 from .config.destinations import resolve_destination
 from .config.secrets import looks_secret
 from .config.settings import ConfigurationError
@@ -59,6 +62,9 @@ logger = logging.getLogger("tplr_metrics")
 
 #: MetricsLogger arguments the facade sets itself.
 _RESERVED_OPTIONS = ("sink", "sinks")
+
+#: In a call-style ``store({...})``, a key starting with one of these and ``/`` is in that split.
+KNOWN_SPLITS = ("train", "val", "validation", "eval", "test")
 
 
 class LogStoreClosedError(RuntimeError):
@@ -128,9 +134,11 @@ class LogStore:
         sink: Sink | None,
         *,
         logger_options: Mapping[str, Any] | None = None,
+        quiet_because: str = "not rank 0",
     ) -> None:
         options = dict(logger_options or {})
         self._sink = sink
+        self._quiet_because = quiet_because
         self._config = _config_dict(options.pop("config", None))
         options.setdefault("runtime_id", str(uuid.uuid4()))  # each LogStore is its own run
         self._options = options
@@ -141,6 +149,7 @@ class LogStore:
         self._issues: Counter[str] = Counter()
         self._sanitized: Counter[str] = Counter()
         self._warned: set[str] = set()
+        self._next_step = 0
 
     # --- properties ---------------------------------------------------------------------
 
@@ -167,7 +176,7 @@ class LogStore:
         return dict(self._hyperparams)
 
     def __repr__(self) -> str:
-        where = repr(self._sink) if self._sink is not None else "no-op (not rank 0)"
+        where = repr(self._sink) if self._sink is not None else f"no-op ({self._quiet_because})"
         return f"LogStore({where}, run_id={self.run_id!r}{', closed' if self._closed else ''})"
 
     # --- the logger behind it -----------------------------------------------------------
@@ -240,8 +249,40 @@ class LogStore:
         except Exception as exc:
             self._bad("log_error", f"log_metrics failed: {type(exc).__name__}: {exc}")
 
+    def __call__(self, data: Mapping[str, Any], step: int | None = None, *, split: str | None = None) -> None:
+        """``store({"train/loss": 0.5, "lr": 1e-4})``, as with ``wandb.log``: at the store's own
+        step (0, 1, 2, ..., one per call), or at ``step=``, from which the count goes on. Without
+        ``split=``, a key starting with ``val/`` (or ``train/``, ``eval/``, ``test/``,
+        ``validation/``) is in that split and any other key in ``train``; a value that is a list
+        of dicts is logged as a table of that name."""
+        self._check_open("__call__")
+        with self._lock:
+            at = self._next_step if step is None else _as_step(step)
+            if at is not None:
+                self._next_step = at + 1
+        if self._sink is None:
+            return
+        if at is None:
+            self._bad("bad_step", f"step must be an integer, not {step!r}")
+            return
+        if not isinstance(data, Mapping):
+            self._bad("not_a_mapping", f"a call-style log takes a dict, not {type(data).__name__}")
+            return
+        by_split: dict[str, dict[str, Any]] = {}
+        for key, value in data.items():
+            name = str(key)
+            if _is_table(value):
+                self.log_table(name, value, step=at)
+                continue
+            head = name.partition("/")[0] if "/" in name else ""
+            chosen = split if split is not None else (head if head in KNOWN_SPLITS else "train")
+            by_split.setdefault(chosen, {})[name] = value
+        for chosen, metrics in by_split.items():
+            self._log_metrics(metrics, at, chosen)
+
     def log_hyperparams(self, params: Mapping[str, Any]) -> None:
-        """JSON-serializable values, merged across calls (a later value for a key wins)."""
+        """JSON-serializable values, merged across calls: a later value for a key wins, and nested
+        dicts merge key by key (``{"opt": {"lr": 2}}`` keeps ``opt.name`` from an earlier call)."""
         self._check_open("log_hyperparams")
         if self._sink is None:
             return
@@ -255,7 +296,7 @@ class LogStore:
                     with self._lock:
                         self._sanitized["hyperparam_not_json"] += 1
                 with self._lock:
-                    self._hyperparams[str(key)] = safe
+                    self._hyperparams[str(key)] = _deep_merge(self._hyperparams.get(str(key)), safe)
             if self._logger is not None:
                 self._logger.log(log_points.HYPERPARAMS, {}, log_points.hyperparams_fields(self._hyperparams))
         except Exception as exc:
@@ -387,6 +428,26 @@ class LogStore:
         self._close(exc_type)
 
 
+def _deep_merge(old: Any, new: Any) -> Any:
+    """``new`` over ``old``, nested dicts merged key by key rather than replaced."""
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        merged = dict(old)
+        for key, value in new.items():
+            merged[key] = _deep_merge(merged.get(key), value)
+        return merged
+    return new
+
+
+def _is_table(value: Any) -> bool:
+    """A list of dicts (one per row) in a call-style log."""
+    return (
+        isinstance(value, Sequence)
+        and not isinstance(value, (str, bytes))
+        and bool(value)
+        and all(isinstance(row, Mapping) for row in value)
+    )
+
+
 def _cell(value: Any) -> Any:
     """A table cell as a field: numbers and text as they are, anything else as JSON text."""
     value = coerce_scalar(value)
@@ -407,8 +468,11 @@ def _check_logger_options(options: Mapping[str, Any]) -> None:
         raise ConfigurationError(f"logger_options: unknown MetricsLogger argument(s) {', '.join(unknown)}{hint}")
 
 
+_said_disabled = False
+
+
 def open_log_store(
-    kind: str,
+    kind: str | None = None,
     *,
     rank: int | None = None,
     all_ranks: bool = False,
@@ -422,12 +486,28 @@ def open_log_store(
     ``logger_options`` go to the MetricsLogger behind it (role, uid, prefix, config, flush_interval,
     ...). Unknown params are a ConfigurationError naming them; a sink whose optional extra is not
     installed is skipped with one warning, as ``MetricsLogger(sinks=...)`` does.
+
+    With no kind, the environment picks it (see :mod:`tplr_metrics.config.auto_sink`): W&B,
+    MLflow, TensorBoard, InfluxDB, else the local store. ``TPLR_METRICS_DISABLED=1`` gives a
+    store that does nothing.
     """
-    if not isinstance(kind, str) or not kind.strip():
-        raise ConfigurationError(f"open_log_store needs a sink kind such as 'jsonl', not {kind!r}")
+    global _said_disabled
+    if kind is None:
+        key, detected, why = pick_sink()
+        params = {**detected, **params}
+        logger.info("LogStore: no sink kind named; %s, so %r", why, key)
+    elif not isinstance(kind, str) or not kind.strip():
+        raise ConfigurationError(f"open_log_store: kind must be a sink kind such as 'jsonl', not {kind!r}")
+    else:
+        key = normalize_kind(kind)
     options = dict(logger_options or {})
     _check_logger_options(options)
-    key = normalize_kind(kind)
+    if disabled():
+        check_params(key, get_factory(key), params)  # a bad config still fails
+        if not _said_disabled:
+            _said_disabled = True
+            logger.info("LogStore: %s is set; nothing is logged", DISABLED_VARIABLE)
+        return LogStore(None, logger_options=options, quiet_because=f"{DISABLED_VARIABLE} is set")
     this_rank = detect_rank() if rank is None else rank
     if not all_ranks and this_rank != 0:
         check_params(key, get_factory(key), params)  # a bad config fails on every rank alike

@@ -97,3 +97,27 @@ def test_without_the_extra_one_clear_line(
     assert (tmp_path / "j" / "metrics.jsonl").exists() and not (tmp_path / "tb").exists()
     with pytest.raises(ConfigurationError, match="unknown param logdir"):
         open_log_store("tensorboard", logdir="x")  # params are still checked without the package
+
+
+def test_a_key_that_carries_its_split_is_not_prefixed_twice(tmp_path: Path) -> None:
+    _extra_or_skip()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    store = open_log_store("tensorboard", log_dir=str(tmp_path), run_name="r")
+    store.log_metrics({"val/loss": 1.0}, 3, split="val")
+    store.log_metrics({"train/loss": 2.0, "loss_scale": 4.0}, 3)
+    store.log_metrics({"val/loss": 5.0}, 4)  # another split's prefix is a name like any other
+    assert store.close(10)
+    acc = EventAccumulator(str(tmp_path / "r"))
+    acc.Reload()
+    assert sorted(acc.Tags()["scalars"]) == ["train/loss", "train/loss_scale", "train/val/loss", "val/loss"]
+    assert [(e.step, e.value) for e in acc.Scalars("val/loss")] == [(3, 1.0)]
+
+
+@pytest.mark.parametrize("value", ["soon", None, True, 0, -1.0])
+def test_a_bad_flush_secs_is_one_clear_line(tmp_path: Path, value: object) -> None:
+    _extra_or_skip()
+    with pytest.raises(ConfigurationError) as caught:
+        open_log_store("tensorboard", log_dir=str(tmp_path), flush_secs=value)
+    message = str(caught.value)
+    assert f"flush_secs must be a positive number of seconds, not {value!r}" in message and "\n" not in message

@@ -214,3 +214,161 @@ def test_logger_options_are_checked(tmp_path: Path) -> None:
     (line,) = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert json.loads(line)["split"] == "train"  # the prefix ("Tmetrics") is recognized
     assert os.stat(tmp_path / "metrics.jsonl").st_size > 0
+
+
+def test_plot_names_show_the_split_once(tmp_path: Path) -> None:
+    from tplr_metrics.viz.run_data import read_jsonl
+
+    store = open_log_store("jsonl", log_dir=str(tmp_path))
+    store.log_metrics({"train/loss": 2.0, "lr": 0.1}, 0)
+    store.log_metrics({"val/loss": 1.0}, 0, split="val")
+    assert store.close(10)
+    assert sorted(read_jsonl(tmp_path / "metrics.jsonl").series) == ["train.loss", "train.lr", "val.loss"]
+
+
+@pytest.mark.parametrize("kind", ["local", "jsonl", "tensorboard"])
+def test_a_store_is_callable_like_wandb_log(kind: str, tmp_path: Path) -> None:
+    if kind == "tensorboard":
+        pytest.importorskip("tensorboard")
+    params: dict[str, Any] = {
+        "local": {"path": str(tmp_path / "store.sqlite")},
+        "jsonl": {"log_dir": str(tmp_path / "logs")},
+        "tensorboard": {"log_dir": str(tmp_path / "tb"), "run_name": "r"},
+    }[kind]
+    store = open_log_store(kind, **params)
+    for i in range(3):
+        store({"train/loss": 1.0 / (i + 1), "lr": 10 - i})  # steps 0, 1, 2
+    store({"val/loss": 0.25}, step=10)
+    store({"train/loss": 0.125})  # 11: the count goes on from the given step
+    store({"samples": [{"prompt": "2+2=", "score": 1.0}]})  # a table, at 12
+    assert store.close(10)
+
+    if kind == "local":
+        rows = query(
+            tmp_path / "store.sqlite",
+            "SELECT json_extract(tags, '$.split'), json_extract(fields, '$.step'), json_extract(fields, '$.lr'),"
+            " json_extract(fields, '$.\"train/loss\"'), json_extract(fields, '$.\"val/loss\"')"
+            " FROM points WHERE measurement = 'metrics' ORDER BY id",
+        )
+        assert rows == [("train", 0, 10.0, 1.0, None), ("train", 1, 9.0, 0.5, None),
+                        ("train", 2, 8.0, pytest.approx(1 / 3), None), ("val", 10, None, None, 0.25),
+                        ("train", 11, None, 0.125, None)]  # fmt: skip
+        assert query(tmp_path / "store.sqlite", "SELECT json_extract(fields, '$.step') FROM points "
+                     "WHERE measurement = 'table'") == [(12,)]  # fmt: skip
+    elif kind == "jsonl":
+        lines = [json.loads(line) for line in (tmp_path / "logs" / "metrics.jsonl").read_text().splitlines()]
+        assert [(r["split"], r["step"]) for r in lines] == [("train", 0), ("train", 1), ("train", 2), ("val", 10),
+                                                            ("train", 11)]  # fmt: skip
+        assert lines[1]["metrics"] == {"train/loss": 0.5, "lr": 9.0}
+        (table,) = [json.loads(line) for line in (tmp_path / "logs" / "tables.jsonl").read_text().splitlines()]
+        assert table["table"] == "samples" and table["step"] == 12
+    else:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        acc = EventAccumulator(str(tmp_path / "tb" / "r"))
+        acc.Reload()
+        assert [e.step for e in acc.Scalars("train/loss")] == [0, 1, 2, 11]
+        assert [(e.step, e.value) for e in acc.Scalars("train/lr")] == [(0, 10.0), (1, 9.0), (2, 8.0)]
+        assert [(e.step, e.value) for e in acc.Scalars("val/loss")] == [(10, 0.25)]
+
+
+def test_a_call_style_log_never_raises(tmp_path: Path) -> None:
+    store = open_log_store("jsonl", log_dir=str(tmp_path))
+    store("loss=1")  # type: ignore[arg-type]
+    store({"loss": 1.0}, step="x")  # type: ignore[arg-type]
+    store({"loss": 2.0})
+    assert store.close(10)
+    assert store.stats()["dropped"]["not_a_mapping"] == 1 and store.stats()["dropped"]["bad_step"] == 1
+    (line,) = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(line)["step"] == 1  # the call with a bad mapping still took step 0
+    with pytest.raises(LogStoreClosedError):
+        store({"loss": 3.0})
+
+
+_PICKING = ("WANDB_PROJECT", "WANDB_MODE", "MLFLOW_TRACKING_URI", "TENSORBOARD_LOGDIR")
+
+
+@pytest.fixture
+def no_picking_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in _PICKING:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_with_no_kind_the_local_store(no_picking_env: pytest.MonkeyPatch, isolated_env: Path) -> None:
+    store = open_log_store()
+    assert store.sink is not None and store.sink.name == "local"
+    store({"loss": 1.0})
+    assert store.close(10)
+    assert query(isolated_env / "metrics.sqlite", "SELECT json_extract(fields, '$.step') FROM points "
+                 "WHERE measurement = 'metrics'") == [(0,)]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("env", "kind"),
+    [
+        ({"WANDB_PROJECT": "p", "MLFLOW_TRACKING_URI": "file:///nowhere"}, "wandb"),
+        ({"WANDB_MODE": "disabled"}, "wandb"),
+        ({"MLFLOW_TRACKING_URI": "file:///nowhere", "TENSORBOARD_LOGDIR": "/nowhere"}, "mlflow"),
+        ({"TENSORBOARD_LOGDIR": "/nowhere", "INFLUXDB_URL": "http://127.0.0.1:9"}, "tensorboard"),
+        ({"INFLUXDB_HOST": "127.0.0.1", "INFLUXDB_DATABASE": "d"}, "influxdb"),
+    ],
+)
+def test_with_no_kind_the_environment_picks(no_picking_env: pytest.MonkeyPatch, env: dict[str, str], kind: str) -> None:
+    pytest.importorskip({"wandb": "wandb", "mlflow": "mlflow", "tensorboard": "tensorboard"}.get(kind, "json"))
+    for name, value in env.items():
+        no_picking_env.setenv(name, value)
+    store = open_log_store()
+    assert store.sink is not None and store.sink.name == kind
+    if kind == "wandb":
+        assert store.sink.project  # type: ignore[attr-defined] == env.get("WANDB_PROJECT", "tplr_metrics")
+    if kind == "tensorboard":
+        assert str(store.sink.log_dir)  # type: ignore[attr-defined] == "/nowhere"
+    store.sink.close()  # nothing was logged: no run to start
+
+
+def test_tensorboard_logdir_is_where_the_events_go(no_picking_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    no_picking_env.setenv("TENSORBOARD_LOGDIR", str(tmp_path / "tb"))
+    store = open_log_store(run_name="r")
+    store({"train/loss": 0.5})
+    store({"train/loss": 0.25})
+    assert store.close(10)
+    acc = EventAccumulator(str(tmp_path / "tb" / "r"))
+    acc.Reload()
+    assert [(e.step, e.value) for e in acc.Scalars("train/loss")] == [(0, 0.5), (1, 0.25)]
+
+
+def test_disabled_does_nothing_and_says_so_once(
+    no_picking_env: pytest.MonkeyPatch, tmp_path: Path, isolated_env: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import tplr_metrics.log_store as log_store_module
+
+    no_picking_env.setattr(log_store_module, "_said_disabled", False)
+    no_picking_env.setenv("TPLR_METRICS_DISABLED", "1")
+    caplog.set_level("INFO", logger="tplr_metrics")
+    for kind, params in ((None, {}), ("jsonl", {"log_dir": str(tmp_path / "logs")})):
+        store = open_log_store(kind, **params)
+        assert not store.active and "TPLR_METRICS_DISABLED" in repr(store)
+        store({"loss": 1.0})
+        store.log_metrics({"loss": 1.0}, 1)
+        assert store.close()
+    said = [r.getMessage() for r in caplog.records if "TPLR_METRICS_DISABLED" in r.getMessage()]
+    assert said == ["LogStore: TPLR_METRICS_DISABLED is set; nothing is logged"]
+    assert not (tmp_path / "logs").exists() and not (isolated_env / "metrics.sqlite").exists()
+    with pytest.raises(ConfigurationError, match="unknown param logdir"):
+        open_log_store("jsonl", logdir="x")  # a bad config still fails
+
+
+def test_hyperparams_merge_deeply(tmp_path: Path) -> None:
+    store = open_log_store("jsonl", log_dir=str(tmp_path))
+    store.log_hyperparams({"optimizer": {"name": "adamw", "betas": [0.9, 0.95], "sched": {"kind": "cos"}}})
+    store.log_hyperparams({"optimizer": {"lr": 2e-4, "sched": {"warmup": 10}}, "seed": 1})
+    store.log_hyperparams({"optimizer": {"betas": [0.8, 0.9]}})  # a list is a value: replaced
+    assert store.close(10)
+    assert json.loads((tmp_path / "hyperparams.json").read_text()) == {
+        "optimizer": {"name": "adamw", "betas": [0.8, 0.9], "lr": 2e-4, "sched": {"kind": "cos", "warmup": 10}},
+        "seed": 1,
+    }

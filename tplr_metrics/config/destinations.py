@@ -45,7 +45,7 @@ from .settings import ConfigurationError, ServerSettings, build_influx_sink, res
 
 logger = logging.getLogger("tplr_metrics")
 
-SINK_NAMES = ("influxdb", "influxdb-v1", "local", "jsonl", "multiplex", "tensorboard", "wandb")
+SINK_NAMES = ("influxdb", "influxdb-v1", "local", "jsonl", "mlflow", "multiplex", "stdout", "tensorboard", "wandb")
 SINKS_VARIABLE = "TPLR_METRICS_SINKS"
 CONFIG_VARIABLE = "TPLR_METRICS_SINKS_CONFIG"
 _INFLUX_KINDS = ("influxdb", "influxdb-v1")

@@ -67,6 +67,18 @@ def as_metrics(point: Point) -> MetricsRow | None:
     return MetricsRow(step, point.tags[SPLIT], metrics)
 
 
+def metric_name(split: str, key: str) -> str:
+    """A metric's name within its split: ``loss`` for ``loss``, and for a key that already
+    carries its split (``train/loss`` in split ``train``), so the split is never shown twice."""
+    prefix = f"{split}/"
+    return key[len(prefix) :] if key.startswith(prefix) and len(key) > len(prefix) else key
+
+
+def split_key(split: str, key: str, sep: str = "/") -> str:
+    """``<split><sep><metric>``: a TensorBoard tag or W&B key (``/``), a plot name (``.``)."""
+    return f"{split}{sep}{metric_name(split, key)}"
+
+
 def as_hyperparams(point: Point) -> dict[str, Any] | None:
     """The merged hyperparams a log_hyperparams point carries, or None."""
     if base_measurement(point) != HYPERPARAMS:
@@ -184,4 +196,6 @@ __all__ = [
     "first_int",
     "hyperparams_fields",
     "json_safe",
+    "metric_name",
+    "split_key",
 ]

@@ -5,8 +5,8 @@ A sink is anything with the :class:`~tplr_metrics.sinks.base.Sink` protocol: a `
 and ``end_run(status)`` are optional hooks. A *factory* builds one from keyword params (a class
 is a factory). A kind is resolved in this order:
 
-1. the built-ins (``influxdb``, ``influxdb-v1``, ``local``, ``jsonl``, ``multiplex``,
-   ``tensorboard``, ``wandb``), whose modules are imported only when that kind is built;
+1. the built-ins (``influxdb``, ``influxdb-v1``, ``local``, ``jsonl``, ``mlflow``,
+   ``multiplex``, ``stdout``, ``tensorboard``, ``wandb``), whose modules are imported only when that kind is built;
 2. factories given to :func:`register_sink` in this process;
 3. the entry-point group ``tplr_metrics.sinks``, walked once, on the first lookup that needs it,
    so an installed package adds a sink without a fork::
@@ -44,13 +44,15 @@ SinkFactory = Callable[..., Any]
 SinkSpec = str | Mapping[str, Any] | Sink
 
 # Built-ins by kind: "module:attribute", imported on first use so that optional extras
-# (tensorboard, wandb) cost nothing until asked for.
+# (tensorboard, wandb, mlflow) cost nothing until asked for.
 _BUILTINS: dict[str, str] = {
     "influxdb": "tplr_metrics.sinks.registry:influxdb_sink",
     "influxdb-v1": "tplr_metrics.sinks.registry:influxdb_v1_sink",
     "local": "tplr_metrics.sinks.registry:local_sink",
     "jsonl": "tplr_metrics.sinks.jsonl:JsonlSink",
+    "mlflow": "tplr_metrics.sinks.mlflow:MlflowSink",
     "multiplex": "tplr_metrics.sinks.registry:multiplex_sink",
+    "stdout": "tplr_metrics.sinks.stdout:StdoutSink",
     "tensorboard": "tplr_metrics.sinks.tensorboard:TensorBoardSink",
     "wandb": "tplr_metrics.sinks.wandb:WandbSink",
 }

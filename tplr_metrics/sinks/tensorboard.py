@@ -3,7 +3,8 @@
 It uses the ``tensorboard`` package's own event writer and protos, so neither torch nor
 TensorFlow is needed. What becomes what:
 
-* a LogStore metrics point: one scalar per metric, tag ``<split>/<metric>``, at its ``step``;
+* a LogStore metrics point: one scalar per metric, tag ``<split>/<metric>`` (a key that already
+  starts with ``<split>/`` keeps its name), at its ``step``;
 * any other point: one scalar per numeric field, tag ``<measurement>/<field>`` (plus
   ``{tag=value,...}`` for its own tags other than the logger's standard ones), at its
   ``step``/``global_step``/``window`` tag or field, else at a counter per tag;
@@ -68,8 +69,8 @@ class TensorBoardSink:
     ) -> None:
         # Fail here, at configuration time, when the extra is missing: the registry skips us.
         require_module("tensorboard", "tensorboard", "tensorboard.summary.writer.event_file_writer")
-        if flush_secs <= 0:
-            raise ValueError(f"flush_secs must be positive, not {flush_secs!r}")
+        if isinstance(flush_secs, bool) or not isinstance(flush_secs, (int, float)) or not flush_secs > 0:
+            raise ValueError(f"flush_secs must be a positive number of seconds, not {flush_secs!r}")
         self.log_dir = Path(log_dir).expanduser() if log_dir is not None else tplr_home(environ) / "tensorboard"
         self.run_name = run_name
         self.flush_secs = flush_secs
@@ -139,7 +140,7 @@ class TensorBoardSink:
         if row is not None:
             for metric, value in row.metrics.items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    tag = f"{row.split}/{metric}"
+                    tag = log_points.split_key(row.split, metric)
                     step = self._step(tag, row.step)
                     values.append((step, summary_pb2.Summary.Value(tag=tag, simple_value=float(value))))
         elif (merged := log_points.as_hyperparams(point)) is not None:

@@ -1,6 +1,7 @@
 """The ``wandb`` sink (extra ``wandb``): a Weights & Biases run, offline unless told otherwise.
 
-The mode is the ``mode`` param, else ``WANDB_MODE``, else ``offline``: the run is written to
+The project is the ``project`` param, else ``WANDB_PROJECT``, else ``tplr_metrics``. The mode is
+the ``mode`` param, else ``WANDB_MODE``, else ``offline``: the run is written to
 ``<log_dir>/wandb/offline-run-*`` and nothing leaves the machine. This sink never calls
 ``wandb sync`` or any upload; ``wandb sync <dir>`` later is the user's choice.
 
@@ -45,7 +46,7 @@ class WandbSink:
         self,
         log_dir: str | os.PathLike[str] | None = None,
         *,
-        project: str = "tplr_metrics",
+        project: str | None = None,
         run_name: str | None = None,
         entity: str | None = None,
         mode: str | None = None,
@@ -58,7 +59,7 @@ class WandbSink:
         if self.mode not in ("offline", "online", "disabled"):
             raise ValueError(f"mode must be offline, online or disabled, not {self.mode!r}")
         self.log_dir = Path(log_dir).expanduser() if log_dir is not None else tplr_home(environ) / "wandb"
-        self.project = project
+        self.project = project or (environ.get("WANDB_PROJECT") or "").strip() or "tplr_metrics"
         self.run_name = run_name
         self.entity = entity
         self.tags = list(tags or [])
@@ -153,7 +154,9 @@ class WandbSink:
                 run.define_metric(f"{row.split}/*", step_metric=step_key)
                 self._splits.add(row.split)
             data: dict[str, Any] = {
-                f"{row.split}/{k}": v for k, v in row.metrics.items() if isinstance(v, (int, float, str))
+                log_points.split_key(row.split, k): v
+                for k, v in row.metrics.items()
+                if isinstance(v, (int, float, str))
             }
             if row.step is not None:
                 data[step_key] = row.step

@@ -116,7 +116,7 @@ class RunData:
             window = log_points.first_int(log_points.WINDOW_KEYS, point.tags)
             coords = _numbers(point.fields)
             for name, value in row.metrics.items():
-                self.add_sample(f"{row.split}.{name}", value, time_s, row.step, window, coords)
+                self.add_sample(log_points.split_key(row.split, name, "."), value, time_s, row.step, window, coords)
             return
         merged = log_points.as_hyperparams(point)
         if merged is not None:
@@ -175,7 +175,7 @@ class RunData:
             for name, value in metrics.items():
                 name = str(name)
                 if isinstance(split, str) and split:
-                    found.extend(_flatten(f"{split}.{name}", value))
+                    found.extend(_flatten(log_points.split_key(split, name, "."), value))
                 elif isinstance(value, dict) or "/" in name:
                     found.extend(_flatten(name, value))  # {"val": {"loss": ..}} or "train/loss": its own split
                 else:
