@@ -166,6 +166,9 @@ print("logged", flush=True)
 if cfg["ending"] == "close":
     m.close(cfg["close_timeout"])
     dump("main.json")
+    if cfg["linger"]:  # answers to requests close() gave up on may still come: they must not count
+        time.sleep(cfg["linger"])
+        dump("late.books")
 """
 
 
@@ -185,6 +188,7 @@ class Schedule:
     orphan: bool = False  # another database's points wait in the same spool directory
     corrupt: bool = False  # two bad lines appended to a spool file the run left (if it left one)
     awkward: bool = False  # every 25th point carries names and values the servers read differently
+    linger: float = 0.0  # the process stays this long after close(): its books must not change
 
     @classmethod
     def draw(cls, seed: int) -> Schedule:
@@ -221,6 +225,8 @@ class Schedule:
         if rng.random() < 0.3:  # answers that refuse a line the sink must find and count
             schedule.events.append((round(rng.uniform(0.0, 2.0), 2), "partial"))
             schedule.events.sort()
+        if schedule.ending == "close" and rng.random() < 0.4:
+            schedule.linger = 2.0  # past a slow answer (0.7 s) and a hung one (1.5 s)
         return schedule
 
 
@@ -254,6 +260,7 @@ class Run:
             "burst": schedule.burst,
             "max_queue_size": schedule.max_queue_size,
             "awkward": schedule.awkward,
+            "linger": schedule.linger,
             "burst_ids": BURST_IDS,
             "handler_ids": HANDLER_IDS,
             "points": POINTS,
@@ -474,6 +481,14 @@ def check(schedule: Schedule, run: Run, recovery: MetricsLogger) -> None:
     assert recovered["balanced"], recovered
     if schedule.ending != "sigkill":
         assert main_path.exists(), "the logging process left no accounting"
+    if schedule.linger:
+        # What close() returned is final: the next process may adopt the files at once.
+        moved = ("written", "spooled", "adopted", "rejected")
+        at_close, later = json.loads(main_path.read_text()), json.loads((run.out / "late.books").read_text())
+        for name, lane in at_close["per_lane"].items():
+            assert {k: lane[k] for k in moved} == {k: later["per_lane"][name][k] for k in moved}, (
+                f"{name}: the books changed after close() returned: {lane} then {later['per_lane'][name]}"
+            )
     for lane in schedule.lanes:
         stored = run.stored_ids(lane)
         unique = set(stored)
@@ -593,7 +608,7 @@ def test_schedules_cover_every_fault() -> None:
     faults = {name for s in drawn for _, name in s.events}
     expected = {"kill", "stall", "503", "429", "slow", "hang", "reset", "down", "disk_full", "redirect", "partial"}
     assert faults == expected, faults
-    assert any(s.awkward for s in drawn)
+    assert any(s.awkward for s in drawn) and any(s.linger for s in drawn)
     assert any(s.burst for s in drawn)
     assert any(s.orphan for s in drawn) and any(s.corrupt for s in drawn)
     # Refused points must stay refused: a burst into a small queue, then SIGKILL in durable mode.

@@ -561,3 +561,31 @@ def test_the_books_never_count_a_replayed_point_twice(tmp_path: Path, unique_db:
         assert stored + lost(two) == 3_000, (stored, two)
     finally:
         server.cleanup()
+
+
+def test_the_books_are_final_when_close_returns(influx1: InfluxDB1, unique_db: str, tmp_path: Path) -> None:
+    """close() returns with requests unanswered (the proxy holds every answer 2 s); their late
+    answers must change neither the first logger's books nor its spool files, which a second
+    logger adopts at once: over the two, written == logged. (Before: a late answer moved 1,000
+    points from spooled to written in the first logger after the second had adopted their
+    copy: 31,000 written for 30,000 logged over the two processes, found by the attack.)"""
+    influx1.create_database(unique_db)
+    spool = tmp_path / "spool"
+    with fault_proxy(influx1.port) as proxy:
+        proxy.delay = 2.0
+        options: dict[str, Any] = {"url": proxy.url, "database": unique_db, "api": "v1", "spool_dir": spool}
+        first = MetricsLogger(**options, batch_size=1_000)
+        for i in range(5_000):
+            first.log("late_answer", {"k": str(i % 10)}, {"v": float(i)})
+        first.close(timeout=0.3)
+        at_close = first.accounting()
+        second = MetricsLogger(**options)  # adopts the first one's files at once
+        time.sleep(3.0)  # the first logger's requests are answered meanwhile
+        after = first.accounting()
+        proxy.delay = 0.0
+        assert second.close(60)
+    two = second.stats()
+    assert after == at_close, (at_close, after)
+    assert at_close["spooled"] == two["adopted"] > 0
+    assert at_close["written"] + two["written"] == 5_000, (at_close, two)
+    assert influx1.count("late_answer", "v", unique_db) == 5_000

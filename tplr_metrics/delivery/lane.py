@@ -140,6 +140,10 @@ class Lane:
         self._wal_segments: list[tuple[SpoolFile, FlushMarker]] = []
         self._flight_lock = threading.Lock()
         self._flights: set[_Flight] = set()
+        # Set by finish(), under the flight lock: close() has returned these books and let the
+        # spool files go (the next process may adopt them at once). An answer arriving later
+        # changes neither: its points' copy stays on disk and the next process delivers it.
+        self._finished = False
         self._writers: list[threading.Thread] = []
         self._replayer: threading.Thread | None = None
         self.request_wal_marker: Callable[[FlushMarker], None] | None = None  # set by the pipeline
@@ -322,8 +326,10 @@ class Lane:
             self._flights.discard(flight)
             flight.done = True
             abandoned = flight.abandoned
+            late = abandoned and not self._finished and self._late_answer(flight, result)
+        if late:
+            self._hand_on(points, result)
         if abandoned:
-            self._late_answer(flight, result)
             return None
         self._count_result(points, result, elapsed)
         return result
@@ -343,6 +349,11 @@ class Lane:
     def _count_result(
         self, points: Sequence[Point], result: WriteResult, elapsed: float, moved: Callable[[], None] | None = None
     ) -> None:
+        """Count an answer and hand its rejects on; see _count."""
+        self._count(result, elapsed, moved)
+        self._hand_on(points, result)
+
+    def _count(self, result: WriteResult, elapsed: float, moved: Callable[[], None] | None = None) -> None:
         """Count an answer; ``moved`` counts the answered points out of where they were counted
         before (the spool, a loss) in the same step, so that the books never hold them twice."""
         stats = self.stats
@@ -355,6 +366,11 @@ class Lane:
                 stats.reject(rejection.cause)
             if moved is not None:
                 moved()
+
+    def _hand_on(self, points: Sequence[Point], result: WriteResult) -> None:
+        """What an answer tells beyond the counts: warnings, the field types the server holds,
+        and refused points to the dead letter."""
+        stats = self.stats
         for cause, n in result.sanitized.items():
             stats.warn_once(cause, "%s: %d value(s) changed for this server (%s)", self.name, n, cause)
         for rejection in result.rejected:
@@ -369,19 +385,19 @@ class Lane:
                 except Exception as exc:
                     stats.warn_once("dead_letter", "could not keep a rejected point: %s", exc)
 
-    def _late_answer(self, flight: _Flight, result: WriteResult) -> None:
-        """An answer that came after close() had accounted for its request: when the whole batch
-        settled, move its count from spooled (removing the copy) or in_flight_at_exit."""
+    def _late_answer(self, flight: _Flight, result: WriteResult) -> bool:
+        """An answer that came after close() had accounted for its request, before close()
+        returned (call with the flight lock held): when the whole batch settled, move its count
+        from spooled (removing the copy) or in_flight_at_exit. True when it was counted."""
         if result.retry:
-            return  # the copy in the spool (or the in_flight_at_exit count) stands
+            return False  # the copy in the spool (or the in_flight_at_exit count) stands
         n = len(flight.points)
         if flight.spooled is not None and self.spool is not None:
             self.spool.done(flight.spooled)
-            self._count_result(flight.points, result, 0.0, lambda: self.stats.spool_out(n, 0))
+            self._count(result, 0.0, lambda: self.stats.spool_out(n, 0))
         else:
-            self._count_result(
-                flight.points, result, 0.0, lambda: self.stats.undrop("in_flight_at_exit", n, maybe_stored=True)
-            )
+            self._count(result, 0.0, lambda: self.stats.undrop("in_flight_at_exit", n, maybe_stored=True))
+        return True
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         options = self.options
@@ -509,6 +525,8 @@ class Lane:
 
     def _replay_one(self, spool: Spool, item: SpoolFile) -> float | None:
         """Send one spool file; None when it is done, else the Retry-After hint (0 = none)."""
+        if self._finished:
+            return None  # close() has returned: the file is the next process's now
         points, bad = spool.read(item)
         if item.adopted and item.points != len(points) + len(bad):  # blank lines: not points
             self.stats.adopted_points(len(points) + len(bad) - item.points)
@@ -517,17 +535,23 @@ class Lane:
             self._quarantine(spool, item, points, bad)
         # A replay's points are in their file already: close() leaves its request alone.
         result, elapsed = self._send(points, item.origin) if points else (WriteResult(), 0.0)
+        with self._flight_lock:  # the file and the books change together, and never after finish()
+            if self._finished:
+                return None  # the file stays as it is, for the next process
+            if result.retry:
+                item.maybe_stored = item.maybe_stored or result.unanswered
+                self.stats.retry(len(result.retry), result.error)
+                settled = len(points) - len(result.retry)
+                if settled:
+                    # Part was stored: rewrite the file with the rest, so nothing stored is sent twice.
+                    spool.rewrite(item, [points[i] for i in result.retry])
+                self._count(result, elapsed, lambda: self.stats.spool_out(settled, result.stored))
+            else:
+                spool.done(item)
+                self._count(result, elapsed, lambda: self.stats.spool_out(item.points, result.stored))
+        self._hand_on(points, result)
         if result.retry:
-            item.maybe_stored = item.maybe_stored or result.unanswered
-            self.stats.retry(len(result.retry), result.error)
-            settled = len(points) - len(result.retry)
-            if settled:
-                # Part was stored: rewrite the file with the rest, so nothing stored is sent twice.
-                spool.rewrite(item, [points[i] for i in result.retry])
-            self._count_result(points, result, elapsed, lambda: self.stats.spool_out(settled, result.stored))
             return result.retry_after or 0.0
-        spool.done(item)
-        self._count_result(points, result, elapsed, lambda: self.stats.spool_out(item.points, result.stored))
         if item.batch_id is not None:
             self._settle(item.batch_id)
         return None
@@ -542,11 +566,14 @@ class Lane:
                     self.on_corrupt_line(line, item.path.name, self.name)
                 except Exception as exc:  # the dead letter is best effort; the count is not
                     self.stats.error(f"dead letter: {type(exc).__name__}: {exc}"[:300])
-        spool.rewrite(item, points)
-        item.points = len(points)
-        with self.stats.at_once():
-            self.stats.spool_out(len(bad), 0)
-            self.stats.reject("corrupt_spool_line", len(bad))
+        with self._flight_lock:
+            if self._finished:
+                return
+            spool.rewrite(item, points)
+            item.points = len(points)
+            with self.stats.at_once():
+                self.stats.spool_out(len(bad), 0)
+                self.stats.reject("corrupt_spool_line", len(bad))
         self.stats.warn_once(
             "corrupt_spool_line",
             "%s: %d line(s) of %s are not a valid point; moved to the dead letter",
@@ -641,6 +668,8 @@ class Lane:
     def finish(self, delivered: bool) -> int:
         """Close the spool (and, when all was delivered, durable mode's WAL); points left there."""
         spool = self.spool
+        with self._flight_lock:
+            self._finished = True
         if spool is None:
             return 0
         if self.options.durable and (delivered or self._everything_accounted()):
