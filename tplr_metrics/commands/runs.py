@@ -57,7 +57,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--role", help="only runs of this role (miner, validator, evaluator, ...)")
     parser.add_argument("--since", type=parse_duration, metavar="DURATION", help="started within, e.g. 30m, 24h, 7d")
     parser.add_argument("--limit", type=positive_int, default=20, metavar="N", help="at most N runs (default 20)")
-    parser.add_argument("--run-id", metavar="ID", help="one run (its runtime_id, or a unique prefix of it)")
+    parser.add_argument(
+        "--run-id", metavar="ID", help="one run: its run_id, its id from runs --json, or a unique prefix"
+    )
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print JSON")
     output.add_argument("--csv", action="store_true", help="print CSV")
