@@ -169,8 +169,8 @@ def test_export_formats_keep_values_and_types(filled: dict[str, Any], capsys: An
     code, out, _ = cli(capsys, "export", "--format", "lp", "--since", "1h", "--until", "2099-01-01T00:00:00Z")
     assert code == 0 and len(out.splitlines()) == 307
     assert any(line.startswith("Mloss,") and "step=3i" in line for line in out.splitlines())
-    code, out, _ = cli(capsys, "export", "--format", "lp", "--until", "2000-01-01")
-    assert code == 0 and out == ""
+    code, out, err = cli(capsys, "export", "--format", "lp", "--until", "2000-01-01")
+    assert code == 1 and out == "" and "no points matched --until 2000-01-01T00:00:00" in err  # an empty window
 
 
 def test_exported_line_protocol_imports_into_influxdb_1(
@@ -382,3 +382,28 @@ def test_run_id_takes_the_integer_id_runs_json_shows(
     assert json.loads(out)["fields"]["step"] == 4
     code, _, err = cli(capsys, "runs", "--run-id", "999999")
     assert code == 2 and "no run '999999'" in err
+
+
+def test_a_missing_store_named_by_store_is_an_error(isolated_env: Path, capsys: Any, tmp_path: Path) -> None:
+    missing = tmp_path / "nonexistent" / "metrics.sqlite"
+    code, out, err = cli(capsys, "runs", "--store", str(missing))
+    assert code == 1 and out == "", (out, err)
+    assert str(missing) in err and len(err.strip().splitlines()) == 1, err
+    assert not missing.parent.exists()
+
+
+def test_a_selection_that_matches_nothing_says_so(
+    filled: dict[str, Any], capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, out, err = cli(capsys, "export", "--measurement", "NOPE")
+    assert code == 1 and out == "", (out, err)
+    assert "no points matched" in err and "NOPE" in err and len(err.strip().splitlines()) == 1, err
+    code, out, err = cli(capsys, "runs", "--role", "nosuch", "--json")
+    assert code == 0 and json.loads(out) == []
+    assert "no runs match" in err and "nosuch" in err, err
+    code, out, err = watch_one_poll(monkeypatch, capsys, "--run-id", "aaaa", "--measurement", "nosuch")
+    assert code == 0 and out == ""
+    assert "has no measurement 'nosuch'" in err and "Mloss" in err, err
+    # A measurement the run has: no such warning, and its points print.
+    code, out, err = watch_one_poll(monkeypatch, capsys, "--run-id", "aaaa", "--measurement", "Mloss", "--last", "1")
+    assert code == 0 and "Mloss" in out and "has no measurement" not in err
