@@ -27,6 +27,13 @@ def test_environment_is_read_when_the_logger_is_built(monkeypatch: pytest.Monkey
     assert server.verify_ssl is True
 
 
+def test_database_and_org_default_to_templars_names_but_never_a_server() -> None:
+    server = resolve_server(url="https://x.example.org")
+    assert (server.database, server.org, server.token) == ("tplr", "tplr", None)
+    with pytest.raises(ConfigurationError, match="no InfluxDB server configured"):
+        resolve_server(database="d")
+
+
 def test_loopback_hosts_default_to_http_and_the_scheme_can_be_overridden(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_server(host="127.0.0.1", database="d").url == "http://127.0.0.1:8086"
     assert resolve_server(host="localhost", port=9999, database="d").url == "http://localhost:9999"
@@ -56,7 +63,6 @@ def test_token_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     ("kwargs", "message"),
     [
         ({}, "no InfluxDB server configured"),
-        ({"url": "https://x.example.org"}, "no database"),
         ({"url": "ftp://x", "database": "d"}, "must look like"),
         ({"url": "https://user:pw@x.example.org", "database": "d"}, "not in the URL"),
         ({"url": "https://x.example.org", "database": "d", "api": "v3"}, "api must be"),

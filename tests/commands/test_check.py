@@ -18,7 +18,7 @@ from tplr_metrics.cli import main
 from tplr_metrics.commands.connectivity import CHECK_MEASUREMENT, EXIT_CODES
 
 from ..influx2_container import influx2_container
-from ..servers import InfluxDB1
+from ..servers import InfluxDB1, VictoriaMetrics
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "tok-" + uuid.uuid4().hex  # must never be printed
@@ -102,6 +102,41 @@ def test_missing_database_is_reported_not_created(
     assert "[not found]" in out and f"database '{unique_db}' does not exist" in out
     databases = [row[0] for row in influx1.query("SHOW DATABASES")["results"][0]["series"][0]["values"]]
     assert unique_db not in databases
+
+
+def test_after_create_database_the_next_check_passes(
+    influx1: InfluxDB1, unique_db: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = {"INFLUXDB_URL": influx1.url, "INFLUXDB_DATABASE": unique_db, "INFLUXDB_API": "v1"}
+    code, out = check(monkeypatch, capsys, **base)
+    assert code == EXIT_CODES["not found"] and "create it" in out, out
+    influx1.create_database(unique_db)
+    code, out = check(monkeypatch, capsys, **base)
+    assert code == 0, out
+    check_id = out.split("check_id=")[1].split()[0]
+    assert influx1.count(CHECK_MEASUREMENT, "ok", unique_db, f"\"check_id\" = '{check_id}'") == 1
+    assert influx1.count(CHECK_MEASUREMENT, "ok", unique_db) == 1  # the failed check's point was not kept
+
+
+def test_the_default_v2_api_against_influxdb_1_6_names_the_fix(
+    influx1: InfluxDB1, unique_db: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    influx1.create_database(unique_db)
+    code, out = check(monkeypatch, capsys, INFLUXDB_URL=influx1.url, INFLUXDB_DATABASE=unique_db)
+    assert code == EXIT_CODES["configuration"], out
+    assert "InfluxDB 1.6" in out and "INFLUXDB_API=v1" in out and "does not exist" not in out, out
+
+
+@pytest.mark.parametrize("api", ["v2", "v1"])
+def test_victoria_metrics_round_trip(
+    victoria: VictoriaMetrics, api: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out = check(monkeypatch, capsys, INFLUXDB_URL=victoria.url, INFLUXDB_API=api)
+    assert code == 0, out
+    assert "VictoriaMetrics" in out, out
+    check_id = out.split("check_id=")[1].split()[0]
+    series = victoria.export_when_visible(f'{{__name__="{CHECK_MEASUREMENT}_ok", check_id="{check_id}"}}')
+    assert sum(len(s["values"]) for s in series) == 1
 
 
 def test_wrong_and_missing_credentials(

@@ -11,6 +11,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import pytest
 
 from tplr_metrics import MetricsLogger
 from tplr_metrics.cli import main
+from tplr_metrics.commands import watch as watch_command
 from tplr_metrics.commands.replay import render_bar
 from tplr_metrics.sinks.base import RunInfo
 from tplr_metrics.store.database import Store
@@ -26,6 +28,18 @@ from tplr_metrics.store.database import Store
 from ..servers import InfluxDB1
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def _interrupt(seconds: float) -> None:
+    raise KeyboardInterrupt
+
+
+def watch_one_poll(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *argv: str
+) -> tuple[int, str, str]:
+    """``watch`` in this process for one poll: its first sleep is a Ctrl-C."""
+    monkeypatch.setattr(watch_command, "time", types.SimpleNamespace(sleep=_interrupt))
+    return cli(capsys, "watch", *argv)
 
 
 def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -155,8 +169,8 @@ def test_export_formats_keep_values_and_types(filled: dict[str, Any], capsys: An
     code, out, _ = cli(capsys, "export", "--format", "lp", "--since", "1h", "--until", "2099-01-01T00:00:00Z")
     assert code == 0 and len(out.splitlines()) == 307
     assert any(line.startswith("Mloss,") and "step=3i" in line for line in out.splitlines())
-    code, out, _ = cli(capsys, "export", "--format", "lp", "--until", "2000-01-01")
-    assert code == 0 and out == ""
+    code, out, err = cli(capsys, "export", "--format", "lp", "--until", "2000-01-01")
+    assert code == 1 and out == "" and "no points matched --until 2000-01-01T00:00:00" in err  # an empty window
 
 
 def test_exported_line_protocol_imports_into_influxdb_1(
@@ -342,3 +356,54 @@ def test_acceptance_two_simulations_into_one_store_lose_nothing(fresh_home: dict
     )
     assert counted == written and len(counted) == sum(runs_each) and sum(counted.values()) > 0
     assert set(dict(conn.execute("SELECT run_id, status FROM runs").fetchall()).values()) == {"ok"}
+
+
+def test_run_id_takes_the_integer_id_runs_json_shows(
+    filled: dict[str, Any], capsys: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, out, _ = cli(capsys, "runs", "--json")
+    miner = next(r for r in json.loads(out) if r["run_id"] == "aaaa-miner")
+    run_id = str(miner["id"])
+    code, out, err = cli(capsys, "runs", "--run-id", run_id, "--json")
+    assert code == 0, err
+    assert json.loads(out)["run_id"] == "aaaa-miner"
+    code, out, err = cli(capsys, "export", "--run-id", run_id, "--format", "jsonl")
+    assert code == 0, err
+    assert [json.loads(line)["fields"]["step"] for line in out.splitlines()] == [0, 1, 2, 3, 4]
+    code, out, err = cli(capsys, "table", "--run-id", run_id, "--json")
+    assert code == 0, err
+    code, _, err = cli(capsys, "plot", "--run-id", run_id, "--metrics", "loss.loss", "--out", str(tmp_path / "p.png"))
+    assert code == 0, err
+    code, out, err = cli(capsys, "compare", run_id, "bbbb", "--no-plot", "--json")
+    assert code == 0, err
+    assert json.loads(out)["runs"][0]["source"] == "run aaaa-miner"
+    code, out, err = watch_one_poll(monkeypatch, capsys, "--run-id", run_id, "--last", "1", "--json")
+    assert code == 0 and "following run aaaa-miner" in err, err
+    assert json.loads(out)["fields"]["step"] == 4
+    code, _, err = cli(capsys, "runs", "--run-id", "999999")
+    assert code == 2 and "no run '999999'" in err
+
+
+def test_a_missing_store_named_by_store_is_an_error(isolated_env: Path, capsys: Any, tmp_path: Path) -> None:
+    missing = tmp_path / "nonexistent" / "metrics.sqlite"
+    code, out, err = cli(capsys, "runs", "--store", str(missing))
+    assert code == 1 and out == "", (out, err)
+    assert str(missing) in err and len(err.strip().splitlines()) == 1, err
+    assert not missing.parent.exists()
+
+
+def test_a_selection_that_matches_nothing_says_so(
+    filled: dict[str, Any], capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, out, err = cli(capsys, "export", "--measurement", "NOPE")
+    assert code == 1 and out == "", (out, err)
+    assert "no points matched" in err and "NOPE" in err and len(err.strip().splitlines()) == 1, err
+    code, out, err = cli(capsys, "runs", "--role", "nosuch", "--json")
+    assert code == 0 and json.loads(out) == []
+    assert "no runs match" in err and "nosuch" in err, err
+    code, out, err = watch_one_poll(monkeypatch, capsys, "--run-id", "aaaa", "--measurement", "nosuch")
+    assert code == 0 and out == ""
+    assert "has no measurement 'nosuch'" in err and "Mloss" in err, err
+    # A measurement the run has: no such warning, and its points print.
+    code, out, err = watch_one_poll(monkeypatch, capsys, "--run-id", "aaaa", "--measurement", "Mloss", "--last", "1")
+    assert code == 0 and "Mloss" in out and "has no measurement" not in err

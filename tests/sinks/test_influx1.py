@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -215,3 +216,16 @@ def test_ints_stay_ints_in_a_field_the_server_holds_as_integer(influx1: InfluxDB
     m.close(timeout=10)
     assert m.stats()["rejected_total"] == 1 and m.stats()["written"] == 50
     assert influx1.count("held", "g", unique_db) == 51
+
+
+def test_templar_call_site_with_only_host_and_port_writes_into_tplr(
+    influx1: InfluxDB1, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Templar sets INFLUXDB_HOST/PORT and relies on the database and org defaulting to "tplr".
+    monkeypatch.setenv("INFLUXDB_HOST", "127.0.0.1")
+    monkeypatch.setenv("INFLUXDB_PORT", str(influx1.port))
+    monkeypatch.setenv("INFLUXDB_API", "v1")
+    m = MetricsLogger(role="miner", flush_interval=100)
+    m.log("templar_default", {}, {"f": 1.0})
+    assert m.close(timeout=30)
+    assert influx1.count("templar_default", "f", "tplr", f"runtime_id = '{m.runtime_id}'") == 1

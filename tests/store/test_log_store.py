@@ -205,6 +205,24 @@ def test_a_table_lands_as_rows_and_prints_back(
         assert "no table 'nope'" in capsys.readouterr().err
 
 
+def test_a_table_with_long_and_multiline_cells_keeps_its_layout(
+    isolated_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    completion = "def f(x):\n    return x * 2\n" + "# padding " * 40
+    store = open_log_store("local")
+    store.log_table("samples", [{"completion": completion, "score": 0.5}, {"completion": "short", "score": 1.0}])
+    assert store.close(10)
+    capsys.readouterr()
+    assert main(["table", "samples", "--run-id", str(store.run_id)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 4  # the title, the header, one line per row: no line broken by a newline
+    assert out[2].startswith("0    def f(x):\u23ce    return x * 2\u23ce# padding") and "\u2026" in out[2]
+    assert out[2].split()[-1] == "0.5" and out[3].split() == ["1", "short", "1"]
+    assert len(out[2]) < 100 and out[2].index("0.5") == out[3].index("1", 2)  # cut, and the columns line up
+    assert main(["table", "samples", "--run-id", str(store.run_id), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["rows"][0]["completion"] == completion  # --json: unchanged
+
+
 def test_logger_options_are_checked(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="unknown MetricsLogger argument"):
         open_log_store("jsonl", log_dir=str(tmp_path), logger_options={"sinks": ["local"]})

@@ -88,3 +88,16 @@ def test_config_diff_counts_absent_keys_and_normalizes_numbers() -> None:
     a = RunData("a", "a", config={"lr": "0.001", "seed": 1, "tags": ["x"]})
     b = RunData("b", "b", config={"lr": 0.001, "seed": 2})
     assert config_diff([a, b]) == {"seed": ["1", "2"], "tags": ['["x"]', "-"]}
+
+
+def test_compare_json_keeps_value_types_and_null_for_missing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name, params in (("run-a", {"lr": 0.1, "layers": 2, "warmup": True}), ("run-b", {"lr": 0.2, "layers": 4})):
+        store = open_log_store("jsonl", log_dir=str(tmp_path / name / "logs"))
+        store.log_hyperparams(params)
+        store.log_metrics({"loss": 1.0}, 0)
+        assert store.close(10)
+    assert main(["compare", str(tmp_path / "run-a"), str(tmp_path / "run-b"), "--no-plot", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["differences"] == {"layers": [2, 4], "lr": [0.1, 0.2], "warmup": [True, None]}

@@ -143,9 +143,16 @@ def human_duration(seconds: float | None) -> str:
 
 
 def select_run(store: Store, run_id: str) -> list[RunRow]:
-    """The rows of one run id (or unique prefix); an unknown or ambiguous one is exit code 2."""
+    """The rows of one run: its run_id, the integer ``id`` that ``runs --json`` shows (the run
+    that row belongs to), or a unique prefix of a run_id, tried in that order. An unknown or
+    ambiguous one is exit code 2."""
     try:
-        rows = store.find_runs(run_id)
+        rows = store.find_runs(run_id, prefix=False)
+        if not rows and run_id.isdigit() and len(run_id) < 19:  # < 19 digits: fits SQLite's integer
+            by_id = store.run_rows([int(run_id)])
+            rows = store.find_runs(by_id[0].run_id, prefix=False) if by_id else []
+        if not rows:
+            rows = store.find_runs(run_id)
     except ValueError as exc:
         raise CommandError(str(exc), 2) from None
     except StoreError as exc:

@@ -54,7 +54,8 @@ def display(value: Any) -> str:
 
 
 def config_diff(runs: Sequence[RunData]) -> dict[str, list[str]]:
-    """Each config key whose value is not the same in every run (absent counts as different)."""
+    """Each config key whose value is not the same in every run (absent counts as different),
+    with each run's value as a table cell ("-": absent)."""
     keys = sorted({key for run in runs for key in run.config})
     differences: dict[str, list[str]] = {}
     for key in keys:
@@ -62,6 +63,12 @@ def config_diff(runs: Sequence[RunData]) -> dict[str, list[str]]:
         if len(set(values)) > 1:
             differences[key] = values
     return differences
+
+
+def config_diff_values(runs: Sequence[RunData]) -> dict[str, list[Any]]:
+    """config_diff's keys with each run's value as the run has it (a number stays a number;
+    the local store's config is tags, so strings), None where the run lacks the key: for --json."""
+    return {key: [run.config.get(key) for run in runs] for key in config_diff(runs)}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
             {
                 "runs": [{"label": r.label, "source": r.source} for r in runs],
                 "keys_compared": compared,
-                "differences": differences,
+                "differences": config_diff_values(runs),
             }
         )
     elif differences:

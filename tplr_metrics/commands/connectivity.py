@@ -27,6 +27,8 @@ from ..config.secrets import redact, secret_forms
 from ..config.settings import ConfigurationError, ServerSettings, resolve_server
 
 CHECK_MEASUREMENT = "tplr_metrics_check"
+INFLUXDB = "InfluxDB"
+VICTORIA_METRICS = "VictoriaMetrics"
 
 #: Exit code per diagnosis: scripts can tell them apart without parsing text.
 EXIT_CODES: dict[str, int] = {
@@ -60,6 +62,7 @@ class CheckResult:
     url: str = ""
     api: str = ""
     target: str = ""
+    server: str = INFLUXDB
     server_version: str | None = None
     check_id: str = ""
     round_trip_ms: float | None = None
@@ -77,7 +80,7 @@ class CheckResult:
         return (
             f"OK: wrote and read back 1 point in {self.round_trip_ms:.1f} ms "
             f"(write+flush {self.write_ms:.1f} ms, read {self.read_ms:.1f} ms)\n"
-            f"server: InfluxDB {self.server_version or 'version unknown'} at {self.url} "
+            f"server: {self.server} {self.server_version or 'version unknown'} at {self.url} "
             f"({self.api} API, {self.target})\n"
             f"point: {CHECK_MEASUREMENT} check_id={self.check_id}"
         )
@@ -219,8 +222,23 @@ def _not_found(server: ServerSettings, detail: str) -> CheckFailed:
     )
 
 
-def probe(client: _Client) -> str | None:
-    """Name, connection, TLS, /ping and credentials; returns the server's version."""
+def _version_tuple(version: str) -> tuple[int, ...]:
+    digits = []
+    for part in version.lstrip("v").split(".")[:2]:
+        number = "".join(c for c in part if c.isdigit()) or "0"
+        digits.append(int(number))
+    return tuple(digits)
+
+
+def _is_victoria_metrics(client: _Client) -> bool:
+    """VictoriaMetrics takes InfluxDB writes but sends no X-Influxdb-Version on /ping; its
+    health endpoint names it."""
+    status, body, _ = client.request("GET", "/-/healthy")
+    return status == 200 and body.startswith(b"VictoriaMetrics")
+
+
+def probe(client: _Client) -> tuple[str, str | None]:
+    """Name, connection, TLS, /ping and credentials; returns the server's product and version."""
     server = client.server
     parsed = urllib.parse.urlsplit(server.url)
     try:
@@ -233,6 +251,14 @@ def probe(client: _Client) -> str | None:
         raise _auth_failure(server, status, _message(body))
     if status >= 500:
         raise CheckFailed("error", f"HTTP {status} from /ping: {_message(body)}")
+    if version is None and _is_victoria_metrics(client):
+        return VICTORIA_METRICS, None  # no databases, buckets or orgs to check: any name is written
+    if server.api == "v2" and version and version.startswith("1.") and _version_tuple(version) < (1, 8):
+        # It would answer the v2 write with a bare 404, read as "no such bucket": name the real fix.
+        raise CheckFailed(
+            "configuration",
+            f"the server is InfluxDB {version}, which has no v2 API (it came with 1.8): set INFLUXDB_API=v1",
+        )
     if server.api == "v1":
         status, body, _ = client.request("GET", "/query", {"q": "SHOW DATABASES"})
         if status in (401, 403):
@@ -253,7 +279,7 @@ def probe(client: _Client) -> str | None:
                 buckets = None
             if buckets == []:
                 raise _not_found(server, f'bucket "{server.database}" not found')
-    return version
+    return INFLUXDB, version
 
 
 def _diagnose_write(server: ServerSettings, error: str | None) -> CheckFailed:
@@ -344,7 +370,7 @@ def _read_flux(client: _Client, check_id: str) -> int | None:
         json.dumps({"query": flux, "type": "flux"}).encode(),
         {"Content-Type": "application/json", "Accept": "application/csv"},
     )
-    if status in (404, 405, 501):
+    if status in (404, 405, 501) or (status == 400 and b"unsupported path" in body):
         return None
     if status != 200:
         raise CheckFailed("read back", f"Flux read failed: HTTP {status} {_message(body)}")
@@ -352,13 +378,35 @@ def _read_flux(client: _Client, check_id: str) -> int | None:
     return len(rows)
 
 
-def read_back(client: _Client, check_id: str, timeout_s: float) -> float:
-    """Poll until the point is visible (Flux on v2, else InfluxQL); returns milliseconds."""
+def _read_victoria_metrics(client: _Client, check_id: str, attempt: int) -> int:
+    """Samples through /api/v1/export: VictoriaMetrics has no Flux, and its /query only answers
+    SHOW DATABASES. A field is the series <measurement>_<field>, tags are labels."""
+    # VictoriaMetrics caches a selector's (empty) answer: the no-op matcher on a label no point
+    # has makes each poll a new selector, so a point written a moment ago is found.
+    match = f'{{__name__="{CHECK_MEASUREMENT}_ok",check_id="{check_id}",tplr_poll!="{attempt}"}}'
+    params = {"match[]": match, "start": str(int(time.time()) - 3600)}
+    status, body, _ = client.request("GET", "/api/v1/export", params)
+    if status != 200:
+        raise CheckFailed("read back", f"VictoriaMetrics export failed: HTTP {status} {_message(body)}")
+    found = 0
+    for line in body.splitlines():
+        if line.strip():
+            found += len(json.loads(line).get("values") or [])
+    return found
+
+
+def read_back(client: _Client, check_id: str, timeout_s: float, server: str = INFLUXDB) -> float:
+    """Poll until the point is visible, through the API the server has (VictoriaMetrics: its
+    export; InfluxDB: Flux on v2, else InfluxQL); returns milliseconds."""
     started = time.perf_counter()
     deadline = time.monotonic() + timeout_s
+    attempt = 0
     while True:
+        attempt += 1
         found: int | None = None
-        if client.server.api == "v2":
+        if server == VICTORIA_METRICS:
+            found = _read_victoria_metrics(client, check_id, attempt)
+        elif client.server.api == "v2":
             found = _read_flux(client, check_id)
         if found is None:
             found = _read_influxql(client, check_id)
@@ -383,10 +431,12 @@ def run_check(timeout_s: float = 10.0, environ: Mapping[str, str] | None = None)
         False, "error", "", 1, url=server.url, api=server.api, target=_target(server), check_id=check_id
     )
     try:
-        result.server_version = probe(client)
+        result.server, result.server_version = probe(client)
+        if result.server == VICTORIA_METRICS:
+            result.target = "no database needed"
         started = time.perf_counter()
         result.write_ms = round(write_point(server, check_id, timeout_s), 2)
-        result.read_ms = round(read_back(client, check_id, timeout_s), 2)
+        result.read_ms = round(read_back(client, check_id, timeout_s, result.server), 2)
         result.round_trip_ms = round((time.perf_counter() - started) * 1000, 2)
     except CheckFailed as exc:
         result.diagnosis = exc.kind

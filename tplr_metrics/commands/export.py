@@ -24,6 +24,7 @@ from ._store_cli import (
     parse_time,
     select_run,
     store_error,
+    store_path,
     survives_closed_pipe,
 )
 
@@ -50,7 +51,9 @@ def register(subparsers: Any) -> None:
 
 
 def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--run-id", metavar="ID", help="one run (its runtime_id, or a unique prefix of it)")
+    parser.add_argument(
+        "--run-id", metavar="ID", help="one run: its run_id, its id from runs --json, or a unique prefix"
+    )
     parser.add_argument(
         "--measurement", action="append", metavar="NAME", help="only this measurement (repeat for several)"
     )
@@ -79,9 +82,19 @@ def run(args: argparse.Namespace) -> int:
                     out.close()
         except StoreError as exc:
             raise store_error(exc) from None
+    if n == 0:
+        # A typo in --measurement or --run-id must not look like a successful empty export.
+        raise CommandError(f"no points matched {_described(args)} in {store_path(args)}", 1)
     if args.output and args.output != "-":
         print(f"exported {n} points to {args.output}", file=sys.stderr)
     return 0
+
+
+def _described(args: argparse.Namespace) -> str:
+    parts = [f"--run-id {args.run_id}"] if args.run_id else []
+    parts += [f"--measurement {m}" for m in args.measurement or ()]
+    parts += [f"--{name} {iso(getattr(args, name))}" for name in ("since", "until") if getattr(args, name) is not None]
+    return " ".join(parts) or "(the store has no points)"
 
 
 def _write(store: Store, chosen: PointFilter, fmt: str, out: IO[str]) -> int:

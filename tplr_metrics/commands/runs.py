@@ -57,7 +57,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--role", help="only runs of this role (miner, validator, evaluator, ...)")
     parser.add_argument("--since", type=parse_duration, metavar="DURATION", help="started within, e.g. 30m, 24h, 7d")
     parser.add_argument("--limit", type=positive_int, default=20, metavar="N", help="at most N runs (default 20)")
-    parser.add_argument("--run-id", metavar="ID", help="one run (its runtime_id, or a unique prefix of it)")
+    parser.add_argument(
+        "--run-id", metavar="ID", help="one run: its run_id, its id from runs --json, or a unique prefix"
+    )
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print JSON")
     output.add_argument("--csv", action="store_true", help="print CSV")
@@ -68,6 +70,8 @@ def register(subparsers: Any) -> None:
 @survives_closed_pipe
 def run(args: argparse.Namespace) -> int:
     if not store_path(args).exists():
+        if args.store:  # a path the user typed: a typo must not look like an empty store
+            raise CommandError(f"no local store at {store_path(args)}", 1)
         if args.run_id:
             raise CommandError(f"no run {args.run_id!r}: there is no local store at {store_path(args)} yet", 2)
         return _print_runs(args, [])
@@ -84,12 +88,20 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_runs(args: argparse.Namespace, runs: list[dict[str, Any]]) -> int:
+    filters = " ".join(
+        ([f"--role {args.role}"] if args.role is not None else [])
+        + ([f"--since {human_duration(args.since)}"] if args.since is not None else [])
+    )
+    if not runs and filters:
+        # An empty listing is a fine answer, but say it is the filter's (exit 0, stdout stays parseable).
+        print(f"tplr-metrics runs: no runs match {filters} in {store_path(args)}", file=sys.stderr)
     if args.json:
         print_json(runs)
     elif args.csv:
         print_csv(runs, RUN_COLUMNS)
     elif not runs:
-        print(f"no runs in {store_path(args)}", file=sys.stderr)
+        if not filters:
+            print(f"no runs in {store_path(args)}", file=sys.stderr)
     else:
         print_table(
             (

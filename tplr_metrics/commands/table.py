@@ -46,12 +46,20 @@ def columns_of(rows: list[TableRecord]) -> list[str]:
     return list(names)
 
 
+#: The widest a text-table cell gets; --json keeps every value whole.
+MAX_CELL = 60
+_ONE_LINE = str.maketrans({"\n": "\u23ce", "\r": "", "\t": " "})
+
+
 def cell(value: Any) -> str:
+    """One text-table cell on one line: a newline shows as ⏎, and a long value is cut with …
+    (a sample completion would otherwise break every row's alignment)."""
     if value is None:
         return ""
     if isinstance(value, float):
         return f"{value:.6g}"
-    return value if isinstance(value, str) else json.dumps(value)
+    text = (value if isinstance(value, str) else json.dumps(value)).translate(_ONE_LINE)
+    return text if len(text) <= MAX_CELL else text[: MAX_CELL - 1] + "\u2026"
 
 
 @survives_closed_pipe

@@ -38,7 +38,9 @@ def register(subparsers: Any) -> None:
         "run (or --run-id, or --all). Ctrl-C stops.",
     )
     target = parser.add_mutually_exclusive_group()
-    target.add_argument("--run-id", metavar="ID", help="follow this run (its runtime_id, or a unique prefix)")
+    target.add_argument(
+        "--run-id", metavar="ID", help="follow this run: its run_id, its id from runs --json, or a unique prefix"
+    )
     target.add_argument("--all", action="store_true", help="follow every run")
     parser.add_argument("--measurement", action="append", metavar="NAME", help="only this measurement (repeatable)")
     parser.add_argument(
@@ -90,6 +92,7 @@ class _Follower:
         self.runs: dict[int, RunRow] = {}
         self.last_id = 0
         self.started = False
+        self.checked_measurements = False
         if args.run_id:
             rows = select_run(store, args.run_id)
             self._follow(rows)
@@ -108,6 +111,16 @@ class _Follower:
             f"status={first.status}); Ctrl-C to stop",
             file=sys.stderr,
         )
+        if self.measurements and not self.checked_measurements:
+            self._warn_missing_measurements()
+
+    def _warn_missing_measurements(self) -> None:
+        """At start only: a --measurement the run does not have is likely a typo; say so, keep watching."""
+        self.checked_measurements = True
+        has = [m.measurement for m in self.store.measurements(list(self.runs))]
+        for name in sorted(self.measurements - set(has)):
+            listing = f"it has: {', '.join(has)}" if has else "it has no points yet"
+            print(f"-- run {self.run_id} has no measurement {name!r} yet ({listing}); still watching", file=sys.stderr)
 
     def _refresh_runs(self) -> None:
         if self.args.all:

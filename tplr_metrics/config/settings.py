@@ -17,6 +17,10 @@ from .secrets import clean_secret
 
 API_VERSIONS = ("v2", "v1")
 
+#: Templar's own defaults for the database/bucket and org names (names only: never a host or token).
+DEFAULT_DATABASE = "tplr"
+DEFAULT_ORG = "tplr"
+
 
 @dataclass(frozen=True)
 class ServerSettings:
@@ -115,10 +119,8 @@ def resolve_server(
             except OSError as exc:
                 # The value is not shown: a token pasted there by mistake would be printed.
                 raise ConfigurationError(f"cannot read the file INFLUXDB_TOKEN_FILE names: {exc.strerror}") from None
-    org = org or _env(environ, "INFLUXDB_ORG")
-    database = database or _env(environ, "INFLUXDB_DATABASE") or _env(environ, "INFLUXDB_BUCKET")
-    if not database:
-        raise ConfigurationError("no database/bucket configured: pass database= or set INFLUXDB_DATABASE")
+    org = org or _env(environ, "INFLUXDB_ORG") or DEFAULT_ORG
+    database = database or _env(environ, "INFLUXDB_DATABASE") or _env(environ, "INFLUXDB_BUCKET") or DEFAULT_DATABASE
     username = clean_secret(username or _env(environ, "INFLUXDB_USERNAME"))
     password = clean_secret(password or _env(environ, "INFLUXDB_PASSWORD"))
     token = clean_secret(token)

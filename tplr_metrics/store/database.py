@@ -679,13 +679,13 @@ class Store:
             params.append(limit)
         return [_run_row(r) for r in self._read(sql, params)]
 
-    def find_runs(self, run_id: str) -> list[RunRow]:
-        """The rows of a run id (several when loggers of one process share it), or of the one
-        run id it is a prefix of; [] when none. Raises ValueError for an ambiguous prefix."""
+    def find_runs(self, run_id: str, prefix: bool = True) -> list[RunRow]:
+        """The rows of a run id (several when loggers of one process share it), or (``prefix``)
+        of the one run id it is a prefix of; [] when none. Raises ValueError for an ambiguous prefix."""
         exact = self._read(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ? ORDER BY id", (run_id,))
         if exact:
             return [_run_row(r) for r in exact]
-        if not run_id:
+        if not run_id or not prefix:
             return []
         rows = self._read(
             f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id >= ? AND run_id < ? ORDER BY id",
