@@ -102,7 +102,11 @@ def run(args: argparse.Namespace) -> int:
         except webbrowser.Error:
             pass
     try:
-        server.run(sockets=[sock])  # uvicorn turns Ctrl-C / SIGTERM into a clean shutdown
+        # uvicorn turns Ctrl-C / SIGTERM into a graceful shutdown, then raises the signal again;
+        # stopping the server is what Ctrl-C is for here, so that is a clean exit (code 0).
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass
     finally:
         sock.close()
         source.close()

@@ -12,10 +12,10 @@
     return raw.slice(5).split(",").filter(Boolean).map(decodeURIComponent);
   }
 
-  function configDiff(runs) {
+  function configDiff(runs, labels) {
     const table = document.querySelector("table[data-config-diff]");
     const head = table.tHead.rows[0];
-    head.replaceChildren(el("th", {}, "Key"), ...runs.map((r) => el("th", {}, r.name)));
+    head.replaceChildren(el("th", {}, "Key"), ...labels.map((label) => el("th", {}, label)));
     const keys = [...new Set(runs.flatMap((r) => Object.keys(r.config || {})))].sort();
     const differing = keys.filter((key) => {
       const values = runs.map((r) => (key in (r.config || {}) ? String(r.config[key]) : null));
@@ -38,7 +38,9 @@
     const controls = readControls();
     const runs = await Promise.all(ids.map((id) => api(`/api/runs/${encodeURIComponent(id)}`)));
     document.getElementById("runs-compared").textContent = runs.map((r) => `${r.name} (${r.run_id})`).join(" · ");
-    configDiff(runs);
+    // The legend names runs; two of one name (miner/1 twice) get their run ids too.
+    const labels = runs.map((r) => (runs.filter((o) => o.name === r.name).length > 1 ? `${r.name} (${r.run_id})` : r.name));
+    configDiff(runs, labels);
     const lists = await Promise.all(ids.map((id) => api(`/api/runs/${encodeURIComponent(id)}/metrics`)));
     const metrics = [...new Set(lists.flatMap((l) => l.metrics.map((m) => m.name)))].sort();
     const boxes = document.getElementById("charts");
@@ -54,7 +56,7 @@
       const plotBox = el("div");
       box.append(plotBox);
       boxes.append(box);
-      const lines = having.map(([, i]) => ({ label: runs[i].name, stroke: COLORS[i % COLORS.length], width: 1.5 }));
+      const lines = having.map(([, i]) => ({ label: labels[i], stroke: COLORS[i % COLORS.length], width: 1.5 }));
       makeChart(plotBox, lines, data, { log: controls.log, xLabel: controls.x });
     }
   }

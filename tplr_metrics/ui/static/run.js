@@ -89,6 +89,7 @@
       live = true;  // try again: the store may have been busy
     }
     timer = live ? setTimeout(poll, POLL_MS) : null;  // an ended run is drawn once and left
+    document.body.dataset.polling = live ? "live" : "stopped";  // for tests and curious readers
   }
 
   function redraw() {

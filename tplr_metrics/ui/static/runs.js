@@ -27,7 +27,7 @@
     const pick = el("td"); pick.append(box); tr.append(pick);
     const name = el("td");
     name.append(el("a", { href: runUrl(run.run_id), className: "run-name", title: run.run_id }, run.name));
-    tr.append(name);
+    tr.append(name, cell(run.run_id, "muted"));  // names repeat (miner/1 twice); ids do not
     const status = el("td");
     status.append(el("span", { className: `status status-${run.status}` }, run.status));
     tr.append(status);
