@@ -159,3 +159,16 @@ def test_delete_command(store: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert main(["delete", "long-run"]) == 0
     assert "10000 point(s)" in capsys.readouterr().out
     assert main(["delete", "long-run"]) == 2
+
+
+def test_the_headline_query_walks_one_runs_index(store: Path) -> None:
+    import sqlite3
+
+    sql = (
+        "EXPLAIN QUERY PLAN SELECT id, run, measurement, time_ns, tags, fields FROM points WHERE run = ?"
+        " AND EXISTS (SELECT 1 FROM json_each(points.fields) WHERE key LIKE ?) ORDER BY id DESC LIMIT 1"
+    )
+    with sqlite3.connect(store) as conn:
+        plan = " | ".join(row[3] for row in conn.execute(sql, (1, "%loss%")))
+    assert "USING INDEX points_run_id" in plan or "USING COVERING INDEX points_run_id" in plan, plan
+    assert "TEMP B-TREE" not in plan, plan
