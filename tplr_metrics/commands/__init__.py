@@ -18,11 +18,13 @@ COMMAND_MODULES: list[str] = [
     "export",
     "replay",
     "prune",
+    "delete",
     "dashboards",
     "check",
     "plot",
     "compare",
     "table",
+    "ui",
 ]
 
 

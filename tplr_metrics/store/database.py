@@ -778,6 +778,16 @@ class Store:
         rows = [r for run in runs for r in self._read(sql.format("run = ? AND id > ?"), [run, after_id, limit])]
         return [_stored_point(r) for r in sorted(rows)[:limit]]
 
+    def last_point_with_field(self, runs: Sequence[int], like: str) -> StoredPoint | None:
+        """The newest point of these runs with a field whose name matches the SQL LIKE pattern
+        (the run list's headline loss); walks each run's (run, id) index backwards."""
+        sql = (
+            "SELECT id, run, measurement, time_ns, tags, fields FROM points WHERE run = ?"
+            " AND EXISTS (SELECT 1 FROM json_each(points.fields) WHERE key LIKE ?) ORDER BY id DESC LIMIT 1"
+        )
+        rows = [r for run in runs for r in self._read(sql, (run, like))]
+        return _stored_point(max(rows)) if rows else None
+
     def last_point_id(self) -> int:
         return int(self._read("SELECT coalesce(max(id), 0) FROM points")[0][0])
 

@@ -1,0 +1,174 @@
+"""The UI's JSON API and access rules, through Starlette's test client (no browser), and the
+commands around it: the one-line hint without the extra, and tplr-metrics delete."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tplr_metrics import MetricsLogger
+from tplr_metrics.cli import main
+from tplr_metrics.ui.downsample import lttb_indices
+
+from .conftest import REPO, UiServer, need_ui_extra
+
+
+def client_for(source: Any, *, token: str | None = None, loopback: bool = True) -> Any:
+    need_ui_extra()
+    from starlette.testclient import TestClient
+
+    from tplr_metrics.ui.app import create_app
+
+    # The test client's Host is "testserver": a loopback app is given a loopback base_url.
+    return TestClient(create_app(source, token=token, loopback=loopback), base_url="http://127.0.0.1:8765")
+
+
+@pytest.fixture
+def store(isolated_env: Path) -> Path:
+    logger = MetricsLogger(role="miner", uid=2, runtime_id="long-run", config={"lr": 0.1})
+    for step in range(10_000):
+        logger.log("train", {"window": step // 100}, {"loss": 1.0 / (1 + step) + (step % 7) * 1e-3, "step": step})
+    logger.close(30)
+    return isolated_env / "metrics.sqlite"
+
+
+def store_client(path: Path, **kwargs: Any) -> Any:
+    need_ui_extra()
+    from tplr_metrics.ui.data import StoreSource
+
+    return client_for(StoreSource(path), **kwargs)
+
+
+def test_lttb_keeps_the_ends_and_the_spike() -> None:
+    xs = [float(i) for i in range(10_000)]
+    ys = [0.0] * 10_000
+    ys[4321] = 100.0
+    keep = lttb_indices(xs, ys, 2_000)
+    assert len(keep) == 2_000 and keep[0] == 0 and keep[-1] == 9_999 and 4321 in keep
+    assert keep == sorted(keep)
+    assert lttb_indices(xs[:5], ys[:5], 2_000) == [0, 1, 2, 3, 4]
+
+
+def test_api_runs_metrics_and_a_downsampled_series(store: Path) -> None:
+    client = store_client(store)
+    runs = client.get("/api/runs").json()
+    assert [r["run_id"] for r in runs["runs"]] == ["long-run"] and runs["deletable"] is True
+    run = runs["runs"][0]
+    assert run["name"] == "miner/2" and run["points"] == 10_000 and run["config"] == {"lr": "0.1"}
+    assert run["headline"]["metric"] == "train.loss" and run["status"] == "ok"
+    assert client.get("/api/runs/long-run").json()["run_id"] == "long-run"
+    names = [m["name"] for m in client.get("/api/runs/long-run/metrics").json()["metrics"]]
+    assert names == ["train.loss", "train.step"]
+    series = client.get("/api/runs/long-run/series", params={"metric": "train.loss", "smoothing": "gaussian"}).json()
+    assert series["total"] == 10_000 and len(series["x"]) == len(series["y"]) == len(series["smoothed"]) == 2_000
+    assert series["x"][0] == 0 and series["x"][-1] == 9_999 and series["y"][0] == 1.0
+    small = client.get("/api/runs/long-run/series", params={"metric": "train.loss", "max_points": 50, "x": "window"})
+    assert len(small.json()["x"]) == 50 and small.json()["x"][-1] == 99
+    assert client.get("/api/runs/nope").status_code == 404
+    assert client.get("/api/runs/long-run/series", params={"metric": "train.nope"}).status_code == 404
+    assert client.get("/api/runs/long-run/series", params={"metric": "train.loss", "x": "epoch"}).status_code == 400
+    assert (
+        client.get("/api/runs/long-run/series", params={"metric": "train.loss", "max_points": "x"}).status_code == 400
+    )
+    assert client.get("/static/../data.py").status_code == 404
+    assert client.get("/static/app.py").status_code == 404
+    page = client.get("/")
+    assert page.headers["content-security-policy"].startswith("default-src 'self'")
+
+
+def test_delete_needs_the_same_origin(store: Path) -> None:
+    client = store_client(store)
+    assert client.delete("/api/runs/long-run").status_code == 403
+    assert client.delete("/api/runs/long-run", headers={"Origin": "http://evil.example"}).status_code == 403
+    done = client.delete("/api/runs/long-run", headers={"Origin": "http://127.0.0.1:8765"})
+    assert done.status_code == 200 and done.json()["deleted_points"] == 10_000
+    assert client.get("/api/runs").json()["runs"] == []
+
+
+def test_a_loopback_server_refuses_a_foreign_host(store: Path) -> None:
+    client = store_client(store)
+    assert client.get("/api/runs", headers={"Host": "attacker.example:8765"}).status_code == 403
+    assert client.get("/api/runs", headers={"Host": "localhost:8765"}).status_code == 200
+
+
+def test_a_token_is_checked_on_pages_and_api(store: Path) -> None:
+    client = store_client(store, token="s3cret", loopback=False)
+    for path in ("/", "/api/runs", "/runs/long-run", "/static/run.js", "/api/runs/long-run/series?metric=train.loss"):
+        assert client.get(path).status_code == 401, path
+    assert client.get("/api/runs", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert client.get("/api/runs", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    page = client.get("/?token=s3cret")
+    assert page.status_code == 200 and "HttpOnly" in page.headers["set-cookie"]
+    assert client.get("/api/runs").status_code == 200  # the cookie the URL left
+    no_origin = client.delete("/api/runs/long-run")
+    assert no_origin.status_code == 403
+
+
+def test_jsonl_inputs_are_read_only(tmp_path: Path) -> None:
+    need_ui_extra()
+    from tplr_metrics.ui.data import JsonlSource
+
+    log = tmp_path / "run-001" / "metrics.jsonl"
+    log.parent.mkdir()
+    log.write_text(
+        "".join(json.dumps({"step": s, "ts": 1e9 + s, "metrics": {"loss": 1 / (1 + s)}}) + "\n" for s in range(30))
+    )
+    client = client_for(JsonlSource([log]))
+    runs = client.get("/api/runs").json()
+    assert [r["run_id"] for r in runs["runs"]] == ["run-001"] and runs["deletable"] is False
+    assert len(client.get("/api/runs/run-001/series", params={"metric": "train.loss"}).json()["x"]) == 30
+    assert client.delete("/api/runs/run-001", headers={"Origin": "http://127.0.0.1:8765"}).status_code == 409
+
+
+def test_off_loopback_without_a_token_is_refused_over_http(store: Path, ui_server: Callable[..., UiServer]) -> None:
+    import urllib.error
+    import urllib.request
+
+    server = ui_server("--store", str(store), "--host", "0.0.0.0")
+    base = server.base.replace("0.0.0.0", "127.0.0.1")
+    token = server.url.split("?token=", 1)[1]
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(base + "/api/runs", timeout=10)
+    assert refused.value.code == 401
+    request = urllib.request.Request(base + "/api/runs", headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        assert answer.status == 200 and json.load(answer)["runs"][0]["run_id"] == "long-run"
+    given = ui_server("--store", str(store), "--host", "0.0.0.0", env={"TPLR_METRICS_UI_TOKEN": "from-env"})
+    assert given.url.endswith("?token=from-env")
+    assert server.stop() == 0  # SIGINT, as Ctrl-C: a clean exit
+    errors = server.process.stderr.read() if server.process.stderr else ""
+    assert "Traceback" not in errors and "stopped" in errors
+
+
+def test_without_the_ui_extra_one_line_names_the_install(isolated_env: Path) -> None:
+    code = "import sys; sys.modules['uvicorn'] = None; from tplr_metrics.cli import main; sys.exit(main(['ui']))"
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "pip install 'tplr_metrics[ui]'" in lines[0]
+
+
+def test_delete_command(store: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["delete", "long"]) == 2  # a prefix is not enough to delete
+    assert main(["delete", "long-run"]) == 0
+    assert "10000 point(s)" in capsys.readouterr().out
+    assert main(["delete", "long-run"]) == 2
+
+
+def test_the_headline_query_walks_one_runs_index(store: Path) -> None:
+    import sqlite3
+
+    sql = (
+        "EXPLAIN QUERY PLAN SELECT id, run, measurement, time_ns, tags, fields FROM points WHERE run = ?"
+        " AND EXISTS (SELECT 1 FROM json_each(points.fields) WHERE key LIKE ?) ORDER BY id DESC LIMIT 1"
+    )
+    with sqlite3.connect(store) as conn:
+        plan = " | ".join(row[3] for row in conn.execute(sql, (1, "%loss%")))
+    assert "USING INDEX points_run_id" in plan or "USING COVERING INDEX points_run_id" in plan, plan
+    assert "TEMP B-TREE" not in plan, plan

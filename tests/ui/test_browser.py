@@ -1,0 +1,250 @@
+"""The web UI in a real headless Chromium: what the pages show of a store filled by real
+MetricsLogger runs, live growth while another process logs, compare, delete, and that run
+names and tags written as markup stay text."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tplr_metrics import MetricsLogger
+
+from .conftest import REPO, UiServer
+
+pytest.importorskip("selenium", reason="selenium is not installed (the dev extra)")
+from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+MARKUP = "<img src=x onerror=alert(1)>"
+
+
+def log_run(runtime_id: str, *, role: str = "miner", uid: Any = 1, config: dict[str, Any], steps: int = 200) -> None:
+    logger = MetricsLogger(role=role, uid=uid, runtime_id=runtime_id, config=config)
+    for step in range(steps):
+        logger.log("train", {"window": step // 10}, {"loss": 3.0 / (1 + step * 0.05), "acc": step / steps})
+    logger.close(10)
+
+
+@pytest.fixture
+def store(isolated_env: Path) -> Path:
+    log_run("run-a", config={"lr": 0.1, "batch": 32})
+    log_run("run-b", config={"lr": 0.2, "batch": 32})
+    log_run("run-v", role="validator", uid=7, config={"lr": 0.1, "batch": 32}, steps=50)
+    return isolated_env / "metrics.sqlite"
+
+
+def wait(driver: Any, condition: Callable[[Any], Any], timeout: float = 10.0) -> Any:
+    # The pages re-render rows and charts as they poll: an element gone stale is tried again.
+    waiting = WebDriverWait(driver, timeout, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,))
+    return waiting.until(condition)
+
+
+def rows(driver: Any) -> list[Any]:
+    return driver.find_elements(By.CSS_SELECTOR, "#runs tbody tr[data-run-id]")
+
+
+def chart_points(driver: Any, metric: str) -> int:
+    found = driver.find_elements(By.CSS_SELECTOR, f'div.chart[data-metric="{metric}"]')
+    return int(found[0].get_attribute("data-points")) if found else -1
+
+
+def assert_no_alert(driver: Any) -> None:
+    try:
+        alert = driver.switch_to.alert
+    except NoAlertPresentException:
+        return
+    text = alert.text
+    alert.dismiss()
+    raise AssertionError(f"an alert opened: {text!r}")
+
+
+def test_run_list_shows_every_run(
+    store: Path, ui_server: Callable[..., UiServer], browser: Any, screenshot_dir: Path
+) -> None:
+    server = ui_server("--store", str(store))
+    browser.get(server.url)
+    wait(browser, lambda d: len(rows(d)) == 3)
+    by_id = {r.get_attribute("data-run-id"): r for r in rows(browser)}
+    assert set(by_id) == {"run-a", "run-b", "run-v"}
+    cells = [c.text for c in by_id["run-v"].find_elements(By.TAG_NAME, "td")]
+    assert cells[1:6] == ["validator/7", "run-v", "ok", "validator", "7"]
+    assert cells[8] == "50" and cells[9].startswith("train.loss = ")
+    browser.save_screenshot(str(screenshot_dir / "runs.png"))
+    # The role filter and the search leave only what matches.
+    browser.find_element(By.CSS_SELECTOR, "#filter-role option[value=validator]").click()
+    wait(browser, lambda d: [r.get_attribute("data-run-id") for r in rows(d) if r.is_displayed()] == ["run-v"])
+    browser.find_element(By.CSS_SELECTOR, "#filter-role option[value='']").click()
+    browser.find_element(By.ID, "filter-text").send_keys("run-b")
+    wait(browser, lambda d: [r.get_attribute("data-run-id") for r in rows(d) if r.is_displayed()] == ["run-b"])
+
+
+def test_run_page_draws_a_chart_per_metric(
+    store: Path, ui_server: Callable[..., UiServer], browser: Any, screenshot_dir: Path
+) -> None:
+    server = ui_server("--store", str(store))
+    browser.get(server.base + "/runs/run-a")
+    wait(browser, lambda d: chart_points(d, "train.loss") > 0 and chart_points(d, "train.acc") > 0)
+    assert chart_points(browser, "train.loss") == 200
+    assert browser.find_elements(By.CSS_SELECTOR, 'div.chart[data-metric="train.loss"] canvas')
+    config = {
+        r.get_attribute("data-config-key"): r.text
+        for r in browser.find_elements(By.CSS_SELECTOR, "#config tr[data-config-key]")
+    }
+    assert config == {"batch": "batch 32", "lr": "lr 0.1"}
+    # EMA: the raw curve stays (faint) under the smoothed one: two series besides x.
+    browser.find_element(By.CSS_SELECTOR, "#smoothing option[value=ema]").click()
+    legend = 'div.chart[data-metric="train.loss"] .u-legend .u-series'
+    wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, legend)) == 3)
+    browser.find_element(By.ID, "log-scale").click()
+    time.sleep(0.5)
+    browser.save_screenshot(str(screenshot_dir / "run-ema-log.png"))
+    assert browser.find_element(By.ID, "error").text == ""
+
+
+LIVE_LOGGER = """
+import sys, time
+from pathlib import Path
+from tplr_metrics import MetricsLogger
+stop = Path(sys.argv[1])
+logger = MetricsLogger(role="miner", uid=5, runtime_id="live-run", flush_interval=100)
+step = 0
+deadline = time.monotonic() + 60
+while not stop.exists() and time.monotonic() < deadline:
+    logger.log("train", {"window": step}, {"loss": 1.0 / (1 + step), "step": step})
+    step += 1
+    time.sleep(0.05)
+logger.close(10)
+"""
+
+
+def test_run_page_grows_while_another_process_logs(
+    isolated_env: Path, tmp_path: Path, ui_server: Callable[..., UiServer], browser: Any, screenshot_dir: Path
+) -> None:
+    stop = tmp_path / "stop"
+    writer = subprocess.Popen([sys.executable, "-c", LIVE_LOGGER, str(stop)], cwd=REPO)
+    try:
+        store = isolated_env / "metrics.sqlite"
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not (store.exists() and _points(store, "live-run") > 0):
+            time.sleep(0.1)
+        server = ui_server("--store", str(store))
+        browser.get(server.base + "/runs/live-run")
+        wait(browser, lambda d: chart_points(d, "train.loss") > 0)
+        before = chart_points(browser, "train.loss")
+        wait(browser, lambda d: chart_points(d, "train.loss") > before, timeout=3.0)
+        assert "live" in browser.find_element(By.ID, "live").text
+        browser.save_screenshot(str(screenshot_dir / "run-live.png"))
+    finally:
+        stop.touch()
+        writer.wait(20)
+    # The run has ended: the page says so and stops polling.
+    wait(browser, lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-polling") == "stopped", timeout=5.0)
+    assert browser.find_element(By.ID, "live").text == ""
+    settled = chart_points(browser, "train.loss")
+    time.sleep(1.5)
+    assert chart_points(browser, "train.loss") == settled
+
+
+def _points(store: Path, run_id: str) -> int:
+    with sqlite3.connect(store) as conn:
+        return int(
+            conn.execute(
+                "SELECT count(*) FROM points WHERE run IN (SELECT id FROM runs WHERE run_id = ?)", (run_id,)
+            ).fetchone()[0]
+        )
+
+
+def test_compare_shows_the_one_config_key_that_differs(
+    store: Path, ui_server: Callable[..., UiServer], browser: Any, screenshot_dir: Path
+) -> None:
+    server = ui_server("--store", str(store))
+    browser.get(server.base + "/compare?runs=run-a,run-b")
+    wait(browser, lambda d: chart_points(d, "train.loss") > 0)
+    diff = browser.find_elements(By.CSS_SELECTOR, "table[data-config-diff] tbody tr")
+    assert [r.get_attribute("data-config-key") for r in diff] == ["lr"]
+    assert [c.text for c in diff[0].find_elements(By.TAG_NAME, "td")] == ["lr", "0.1", "0.2"]
+    legend = browser.find_elements(By.CSS_SELECTOR, 'div.chart[data-metric="train.loss"] .u-legend .u-series .u-label')
+    labels = [e.text for e in legend][1:]
+    assert len(labels) == 2 and all(label.startswith("miner/1") for label in labels) and labels[0] != labels[1]
+    browser.save_screenshot(str(screenshot_dir / "compare.png"))
+    # A key only one run has shows "missing" for the other.
+    browser.get(server.base + "/compare?runs=run-a,run-v")
+    wait(browser, lambda d: chart_points(d, "train.loss") > 0)
+    assert browser.find_elements(By.CSS_SELECTOR, "table[data-config-diff] tbody tr") == []
+
+
+def test_delete_removes_the_run_and_its_points(store: Path, ui_server: Callable[..., UiServer], browser: Any) -> None:
+    server = ui_server("--store", str(store))
+    browser.get(server.url)
+    wait(browser, lambda d: len(rows(d)) == 3)
+    assert _points(store, "run-b") == 200
+    browser.find_element(By.CSS_SELECTOR, 'tr[data-run-id="run-b"] button.delete').click()
+    confirm = wait(browser, lambda d: d.switch_to.alert)
+    assert "run-b" in confirm.text
+    confirm.accept()
+    wait(browser, lambda d: sorted(r.get_attribute("data-run-id") for r in rows(d)) == ["run-a", "run-v"])
+    assert _points(store, "run-b") == 0
+    with sqlite3.connect(store) as conn:
+        assert conn.execute("SELECT count(*) FROM runs WHERE run_id = 'run-b'").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM points").fetchone()[0] == 250
+    browser.refresh()
+    wait(browser, lambda d: len(rows(d)) == 2)
+
+
+def test_markup_in_names_and_tags_renders_as_text(
+    isolated_env: Path, ui_server: Callable[..., UiServer], browser: Any, screenshot_dir: Path
+) -> None:
+    logger = MetricsLogger(role=MARKUP, uid=MARKUP, runtime_id="xss-run", config={"note": MARKUP, "lr": 0.1})
+    for step in range(20):
+        logger.log("train", {"window": step, "tag": MARKUP}, {"loss": 1.0 / (1 + step), MARKUP: float(step)})
+    logger.close(10)
+    log_run("plain-run", config={"lr": 0.2})
+    server = ui_server("--store", str(isolated_env / "metrics.sqlite"))
+    browser.get(server.url)
+    wait(browser, lambda d: len(rows(d)) == 2)
+    row = browser.find_element(By.CSS_SELECTOR, 'tr[data-run-id="xss-run"]')
+    cells = [c.text for c in row.find_elements(By.TAG_NAME, "td")]
+    assert cells[1] == f"{MARKUP}/{MARKUP}" and cells[4] == MARKUP and cells[5] == MARKUP
+    assert browser.find_elements(By.TAG_NAME, "img") == []
+    assert_no_alert(browser)
+    browser.get(server.base + "/runs/xss-run")
+    wait(browser, lambda d: chart_points(d, f"train.{MARKUP}") > 0)
+    assert browser.find_element(By.ID, "run-name").text == f"{MARKUP}/{MARKUP}"
+    config = {
+        r.get_attribute("data-config-key"): r.text
+        for r in browser.find_elements(By.CSS_SELECTOR, "#config tr[data-config-key]")
+    }
+    assert config["note"] == f"note {MARKUP}"
+    browser.save_screenshot(str(screenshot_dir / "markup-run.png"))
+    assert browser.find_elements(By.TAG_NAME, "img") == []
+    assert_no_alert(browser)
+    browser.get(server.base + "/compare?runs=xss-run,plain-run")
+    wait(browser, lambda d: chart_points(d, "train.loss") > 0)
+    keys = [
+        r.get_attribute("data-config-key")
+        for r in browser.find_elements(By.CSS_SELECTOR, "table[data-config-diff] tbody tr")
+    ]
+    assert keys == ["lr", "note"]
+    assert browser.find_elements(By.TAG_NAME, "img") == []
+    assert_no_alert(browser)
+
+
+def test_a_token_opens_the_pages_off_loopback(store: Path, ui_server: Callable[..., UiServer], browser: Any) -> None:
+    server = ui_server("--store", str(store), "--host", "0.0.0.0")
+    assert "?token=" in server.url
+    base = server.base.replace("0.0.0.0", "127.0.0.1")
+    browser.get(base + "/")
+    assert "401" in browser.find_element(By.TAG_NAME, "body").text
+    browser.get(server.url.replace("0.0.0.0", "127.0.0.1"))  # the cookie it leaves carries the API calls
+    wait(browser, lambda d: len(rows(d)) == 3)
+    browser.get(base + "/runs/run-a")
+    wait(browser, lambda d: chart_points(d, "train.loss") > 0)
+    browser.delete_all_cookies()

@@ -1,0 +1,139 @@
+"""The UI's routes: three static pages, their scripts, and the JSON API they read.
+
+Pages are fixed files (no templating): each script reads the API and writes every run name,
+tag and value with ``textContent``. Only the files listed in ``STATIC_FILES`` are served, read
+from the package when the app is built; the API reads only the source it was given.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .data import NotDeletable, RunSource, SourceError, UnknownRun
+from .downsample import DEFAULT_MAX_POINTS, LIMIT_MAX_POINTS
+from .security import AccessControl
+
+#: name -> content type; nothing else under /static/ (or anywhere) is served.
+STATIC_FILES = {
+    "app.css": "text/css; charset=utf-8",
+    "common.js": "text/javascript; charset=utf-8",
+    "runs.js": "text/javascript; charset=utf-8",
+    "run.js": "text/javascript; charset=utf-8",
+    "compare.js": "text/javascript; charset=utf-8",
+    "uPlot.iife.min.js": "text/javascript; charset=utf-8",
+    "uPlot.min.css": "text/css; charset=utf-8",
+    "uPlot.LICENSE": "text/plain; charset=utf-8",
+}
+PAGES = ("index.html", "run.html", "compare.html")
+_NO_STORE = {"cache-control": "no-store"}
+
+
+def _read_static() -> dict[str, bytes]:
+    folder = resources.files("tplr_metrics.ui").joinpath("static")
+    return {name: folder.joinpath(name).read_bytes() for name in (*STATIC_FILES, *PAGES)}
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=_NO_STORE)
+
+
+def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    value = int(raw)  # ValueError: a 400 below
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be between {low} and {high}")
+    return value
+
+
+def create_app(source: RunSource, *, token: str | None, loopback: bool) -> Starlette:
+    files = _read_static()
+
+    def page(name: str) -> Response:
+        return Response(files[name], media_type="text/html; charset=utf-8", headers=_NO_STORE)
+
+    async def index(request: Request) -> Response:
+        return page("index.html")
+
+    async def run_page(request: Request) -> Response:
+        return page("run.html")
+
+    async def compare_page(request: Request) -> Response:
+        return page("compare.html")
+
+    async def static(request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in STATIC_FILES:
+            return Response("not found\n", status_code=404, media_type="text/plain")
+        return Response(files[name], media_type=STATIC_FILES[name])
+
+    def answer(work: Any) -> JSONResponse:
+        """Run a source call; its failures become JSON errors with the right status."""
+        try:
+            return JSONResponse(work(), headers=_NO_STORE)
+        except UnknownRun as exc:
+            return _error(404, str(exc))
+        except NotDeletable as exc:
+            return _error(409, str(exc))
+        except SourceError as exc:
+            return _error(503, str(exc))
+        except ValueError as exc:
+            return _error(400, str(exc))
+
+    # Sync endpoints: Starlette runs them in its thread pool, so SQLite never blocks the loop.
+    def api_runs(request: Request) -> JSONResponse:
+        return answer(lambda: {"source": source.describe(), "deletable": source.deletable, "runs": source.runs()})
+
+    def api_run(request: Request) -> JSONResponse:
+        run_id = request.path_params["run_id"]
+        return answer(lambda: {**source.run(run_id), "deletable": source.deletable})
+
+    def api_delete(request: Request) -> JSONResponse:
+        run_id = request.path_params["run_id"]
+        return answer(lambda: {"run_id": run_id, "deleted_points": source.delete(run_id)})
+
+    def api_metrics(request: Request) -> JSONResponse:
+        run_id = request.path_params["run_id"]
+        return answer(lambda: {"run_id": run_id, "metrics": source.metrics(run_id)})
+
+    def api_series(request: Request) -> JSONResponse:
+        run_id = request.path_params["run_id"]
+
+        def read() -> dict[str, Any]:
+            metric = request.query_params.get("metric")
+            if not metric:
+                raise ValueError("name a metric: ?metric=measurement.field")
+            max_points = _int_param(request, "max_points", DEFAULT_MAX_POINTS, 3, LIMIT_MAX_POINTS)
+            window = _int_param(request, "window", 10, 1, 10_000)
+            smoothing = request.query_params.get("smoothing") or None
+            if smoothing == "none":
+                smoothing = None
+            x = request.query_params.get("x", "step")
+            return {"run_id": run_id, **source.series(run_id, metric, x, max_points, smoothing, window)}
+
+        return answer(read)
+
+    routes = [
+        Route("/", index),
+        Route("/runs/{run_id}", run_page),
+        Route("/compare", compare_page),
+        Route("/static/{name}", static),
+        Route("/api/runs", api_runs),
+        Route("/api/runs/{run_id}", api_run, methods=["GET"]),
+        Route("/api/runs/{run_id}", api_delete, methods=["DELETE"]),
+        Route("/api/runs/{run_id}/metrics", api_metrics),
+        Route("/api/runs/{run_id}/series", api_series),
+    ]
+    middleware = [Middleware(AccessControl, token=token, loopback=loopback)]
+    return Starlette(routes=routes, middleware=middleware)
+
+
+__all__ = ["STATIC_FILES", "create_app"]

@@ -1,0 +1,106 @@
+// One run: a uPlot chart per metric, each <div class="chart" data-metric data-points>; polled
+// every second while the run is live, so its charts grow as it logs.
+"use strict";
+
+(() => {
+  const { el, api, fmtTime, fmtDuration, fmtValue, showError, readControls, seriesUrl, forLog, makeChart,
+    faint, COLORS } = TM;
+  const runId = decodeURIComponent(window.location.pathname.slice("/runs/".length));
+  const charts = new Map();  // metric -> {box, plotBox, plot, shape}
+  const POLL_MS = 1000;
+  let configShown = "";
+  let timer = null;
+
+  function renderRun(run) {
+    document.title = `tplr-metrics: ${run.name}`;
+    document.getElementById("run-name").textContent = run.name;
+    const who = [run.role && `role ${run.role}`, run.uid && `uid ${run.uid}`].filter(Boolean).join(", ");
+    document.getElementById("run-meta").textContent =
+      `${run.run_id} · ${run.status}${who ? " · " + who : ""} · started ${fmtTime(run.started_at)} · ` +
+      `${fmtDuration(run.duration_s)} · ${run.points} points`;
+    document.getElementById("live").textContent = run.live ? "● live (updating every second)" : "";
+    const json = JSON.stringify(run.config || {});
+    if (json !== configShown) {
+      configShown = json;
+      const tbody = document.querySelector("#config tbody");
+      tbody.replaceChildren(...Object.keys(run.config || {}).sort().map((key) => {
+        const tr = el("tr", { "data-config-key": key });
+        tr.append(el("td", {}, key), el("td", {}, String(run.config[key])));
+        return tr;
+      }));
+    }
+  }
+
+  function chartFor(metric) {
+    let chart = charts.get(metric);
+    if (!chart) {
+      const box = el("div", { className: "chart", "data-metric": metric, "data-points": "0" });
+      box.append(el("h3", {}, metric));
+      const plotBox = el("div");
+      const note = el("div", { className: "note" });
+      box.append(plotBox, note);
+      document.getElementById("charts").append(box);
+      chart = { box, plotBox, note, plot: null, shape: "" };
+      charts.set(metric, chart);
+    }
+    return chart;
+  }
+
+  function draw(chart, series, controls) {
+    const smoothed = series.smoothed !== undefined;
+    const data = [series.x, forLog(series.y, controls.log)];
+    const lines = [{ label: smoothed ? "raw" : "value", stroke: smoothed ? faint(COLORS[0]) : COLORS[0], width: 1 }];
+    if (smoothed) {
+      data.push(forLog(series.smoothed, controls.log));
+      lines.push({ label: series.smoothing.kind, stroke: COLORS[0], width: 2 });
+    }
+    const shape = `${smoothed}:${controls.log}:${controls.x}`;
+    if (chart.plot && chart.shape === shape) {
+      chart.plot.setData(data);
+    } else {
+      if (chart.plot) chart.plot.destroy();
+      chart.plot = makeChart(chart.plotBox, lines, data, { log: controls.log, xLabel: controls.x });
+      chart.shape = shape;
+    }
+    chart.box.dataset.points = String(series.x.length);
+    const cut = series.total > series.x.length ? ` (downsampled from ${series.total})` : "";
+    const last = series.y.length ? `last ${fmtValue(series.y[series.y.length - 1])} · ` : "";
+    chart.note.textContent = `${last}${series.x.length} points drawn${cut}` +
+      (series.missing_x ? ` · ${series.missing_x} without ${controls.x}` : "");
+  }
+
+  async function refresh() {
+    const controls = readControls();
+    const run = await api(`/api/runs/${encodeURIComponent(runId)}`);
+    renderRun(run);
+    const answer = await api(`/api/runs/${encodeURIComponent(runId)}/metrics`);
+    const all = await Promise.all(answer.metrics.map((m) => api(seriesUrl(runId, m.name, controls))));
+    all.forEach((series) => draw(chartFor(series.metric), series, controls));
+    return run.live;
+  }
+
+  async function poll() {
+    let live = false;
+    try {
+      live = await refresh();
+      showError(null);
+    } catch (error) {
+      showError(error);
+      live = true;  // try again: the store may have been busy
+    }
+    timer = live ? setTimeout(poll, POLL_MS) : null;  // an ended run is drawn once and left
+    document.body.dataset.polling = live ? "live" : "stopped";  // for tests and curious readers
+  }
+
+  function redraw() {
+    for (const chart of charts.values()) chart.shape = "";  // controls changed: rebuild each chart
+    if (timer) clearTimeout(timer);
+    poll();
+  }
+
+  for (const id of ["x-key", "smoothing", "window", "log-scale"]) document.getElementById(id).addEventListener("change", redraw);
+  window.addEventListener("resize", () => {
+    for (const chart of charts.values()) if (chart.plot) chart.plot.setSize({ width: TM.chartWidth(chart.box), height: 240 });
+  });
+  poll();
+})();
