@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tplr_metrics import ConfigurationError, MetricsLogger, open_log_store
+from tplr_metrics import ConfigurationError, MetricsLogger, WriteResult, open_log_store
 from tplr_metrics.sinks.jsonl import JsonlSink
 from tplr_metrics.sinks.local import LocalStoreSink
 from tplr_metrics.sinks.multiplex import MultiplexSink
@@ -226,3 +226,42 @@ def test_a_missing_extra_is_skipped_with_one_line_and_the_others_go_on(
     assert store_count(isolated_env / "metrics.sqlite") == 2
     assert any("points go to LocalStoreSink" in r.getMessage() for r in caplog.records)
     assert not (tmp_path / "tb").exists()
+
+
+def test_register_sink_as_a_decorator_on_a_class_and_a_function(tmp_path: Path) -> None:
+    try:
+
+        @register_sink("http-test")
+        class LineFileSink:
+            name = "http-test"
+
+            def __init__(self, path: str) -> None:
+                self.path = path
+
+            def write(self, points: object) -> WriteResult:
+                with open(self.path, "a", encoding="utf-8") as handle:
+                    for p in points:  # type: ignore[attr-defined]
+                        handle.write(json.dumps([p.measurement, p.fields]) + "\n")
+                return WriteResult.all_stored(len(points))  # type: ignore[arg-type]
+
+            def flush(self) -> None:
+                pass
+
+            def close(self) -> None:
+                pass
+
+        @register_sink("http-fn-test")
+        def http_fn(path: str) -> LineFileSink:
+            return LineFileSink(path)
+
+        assert LineFileSink.__name__ == "LineFileSink" and http_fn.__name__ == "http_fn"  # returned unchanged
+        for kind in ("http-test", "http-fn-test"):
+            store = open_log_store(kind, path=str(tmp_path / f"{kind}.jsonl"))
+            store.log_metrics({"loss": 0.5}, 3)
+            assert store.close(10)
+            assert read_lines(tmp_path / f"{kind}.jsonl") == [["metrics", {"loss": 0.5, "step": 3}]]
+        with pytest.raises(ConfigurationError, match="already registered"):
+            register_sink("http-test")(LineFileSink)
+    finally:
+        unregister_sink("http-test")
+        unregister_sink("http-fn-test")

@@ -28,7 +28,7 @@ import inspect
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from ..config.settings import ConfigurationError, ServerSettings
 from .base import Sink
@@ -100,15 +100,44 @@ def normalize_kind(kind: str) -> str:
 # --- registration and discovery ----------------------------------------------------------------
 
 
-def register_sink(kind: str, factory: SinkFactory, *, replace: bool = False) -> None:
-    """Make ``kind`` build sinks with ``factory`` in this process (built-in names are reserved)."""
+_F = TypeVar("_F", bound=SinkFactory)
+
+
+@overload
+def register_sink(kind: str, factory: None = None, *, replace: bool = False) -> Callable[[_F], _F]: ...
+@overload
+def register_sink(kind: str, factory: SinkFactory, *, replace: bool = False) -> SinkFactory: ...
+def register_sink(
+    kind: str, factory: SinkFactory | None = None, *, replace: bool = False
+) -> SinkFactory | Callable[[_F], _F]:
+    """Make ``kind`` build sinks with ``factory`` in this process (built-in names are reserved).
+
+    ``register_sink("kafka", KafkaSink)``, or as a decorator on the class or factory function:
+    ``@register_sink("kafka")``; either form returns the factory unchanged."""
+    key = _check_kind(kind)
+    if factory is None:
+
+        def decorate(target: _F) -> _F:
+            _register(key, target, replace)
+            return target
+
+        return decorate
+    _register(key, factory, replace)
+    return factory
+
+
+def _check_kind(kind: object) -> str:
     if not isinstance(kind, str) or not normalize_kind(kind):
         raise ConfigurationError(f"a sink kind must be a non-empty string, not {kind!r}")
-    if not callable(factory):
-        raise ConfigurationError(f"the factory for sink {kind!r} must be callable, not {factory!r}")
     key = normalize_kind(kind)
     if key in _BUILTINS:
         raise ConfigurationError(f"sink kind {key!r} is built in; pick another name")
+    return key
+
+
+def _register(key: str, factory: SinkFactory, replace: bool) -> None:
+    if not callable(factory):
+        raise ConfigurationError(f"the factory for sink {key!r} must be callable, not {factory!r}")
     with _lock:
         if key in _registered and not replace:
             raise ConfigurationError(f"sink kind {key!r} is already registered (pass replace=True to replace it)")
