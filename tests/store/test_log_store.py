@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tplr_metrics import ConfigurationError, open_log_store
+from tplr_metrics import ConfigurationError, MetricsLogger, open_log_store
 from tplr_metrics.cli import main
 from tplr_metrics.log_store import LogStore, LogStoreClosedError, detect_rank
 
@@ -390,3 +390,37 @@ def test_hyperparams_merge_deeply(tmp_path: Path) -> None:
         "optimizer": {"name": "adamw", "betas": [0.8, 0.9], "lr": 2e-4, "sched": {"kind": "cos", "warmup": 10}},
         "seed": 1,
     }
+
+
+def test_with_no_kind_the_config_files_log_store_key_picks(
+    no_picking_env: pytest.MonkeyPatch, tmp_path: Path, isolated_env: Path
+) -> None:
+    log_dir = tmp_path / "logs"
+    config = tmp_path / "evsys.yaml"
+    config.write_text(
+        "log_store:\n"
+        "  kind: multiplex\n"
+        "  params:\n"
+        "    children:\n"
+        f"      - {{kind: jsonl, params: {{log_dir: '{log_dir}'}}}}\n"
+        "      - {kind: local}\n"
+    )
+    no_picking_env.setenv("TPLR_METRICS_SINKS_CONFIG", str(config))
+    no_picking_env.setenv("WANDB_PROJECT", "p")  # the config file comes before the environment
+    store = open_log_store()
+    store({"train/loss": 0.5})
+    assert store.close(10)
+    (line,) = (log_dir / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(line)["metrics"] == {"train/loss": 0.5}
+    assert query(isolated_env / "metrics.sqlite", "SELECT count(*) FROM points WHERE measurement = 'metrics'") == [(1,)]
+    logger = MetricsLogger(flush_interval=50)  # the same file configures a plain logger
+    logger.log("m", {}, {"v": 1.0})
+    assert logger.close(10)
+    assert query(isolated_env / "metrics.sqlite", "SELECT count(*) FROM points WHERE measurement = 'm'") == [(1,)]
+
+    config.write_text("log_store:\n  kind: jsonl\n  params: {logdir: x}\n")
+    with pytest.raises(ConfigurationError, match=r"^TPLR_METRICS_SINKS_CONFIG: sink 'jsonl': unknown param logdir"):
+        open_log_store()
+    config.write_text("log_store: {kind: local}\nsinks: [local]\n")
+    with pytest.raises(ConfigurationError, match="'sinks' or 'log_store', not both"):
+        open_log_store()
