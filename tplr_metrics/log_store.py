@@ -493,7 +493,7 @@ def open_log_store(
     store that does nothing.
     """
     global _said_disabled
-    where = "sinks="
+    where = "open_log_store"
     if kind is None:
         key, detected, why = pick_sink()
         params = {**detected, **params}

@@ -265,3 +265,36 @@ def test_register_sink_as_a_decorator_on_a_class_and_a_function(tmp_path: Path) 
     finally:
         unregister_sink("http-test")
         unregister_sink("http-fn-test")
+
+
+SERVER = {"url": "http://127.0.0.1:9"}
+
+
+@pytest.mark.parametrize(
+    ("kind", "params", "named"),
+    [
+        ("jsonl", {"log_dir": 3}, "param log_dir must be a string or a path, or None; got 3 (int)"),
+        ("local", {"path": ["x"]}, "param path must be a string, or None; got ['x'] (list)"),
+        ("local", {"busy_timeout_s": "soon"}, "param busy_timeout_s must be a number; got 'soon' (str)"),
+        ("tensorboard", {"flush_secs": "soon"}, "param flush_secs must be a number; got 'soon' (str)"),
+        ("tensorboard", {"log_dir": 3}, "param log_dir must be a string or a path, or None; got 3 (int)"),
+        ("wandb", {"tags": "a"}, "param tags must be a list, or None; got 'a' (str)"),
+        ("mlflow", {"copy_artifacts": "yes"}, "param copy_artifacts must be true or false; got 'yes' (str)"),
+        ("mlflow", {"tags": ["a"]}, "param tags must be a mapping, or None; got ['a'] (list)"),
+        ("influxdb", {**SERVER, "verify_ssl": "no"}, "param verify_ssl must be true or false, or None; got 'no'"),
+        ("influxdb", {**SERVER, "timeout_ms": "soon"}, "param timeout_ms must be an integer, or None; got 'soon'"),
+        ("influxdb-v1", {**SERVER, "database": 3}, "param database must be a string, or None; got 3 (int)"),
+        ("stdout", {"digits": True}, "param digits must be an integer; got True (bool)"),
+    ],
+)
+def test_a_param_of_the_wrong_type_is_one_line_naming_it(
+    kind: str, params: dict[str, object], named: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigurationError) as caught:
+        open_log_store(kind, **params)
+    assert str(caught.value).startswith(f"open_log_store: sink {kind!r}: {named}")
+    assert "\n" not in str(caught.value) and caught.type is ConfigurationError  # not a TypeError
+    with pytest.raises(ConfigurationError, match=rf"^sinks=: sink '{kind}': param "):  # the same through a config
+        MetricsLogger(sinks=[{"kind": kind, "params": params}])
+    assert list(tmp_path.iterdir()) == []  # nothing was created: no store, no log directory

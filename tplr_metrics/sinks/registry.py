@@ -32,6 +32,7 @@ from typing import Any, TypeVar, overload
 
 from ..config.settings import ConfigurationError, ServerSettings
 from .base import Sink
+from .param_types import check_param_types
 
 logger = logging.getLogger("tplr_metrics")
 
@@ -241,7 +242,8 @@ def factory_params(factory: SinkFactory) -> tuple[list[str], list[str], bool]:
 
 
 def check_params(kind: str, factory: SinkFactory, params: Mapping[str, Any]) -> None:
-    """Unknown or missing params are a ConfigurationError naming them."""
+    """Unknown or missing params, and values of a type the factory's annotations rule out, are a
+    ConfigurationError naming them."""
     accepted, required, var_keyword = factory_params(factory)
     takes = ", ".join(accepted) or "no params"
     unknown = sorted(k for k in params if k not in accepted and k not in _INJECTED)
@@ -252,6 +254,7 @@ def check_params(kind: str, factory: SinkFactory, params: Mapping[str, Any]) -> 
     if missing:
         plural = "s" if len(missing) > 1 else ""
         raise ConfigurationError(f"sink {kind!r}: missing param{plural} {', '.join(missing)} (it takes: {takes})")
+    check_param_types(kind, factory, params)
 
 
 def create_sink(kind: str, /, environ: Mapping[str, str] | None = None, **params: Any) -> Sink:
@@ -363,7 +366,7 @@ def influxdb_sink(
     *,
     url: str | None = None,
     host: str | None = None,
-    port: int | None = None,
+    port: int | str | None = None,
     database: str | None = None,
     bucket: str | None = None,
     token: str | None = None,
@@ -389,7 +392,7 @@ def influxdb_v1_sink(
     *,
     url: str | None = None,
     host: str | None = None,
-    port: int | None = None,
+    port: int | str | None = None,
     database: str | None = None,
     token: str | None = None,
     username: str | None = None,
