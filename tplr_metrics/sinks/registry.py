@@ -3,7 +3,8 @@
 A sink is anything with the :class:`~tplr_metrics.sinks.base.Sink` protocol: a ``name``, and
 ``write(points) -> WriteResult`` (never raising), ``flush()`` and ``close()``; ``start_run(RunInfo)``
 and ``end_run(status)`` are optional hooks. A *factory* builds one from keyword params (a class
-is a factory). A kind is resolved in this order:
+is a factory); a factory that builds a LogStore of the user's instead (the five ``log_*``/``close``
+methods) gets it wrapped as a sink (:mod:`tplr_metrics.sinks.user_store`). A kind is resolved in this order:
 
 1. the built-ins (``influxdb``, ``influxdb-v1``, ``local``, ``jsonl``, ``mlflow``,
    ``multiplex``, ``stdout``, ``tensorboard``, ``wandb``), whose modules are imported only when that kind is built;
@@ -33,6 +34,7 @@ from typing import Any, TypeVar, overload
 from ..config.settings import ConfigurationError, ServerSettings
 from .base import Sink
 from .param_types import check_param_types
+from .user_store import LOG_STORE_METHODS, UserStoreSink, is_log_store
 
 logger = logging.getLogger("tplr_metrics")
 
@@ -274,9 +276,12 @@ def create_sink(kind: str, /, environ: Mapping[str, str] | None = None, **params
         raise SinkUnavailableError(key, f"sink {key!r} cannot be built here: {exc}") from None
     except (TypeError, ValueError) as exc:
         raise ConfigurationError(f"sink {key!r}: {exc}") from None
+    if not isinstance(sink, Sink) and is_log_store(sink):
+        sink = UserStoreSink(key, sink)  # a LogStore of the user's: each point goes back to it as its call
     if not isinstance(sink, Sink):
         raise ConfigurationError(
-            f"sink {key!r}: its factory returned {type(sink).__name__}, which lacks name/write/flush/close"
+            f"sink {key!r}: its factory returned {type(sink).__name__}, which is neither a Sink"
+            f" (name/write/flush/close) nor a LogStore ({'/'.join(LOG_STORE_METHODS)})"
         )
     return sink
 
