@@ -48,7 +48,7 @@ from types import TracebackType
 from typing import Any
 
 from .config.auto_sink import DISABLED_VARIABLE, disabled, pick_sink
-from .config.destinations import resolve_destination
+from .config.destinations import CONFIG_VARIABLE, resolve_destination
 from .config.secrets import looks_secret
 from .config.settings import ConfigurationError
 from .delivery.stats import PipelineStats
@@ -487,15 +487,19 @@ def open_log_store(
     ...). Unknown params are a ConfigurationError naming them; a sink whose optional extra is not
     installed is skipped with one warning, as ``MetricsLogger(sinks=...)`` does.
 
-    With no kind, the environment picks it (see :mod:`tplr_metrics.config.auto_sink`): W&B,
-    MLflow, TensorBoard, InfluxDB, else the local store. ``TPLR_METRICS_DISABLED=1`` gives a
+    With no kind, the ``log_store`` (or ``sinks``) of the TPLR_METRICS_SINKS_CONFIG file picks
+    it, else the environment (see :mod:`tplr_metrics.config.auto_sink`): W&B, MLflow,
+    TensorBoard, InfluxDB, else the local store. ``TPLR_METRICS_DISABLED=1`` gives a
     store that does nothing.
     """
     global _said_disabled
+    where = "open_log_store"
     if kind is None:
         key, detected, why = pick_sink()
         params = {**detected, **params}
         logger.info("LogStore: no sink kind named; %s, so %r", why, key)
+        if why.startswith(CONFIG_VARIABLE):
+            where = CONFIG_VARIABLE
     elif not isinstance(kind, str) or not kind.strip():
         raise ConfigurationError(f"open_log_store: kind must be a sink kind such as 'jsonl', not {kind!r}")
     else:
@@ -513,7 +517,7 @@ def open_log_store(
         check_params(key, get_factory(key), params)  # a bad config fails on every rank alike
         logger.info("LogStore: rank %s does not log (only rank 0 does unless all_ranks=True)", this_rank)
         return LogStore(None, logger_options=options)
-    sink, _ = resolve_destination({}, sinks=[{"kind": key, "params": params}])
+    sink, _ = resolve_destination({}, sinks=[{"kind": key, "params": params}], where=where)
     return LogStore(sink, logger_options=options)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tplr_metrics import ConfigurationError, MetricsLogger, open_log_store
+from tplr_metrics import ConfigurationError, MetricsLogger, WriteResult, open_log_store
 from tplr_metrics.sinks.jsonl import JsonlSink
 from tplr_metrics.sinks.local import LocalStoreSink
 from tplr_metrics.sinks.multiplex import MultiplexSink
@@ -226,3 +226,75 @@ def test_a_missing_extra_is_skipped_with_one_line_and_the_others_go_on(
     assert store_count(isolated_env / "metrics.sqlite") == 2
     assert any("points go to LocalStoreSink" in r.getMessage() for r in caplog.records)
     assert not (tmp_path / "tb").exists()
+
+
+def test_register_sink_as_a_decorator_on_a_class_and_a_function(tmp_path: Path) -> None:
+    try:
+
+        @register_sink("http-test")
+        class LineFileSink:
+            name = "http-test"
+
+            def __init__(self, path: str) -> None:
+                self.path = path
+
+            def write(self, points: object) -> WriteResult:
+                with open(self.path, "a", encoding="utf-8") as handle:
+                    for p in points:  # type: ignore[attr-defined]
+                        handle.write(json.dumps([p.measurement, p.fields]) + "\n")
+                return WriteResult.all_stored(len(points))  # type: ignore[arg-type]
+
+            def flush(self) -> None:
+                pass
+
+            def close(self) -> None:
+                pass
+
+        @register_sink("http-fn-test")
+        def http_fn(path: str) -> LineFileSink:
+            return LineFileSink(path)
+
+        assert LineFileSink.__name__ == "LineFileSink" and http_fn.__name__ == "http_fn"  # returned unchanged
+        for kind in ("http-test", "http-fn-test"):
+            store = open_log_store(kind, path=str(tmp_path / f"{kind}.jsonl"))
+            store.log_metrics({"loss": 0.5}, 3)
+            assert store.close(10)
+            assert read_lines(tmp_path / f"{kind}.jsonl") == [["metrics", {"loss": 0.5, "step": 3}]]
+        with pytest.raises(ConfigurationError, match="already registered"):
+            register_sink("http-test")(LineFileSink)
+    finally:
+        unregister_sink("http-test")
+        unregister_sink("http-fn-test")
+
+
+SERVER = {"url": "http://127.0.0.1:9"}
+
+
+@pytest.mark.parametrize(
+    ("kind", "params", "named"),
+    [
+        ("jsonl", {"log_dir": 3}, "param log_dir must be a string or a path, or None; got 3 (int)"),
+        ("local", {"path": ["x"]}, "param path must be a string, or None; got ['x'] (list)"),
+        ("local", {"busy_timeout_s": "soon"}, "param busy_timeout_s must be a number; got 'soon' (str)"),
+        ("tensorboard", {"flush_secs": "soon"}, "param flush_secs must be a number; got 'soon' (str)"),
+        ("tensorboard", {"log_dir": 3}, "param log_dir must be a string or a path, or None; got 3 (int)"),
+        ("wandb", {"tags": "a"}, "param tags must be a list, or None; got 'a' (str)"),
+        ("mlflow", {"copy_artifacts": "yes"}, "param copy_artifacts must be true or false; got 'yes' (str)"),
+        ("mlflow", {"tags": ["a"]}, "param tags must be a mapping, or None; got ['a'] (list)"),
+        ("influxdb", {**SERVER, "verify_ssl": "no"}, "param verify_ssl must be true or false, or None; got 'no'"),
+        ("influxdb", {**SERVER, "timeout_ms": "soon"}, "param timeout_ms must be an integer, or None; got 'soon'"),
+        ("influxdb-v1", {**SERVER, "database": 3}, "param database must be a string, or None; got 3 (int)"),
+        ("stdout", {"digits": True}, "param digits must be an integer; got True (bool)"),
+    ],
+)
+def test_a_param_of_the_wrong_type_is_one_line_naming_it(
+    kind: str, params: dict[str, object], named: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigurationError) as caught:
+        open_log_store(kind, **params)
+    assert str(caught.value).startswith(f"open_log_store: sink {kind!r}: {named}")
+    assert "\n" not in str(caught.value) and caught.type is ConfigurationError  # not a TypeError
+    with pytest.raises(ConfigurationError, match=rf"^sinks=: sink '{kind}': param "):  # the same through a config
+        MetricsLogger(sinks=[{"kind": kind, "params": params}])
+    assert list(tmp_path.iterdir()) == []  # nothing was created: no store, no log directory

@@ -120,4 +120,5 @@ def test_a_bad_flush_secs_is_one_clear_line(tmp_path: Path, value: object) -> No
     with pytest.raises(ConfigurationError) as caught:
         open_log_store("tensorboard", log_dir=str(tmp_path), flush_secs=value)
     message = str(caught.value)
-    assert f"flush_secs must be a positive number of seconds, not {value!r}" in message and "\n" not in message
+    # a wrong type is caught by the registry (param_types), a wrong value by the sink; both name it
+    assert "flush_secs must be a" in message and repr(value) in message and "\n" not in message

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tplr_metrics import ConfigurationError, open_log_store
+from tplr_metrics import ConfigurationError, MetricsLogger, open_log_store
 from tplr_metrics.cli import main
 from tplr_metrics.log_store import LogStore, LogStoreClosedError, detect_rank
 
@@ -390,3 +390,105 @@ def test_hyperparams_merge_deeply(tmp_path: Path) -> None:
         "optimizer": {"name": "adamw", "betas": [0.8, 0.9], "lr": 2e-4, "sched": {"kind": "cos", "warmup": 10}},
         "seed": 1,
     }
+
+
+def test_with_no_kind_the_config_files_log_store_key_picks(
+    no_picking_env: pytest.MonkeyPatch, tmp_path: Path, isolated_env: Path
+) -> None:
+    log_dir = tmp_path / "logs"
+    config = tmp_path / "evsys.yaml"
+    config.write_text(
+        "log_store:\n"
+        "  kind: multiplex\n"
+        "  params:\n"
+        "    children:\n"
+        f"      - {{kind: jsonl, params: {{log_dir: '{log_dir}'}}}}\n"
+        "      - {kind: local}\n"
+    )
+    no_picking_env.setenv("TPLR_METRICS_SINKS_CONFIG", str(config))
+    no_picking_env.setenv("WANDB_PROJECT", "p")  # the config file comes before the environment
+    store = open_log_store()
+    store({"train/loss": 0.5})
+    assert store.close(10)
+    (line,) = (log_dir / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(line)["metrics"] == {"train/loss": 0.5}
+    assert query(isolated_env / "metrics.sqlite", "SELECT count(*) FROM points WHERE measurement = 'metrics'") == [(1,)]
+    logger = MetricsLogger(flush_interval=50)  # the same file configures a plain logger
+    logger.log("m", {}, {"v": 1.0})
+    assert logger.close(10)
+    assert query(isolated_env / "metrics.sqlite", "SELECT count(*) FROM points WHERE measurement = 'm'") == [(1,)]
+
+    config.write_text("log_store:\n  kind: jsonl\n  params: {logdir: x}\n")
+    with pytest.raises(ConfigurationError, match=r"^TPLR_METRICS_SINKS_CONFIG: sink 'jsonl': unknown param logdir"):
+        open_log_store()
+    config.write_text("log_store: {kind: local}\nsinks: [local]\n")
+    with pytest.raises(ConfigurationError, match="'sinks' or 'log_store', not both"):
+        open_log_store()
+
+
+class FileStore:
+    """A user's own LogStore (the five methods, no Sink protocol): one JSON line per call."""
+
+    def __init__(self, path: str, fail: bool = False) -> None:
+        self.path, self.fail = path, fail
+
+    def _write(self, *call: Any) -> None:
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(call) + "\n")
+
+    def log_scalar(self, key: str, value: float, step: int) -> None:
+        self._write("log_scalar", key, value, step)
+
+    def log_metrics(self, metrics: dict[str, float], step: int, split: str = "train") -> None:
+        if self.fail:
+            raise RuntimeError("the user's store is down")
+        self._write("log_metrics", metrics, step, split)
+
+    def log_hyperparams(self, params: dict[str, Any]) -> None:
+        self._write("log_hyperparams", params)
+
+    def log_artifact(self, name: str, path: str) -> None:
+        self._write("log_artifact", name, path)
+
+    def close(self) -> None:
+        self._write("close")
+
+
+def test_a_users_log_store_class_plugs_in(tmp_path: Path, isolated_env: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from tplr_metrics.sinks.registry import register_sink, unregister_sink
+
+    register_sink("mine")(FileStore)
+    try:
+        out = tmp_path / "mine.jsonl"
+        store = open_log_store("mine", path=str(out))
+        store.log_hyperparams({"lr": 0.1})
+        store.log_metrics({"loss": 0.5}, 1)
+        store({"val/loss": 0.25}, step=2)
+        store.log_artifact("ckpt", "/ckpt/1.pt")
+        assert store.close(10)
+        calls = [json.loads(line) for line in out.read_text().splitlines()]
+        assert calls == [
+            ["log_hyperparams", {"lr": 0.1}],
+            ["log_metrics", {"loss": 0.5}, 1, "train"],
+            ["log_metrics", {"val/loss": 0.25}, 2, "val"],
+            ["log_artifact", "ckpt", "/ckpt/1.pt"],
+            ["close"],
+        ]
+
+        # A multiplex child, and one that raises: the loop goes on, the sibling gets every point.
+        caplog.set_level("WARNING", logger="tplr_metrics")
+        failing = tmp_path / "failing.jsonl"
+        children = [{"kind": "mine", "params": {"path": str(failing), "fail": True}}, {"kind": "local"}]
+        store = open_log_store("multiplex", children=children)
+        for step in range(5):
+            store.log_metrics({"loss": 1.0 / (step + 1)}, step)  # never raises into the loop
+        assert store.close(10) is False  # False: points were refused (by the raising store), see stats()
+        assert query(isolated_env / "metrics.sqlite", "SELECT count(*) FROM points WHERE measurement = 'metrics'") == [
+            (5,)
+        ]
+        assert store.stats()["rejected"] == {"log_store_error": 5}
+        warned = [r.getMessage() for r in caplog.records if "the user's store is down" in r.getMessage()]
+        assert len(warned) == 1 and "FileStore.log_metrics raised RuntimeError" in warned[0], warned
+        assert failing.read_text().splitlines() == ['["close"]']
+    finally:
+        unregister_sink("mine")

@@ -1,6 +1,8 @@
 """Which sink ``open_log_store()`` builds when no kind is named: the one the environment already
 points at, in this order (the first that applies wins):
 
+0. ``TPLR_METRICS_SINKS_CONFIG``: the file's ``log_store: {kind, params}`` (or its ``sinks``
+   list, as a ``multiplex`` when it names several);
 1. ``WANDB_PROJECT`` or ``WANDB_MODE`` set: ``wandb`` (offline unless WANDB_MODE says otherwise);
 2. ``MLFLOW_TRACKING_URI``: ``mlflow`` at that URI;
 3. ``TENSORBOARD_LOGDIR``: ``tensorboard`` with that log_dir;
@@ -16,6 +18,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from ..sinks.registry import split_spec
+from .destinations import CONFIG_VARIABLE, load_sinks_config
 from .settings import server_configured
 
 DISABLED_VARIABLE = "TPLR_METRICS_DISABLED"
@@ -35,6 +39,15 @@ def disabled(environ: Mapping[str, str] | None = None) -> bool:
 def pick_sink(environ: Mapping[str, str] | None = None) -> tuple[str, dict[str, Any], str]:
     """(kind, params, why) for the environment; ``why`` names the variable that decided."""
     environ = os.environ if environ is None else environ
+    config = _set(environ, CONFIG_VARIABLE)
+    if config:
+        specs = load_sinks_config(config)
+        why = f"{CONFIG_VARIABLE} names it"
+        if len(specs) > 1:
+            return "multiplex", {"children": specs}, why
+        spec = split_spec(specs[0], CONFIG_VARIABLE)
+        if isinstance(spec, tuple):  # a file names kinds; a Sink object cannot come from one
+            return spec[0], spec[1], why
     for name in ("WANDB_PROJECT", "WANDB_MODE"):
         if _set(environ, name):
             return "wandb", {}, f"{name} is set"

@@ -5,7 +5,7 @@ In order:
 * ``sinks=[...]``: kind names (``"influxdb"``, ``"local"``, ``"jsonl"``, ...), ``{"kind": ...,
   "params": {...}}`` mappings, or Sink objects;
 * ``TPLR_METRICS_SINKS_CONFIG``: a TOML, YAML or JSON file (or inline JSON) with a ``sinks`` list
-  of ``{kind, params}`` tables;
+  of ``{kind, params}`` tables, or one ``log_store: {kind, params}`` table;
 * ``TPLR_METRICS_SINKS=influxdb,local``: kind names with their default params;
 * otherwise the configured InfluxDB server (url/host argument, INFLUXDB_URL/INFLUXDB_HOST), and
   with no server configured the local store at ``$TPLR_METRICS_HOME/metrics.sqlite``, so a
@@ -48,6 +48,8 @@ logger = logging.getLogger("tplr_metrics")
 SINK_NAMES = ("influxdb", "influxdb-v1", "local", "jsonl", "mlflow", "multiplex", "stdout", "tensorboard", "wandb")
 SINKS_VARIABLE = "TPLR_METRICS_SINKS"
 CONFIG_VARIABLE = "TPLR_METRICS_SINKS_CONFIG"
+LOG_STORE_KEY = "log_store"
+TOP_LEVEL_KEYS = ("sinks", LOG_STORE_KEY)
 _INFLUX_KINDS = ("influxdb", "influxdb-v1")
 
 
@@ -60,7 +62,8 @@ def sink_names_from_env(environ: Mapping[str, str]) -> list[str]:
 
 
 def parse_sinks_config(text: str, suffix: str, where: str) -> list[SinkSpec]:
-    """The ``sinks`` list of a TOML (``[[sinks]]``), YAML or JSON document."""
+    """The ``sinks`` list of a TOML (``[[sinks]]``), YAML or JSON document, or its one
+    ``log_store: {kind, params}`` (the evsys-style key) as a list of one."""
     suffix = suffix.lower()
     try:
         if suffix == ".toml":
@@ -87,9 +90,20 @@ def parse_sinks_config(text: str, suffix: str, where: str) -> list[SinkSpec]:
     except Exception as exc:  # each parser has its own error type; all mean "not a valid file"
         raise ConfigurationError(f"{where}: not valid {suffix.lstrip('.').upper()}: {exc}") from None
     if isinstance(data, Mapping):
-        extra = sorted(str(k) for k in data if k != "sinks")
+        extra = sorted(str(k) for k in data if k not in TOP_LEVEL_KEYS)
         if extra:
-            raise ConfigurationError(f"{where}: unknown top-level key(s) {', '.join(extra)} (expected: sinks)")
+            raise ConfigurationError(
+                f"{where}: unknown top-level key(s) {', '.join(extra)} (expected: sinks, or log_store)"
+            )
+        if "sinks" in data and LOG_STORE_KEY in data:
+            raise ConfigurationError(f"{where}: give 'sinks' or 'log_store', not both")
+        if LOG_STORE_KEY in data:
+            store = data[LOG_STORE_KEY]
+            if not isinstance(store, (str, Mapping)):
+                raise ConfigurationError(
+                    f"{where}: log_store must be a {{kind, params}} table or a kind name, not {store!r}"
+                )
+            return [store]
         data = data.get("sinks")
     if not isinstance(data, list) or not data:
         raise ConfigurationError(f"{where}: expected a non-empty 'sinks' list of {{kind, params}}")
@@ -126,14 +140,16 @@ def resolve_destination(
     server_args: Mapping[str, Any],
     sinks: Sequence[str | Sink | Mapping[str, Any]] | None = None,
     environ: Mapping[str, str] | None = None,
+    where: str = "sinks=",
 ) -> tuple[Sink, ServerSettings | None]:
-    """The sink for a logger built with these server arguments, and the server it talks to."""
+    """The sink for a logger built with these server arguments, and the server it talks to
+    (``where`` names what gave ``sinks`` in error messages)."""
     environ = os.environ if environ is None else environ
     chosen: list[Any]
     if sinks:
         if isinstance(sinks, (str, Mapping)):
             sinks = [sinks]
-        chosen, where = list(sinks), "sinks="
+        chosen = list(sinks)
     else:
         names = sink_names_from_env(environ)
         config = (environ.get(CONFIG_VARIABLE) or "").strip()
@@ -197,6 +213,7 @@ def resolve_destination(
 
 __all__ = [
     "CONFIG_VARIABLE",
+    "LOG_STORE_KEY",
     "SINKS_VARIABLE",
     "SINK_NAMES",
     "load_sinks_config",

@@ -3,7 +3,8 @@
 A sink is anything with the :class:`~tplr_metrics.sinks.base.Sink` protocol: a ``name``, and
 ``write(points) -> WriteResult`` (never raising), ``flush()`` and ``close()``; ``start_run(RunInfo)``
 and ``end_run(status)`` are optional hooks. A *factory* builds one from keyword params (a class
-is a factory). A kind is resolved in this order:
+is a factory); a factory that builds a LogStore of the user's instead (the five ``log_*``/``close``
+methods) gets it wrapped as a sink (:mod:`tplr_metrics.sinks.user_store`). A kind is resolved in this order:
 
 1. the built-ins (``influxdb``, ``influxdb-v1``, ``local``, ``jsonl``, ``mlflow``,
    ``multiplex``, ``stdout``, ``tensorboard``, ``wandb``), whose modules are imported only when that kind is built;
@@ -28,10 +29,12 @@ import inspect
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from ..config.settings import ConfigurationError, ServerSettings
 from .base import Sink
+from .param_types import check_param_types
+from .user_store import LOG_STORE_METHODS, UserStoreSink, is_log_store
 
 logger = logging.getLogger("tplr_metrics")
 
@@ -100,15 +103,44 @@ def normalize_kind(kind: str) -> str:
 # --- registration and discovery ----------------------------------------------------------------
 
 
-def register_sink(kind: str, factory: SinkFactory, *, replace: bool = False) -> None:
-    """Make ``kind`` build sinks with ``factory`` in this process (built-in names are reserved)."""
+_F = TypeVar("_F", bound=SinkFactory)
+
+
+@overload
+def register_sink(kind: str, factory: None = None, *, replace: bool = False) -> Callable[[_F], _F]: ...
+@overload
+def register_sink(kind: str, factory: SinkFactory, *, replace: bool = False) -> SinkFactory: ...
+def register_sink(
+    kind: str, factory: SinkFactory | None = None, *, replace: bool = False
+) -> SinkFactory | Callable[[_F], _F]:
+    """Make ``kind`` build sinks with ``factory`` in this process (built-in names are reserved).
+
+    ``register_sink("kafka", KafkaSink)``, or as a decorator on the class or factory function:
+    ``@register_sink("kafka")``; either form returns the factory unchanged."""
+    key = _check_kind(kind)
+    if factory is None:
+
+        def decorate(target: _F) -> _F:
+            _register(key, target, replace)
+            return target
+
+        return decorate
+    _register(key, factory, replace)
+    return factory
+
+
+def _check_kind(kind: object) -> str:
     if not isinstance(kind, str) or not normalize_kind(kind):
         raise ConfigurationError(f"a sink kind must be a non-empty string, not {kind!r}")
-    if not callable(factory):
-        raise ConfigurationError(f"the factory for sink {kind!r} must be callable, not {factory!r}")
     key = normalize_kind(kind)
     if key in _BUILTINS:
         raise ConfigurationError(f"sink kind {key!r} is built in; pick another name")
+    return key
+
+
+def _register(key: str, factory: SinkFactory, replace: bool) -> None:
+    if not callable(factory):
+        raise ConfigurationError(f"the factory for sink {key!r} must be callable, not {factory!r}")
     with _lock:
         if key in _registered and not replace:
             raise ConfigurationError(f"sink kind {key!r} is already registered (pass replace=True to replace it)")
@@ -212,7 +244,8 @@ def factory_params(factory: SinkFactory) -> tuple[list[str], list[str], bool]:
 
 
 def check_params(kind: str, factory: SinkFactory, params: Mapping[str, Any]) -> None:
-    """Unknown or missing params are a ConfigurationError naming them."""
+    """Unknown or missing params, and values of a type the factory's annotations rule out, are a
+    ConfigurationError naming them."""
     accepted, required, var_keyword = factory_params(factory)
     takes = ", ".join(accepted) or "no params"
     unknown = sorted(k for k in params if k not in accepted and k not in _INJECTED)
@@ -223,6 +256,7 @@ def check_params(kind: str, factory: SinkFactory, params: Mapping[str, Any]) -> 
     if missing:
         plural = "s" if len(missing) > 1 else ""
         raise ConfigurationError(f"sink {kind!r}: missing param{plural} {', '.join(missing)} (it takes: {takes})")
+    check_param_types(kind, factory, params)
 
 
 def create_sink(kind: str, /, environ: Mapping[str, str] | None = None, **params: Any) -> Sink:
@@ -242,9 +276,12 @@ def create_sink(kind: str, /, environ: Mapping[str, str] | None = None, **params
         raise SinkUnavailableError(key, f"sink {key!r} cannot be built here: {exc}") from None
     except (TypeError, ValueError) as exc:
         raise ConfigurationError(f"sink {key!r}: {exc}") from None
+    if not isinstance(sink, Sink) and is_log_store(sink):
+        sink = UserStoreSink(key, sink)  # a LogStore of the user's: each point goes back to it as its call
     if not isinstance(sink, Sink):
         raise ConfigurationError(
-            f"sink {key!r}: its factory returned {type(sink).__name__}, which lacks name/write/flush/close"
+            f"sink {key!r}: its factory returned {type(sink).__name__}, which is neither a Sink"
+            f" (name/write/flush/close) nor a LogStore ({'/'.join(LOG_STORE_METHODS)})"
         )
     return sink
 
@@ -334,7 +371,7 @@ def influxdb_sink(
     *,
     url: str | None = None,
     host: str | None = None,
-    port: int | None = None,
+    port: int | str | None = None,
     database: str | None = None,
     bucket: str | None = None,
     token: str | None = None,
@@ -360,7 +397,7 @@ def influxdb_v1_sink(
     *,
     url: str | None = None,
     host: str | None = None,
-    port: int | None = None,
+    port: int | str | None = None,
     database: str | None = None,
     token: str | None = None,
     username: str | None = None,
