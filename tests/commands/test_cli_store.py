@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tplr_metrics import MetricsLogger
+from tplr_metrics import MetricsLogger, open_log_store
 from tplr_metrics.cli import main
 from tplr_metrics.commands import watch as watch_command
 from tplr_metrics.commands.replay import render_bar
@@ -106,6 +106,42 @@ def test_runs_run_id_gives_measurements_and_counts(filled: dict[str, Any], capsy
     ]
     code, out, _ = cli(capsys, "runs", "--run-id", "aaaa-miner")
     assert code == 0 and "Mloss" in out and "MEASUREMENT" in out
+
+
+def test_runs_have_names_shown_and_accepted_by_run_id(filled: dict[str, Any], capsys: Any) -> None:
+    """A run is named by the logger's run_name (default role/uid); runs shows the name, and
+    --run-id takes it when one run has it (an ambiguous name is exit 2, naming the runs)."""
+    named = MetricsLogger(role="miner", uid=1, runtime_id="cccc-named", run_name="lr-sweep-3")
+    named.log("loss", {}, {"loss": 1.0})
+    assert named.close(10)
+    twin = MetricsLogger(role="miner", uid=1, runtime_id="dddd-twin")  # a second miner/1
+    assert twin.close(10)
+    code, out, _ = cli(capsys, "runs", "--json")
+    assert [(r["run_id"], r["name"]) for r in json.loads(out)] == [
+        ("dddd-twin", "miner/1"),
+        ("cccc-named", "lr-sweep-3"),
+        ("bbbb-validator", "validator/9"),
+        ("aaaa-miner", "miner/1"),
+    ]
+    code, out, _ = cli(capsys, "runs")
+    assert out.splitlines()[0].split()[:4] == ["RUN", "ID", "NAME", "ROLE"] and "lr-sweep-3" in out
+    code, out, _ = cli(capsys, "runs", "--run-id", "lr-sweep-3", "--json")
+    assert code == 0 and json.loads(out)["run_id"] == "cccc-named"
+    code, out, _ = cli(capsys, "export", "--run-id", "validator/9")
+    assert code == 0 and len(out.splitlines()) == 302
+    code, out, err = cli(capsys, "runs", "--run-id", "miner/1")
+    assert code == 2 and not out
+    assert err.strip() == (
+        "tplr-metrics runs: run name 'miner/1' is ambiguous: 2 runs have it (aaaa-miner, dddd-twin); give a run id"
+    )
+
+
+def test_open_log_store_takes_a_run_name(isolated_env: Path, capsys: Any) -> None:
+    store = open_log_store("local", run_name="baseline")
+    store.log_metrics({"loss": 1.0}, 0)
+    assert store.close(10)
+    code, out, _ = cli(capsys, "runs", "--run-id", "baseline", "--json")
+    assert code == 0 and json.loads(out)["run_id"] == store.run_id
 
 
 @pytest.mark.parametrize(

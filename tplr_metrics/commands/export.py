@@ -52,7 +52,7 @@ def register(subparsers: Any) -> None:
 
 def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--run-id", metavar="ID", help="one run: its run_id, its id from runs --json, or a unique prefix"
+        "--run-id", metavar="ID", help="one run: its run_id, its id from runs --json, its name, or a unique prefix"
     )
     parser.add_argument(
         "--measurement", action="append", metavar="NAME", help="only this measurement (repeat for several)"

@@ -44,6 +44,7 @@ RUN_COLUMNS = [
     "config",
     "started_at_ns",
     "ended_at_ns",
+    "name",  # last: scripts reading columns by position keep working
 ]
 
 
@@ -58,7 +59,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--since", type=parse_duration, metavar="DURATION", help="started within, e.g. 30m, 24h, 7d")
     parser.add_argument("--limit", type=positive_int, default=20, metavar="N", help="at most N runs (default 20)")
     parser.add_argument(
-        "--run-id", metavar="ID", help="one run: its run_id, its id from runs --json, or a unique prefix"
+        "--run-id", metavar="ID", help="one run: its run_id, its id from runs --json, its name, or a unique prefix"
     )
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print JSON")
@@ -107,6 +108,7 @@ def _print_runs(args: argparse.Namespace, runs: list[dict[str, Any]]) -> int:
             (
                 [
                     r["run_id"],
+                    r["name"] or "-",
                     r["role"] or "-",
                     r["uid"] or "-",
                     r["status"],
@@ -116,7 +118,7 @@ def _print_runs(args: argparse.Namespace, runs: list[dict[str, Any]]) -> int:
                 ]
                 for r in runs
             ),
-            ["RUN ID", "ROLE", "UID", "STATUS", "STARTED", "DURATION", "POINTS"],
+            ["RUN ID", "NAME", "ROLE", "UID", "STATUS", "STARTED", "DURATION", "POINTS"],
         )
     return 0
 
@@ -151,7 +153,8 @@ def _print_one(args: argparse.Namespace, store: Store) -> int:
         for r in runs:
             ended = local_time(r["ended_at_ns"]) if r["ended_at_ns"] else "-"
             print(
-                f"run {r['run_id']}  role={r['role'] or '-'} uid={r['uid'] or '-'} status={r['status']}  "
+                f"run {r['run_id']}  name={r['name'] or '-'} role={r['role'] or '-'} uid={r['uid'] or '-'} "
+                f"status={r['status']}  "
                 f"started {local_time(r['started_at_ns'])}  ended {ended}  points {r['points']}"
             )
         print()

@@ -39,7 +39,9 @@ def register(subparsers: Any) -> None:
     )
     target = parser.add_mutually_exclusive_group()
     target.add_argument(
-        "--run-id", metavar="ID", help="follow this run: its run_id, its id from runs --json, or a unique prefix"
+        "--run-id",
+        metavar="ID",
+        help="follow this run: its run_id, its id from runs --json, its name, or a unique prefix",
     )
     target.add_argument("--all", action="store_true", help="follow every run")
     parser.add_argument("--measurement", action="append", metavar="NAME", help="only this measurement (repeatable)")
