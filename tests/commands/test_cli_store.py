@@ -144,6 +144,28 @@ def test_open_log_store_takes_a_run_name(isolated_env: Path, capsys: Any) -> Non
     assert code == 0 and json.loads(out)["run_id"] == store.run_id
 
 
+def test_runs_run_id_counts_a_log_stores_metrics_per_split(isolated_env: Path, capsys: Any) -> None:
+    store = open_log_store("local", run_name="splits", logger_options={"prefix": "X"})
+    store.log_hyperparams({"lr": 0.1})
+    for step in range(5):
+        store.log_metrics({"loss": 1.0 / (step + 1)}, step)
+        if step % 2 == 0:
+            store.log_metrics({"loss": 2.0}, step, split="val")
+    store({"test/acc": 0.9})
+    assert store.close(10)
+    code, out, _ = cli(capsys, "runs", "--run-id", "splits", "--json")
+    one = json.loads(out)
+    assert code == 0 and one["splits"] == [
+        {"split": "test", "points": 1},
+        {"split": "train", "points": 5},
+        {"split": "val", "points": 3},
+    ]
+    assert [(m["measurement"], m["points"]) for m in one["measurements"]] == [("Xhyperparams", 1), ("Xmetrics", 9)]
+    code, out, _ = cli(capsys, "runs", "--run-id", "splits")
+    table = out.split("SPLIT")[1].split()
+    assert code == 0 and table == ["POINTS", "test", "1", "train", "5", "val", "3"]
+
+
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [

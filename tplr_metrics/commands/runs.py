@@ -7,6 +7,7 @@ import sys
 import time
 from typing import Any
 
+from ..encoding import log_points
 from ..store.database import Store, StoreError
 from . import CommandError
 from ._store_cli import (
@@ -53,7 +54,7 @@ def register(subparsers: Any) -> None:
         "runs",
         help="list the most recent runs in the local store",
         description="List the most recent runs (one per logger) in the local store, newest first; "
-        "with --run-id, that run's measurements and point counts.",
+        "with --run-id, that run's measurements and point counts (and its metrics' per split).",
     )
     parser.add_argument("--role", help="only runs of this role (miner, validator, evaluator, ...)")
     parser.add_argument("--since", type=parse_duration, metavar="DURATION", help="started within, e.g. 30m, 24h, 7d")
@@ -128,6 +129,8 @@ def _print_one(args: argparse.Namespace, store: Store) -> int:
     ids = [r.id for r in rows]
     counts = store.point_counts(ids)
     measurements = store.measurements(ids)
+    metrics = sorted({r.prefix + log_points.METRICS for r in rows})  # what log_metrics writes
+    splits = store.split_counts(ids, metrics)
     runs = [run_dict(r, counts.get(r.id, 0)) for r in rows]
     listing: list[dict[str, Any]] = [
         {
@@ -145,6 +148,7 @@ def _print_one(args: argparse.Namespace, store: Store) -> int:
                 "runs": runs,
                 "points": sum(counts.values()),
                 "measurements": listing,
+                "splits": [{"split": split, "points": n} for split, n in splits.items()],
             }
         )
     elif args.csv:
@@ -165,4 +169,7 @@ def _print_one(args: argparse.Namespace, store: Store) -> int:
             ),
             ["MEASUREMENT", "POINTS", "FIRST", "LAST"],
         )
+        if splits:
+            print()
+            print_table(([split, str(n)] for split, n in splits.items()), ["SPLIT", "POINTS"])
     return 0

@@ -753,6 +753,21 @@ class Store:
         )
         return [MeasurementCount(m, int(n), int(first), int(last)) for m, n, first, last in rows]
 
+    def split_counts(self, runs: Sequence[int], measurements: Sequence[str]) -> dict[str, int]:
+        """Points per ``split`` tag among these runs' points of these measurements (a LogStore's
+        metrics), read along the index ``(run, measurement)``."""
+        if not runs or not measurements:
+            return {}
+        run_marks = ",".join("?" * len(runs))
+        measurement_marks = ",".join("?" * len(measurements))
+        rows = self._read(
+            "SELECT json_extract(tags, '$.split') AS split, count(*) FROM points"
+            f" WHERE run IN ({run_marks}) AND measurement IN ({measurement_marks}) AND split IS NOT NULL"
+            " GROUP BY split ORDER BY split",
+            [*runs, *measurements],
+        )
+        return {str(split): int(n) for split, n in rows}
+
     def count_points(self, selection: PointFilter) -> int:
         where, params = selection.where()
         return int(self._read(f"SELECT count(*) FROM points{where}", params)[0][0])
