@@ -166,6 +166,45 @@ def test_runs_run_id_counts_a_log_stores_metrics_per_split(isolated_env: Path, c
     assert code == 0 and table == ["POINTS", "test", "1", "train", "5", "val", "3"]
 
 
+def test_tag_filters_runs_export_replay_and_watch(
+    filled: dict[str, Any],
+    capsys: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    influx1: InfluxDB1,
+    unique_db: str,
+) -> None:
+    """--tag KEY=VALUE (repeatable, all must hold): the points whose tag KEY is VALUE, or the runs
+    having such points; a filter that matches nothing is said on stderr."""
+    code, out, _ = cli(capsys, "export", "--tag", "window=1")
+    assert code == 0 and len(out.splitlines()) == 32  # 1 miner loss, 30 scores, 1 timing
+    assert all(json.loads(line)["tags"]["window"] == "1" for line in out.splitlines())
+    code, out, _ = cli(capsys, "export", "--run-id", "aaaa", "--tag", "window=1", "--format", "lp")
+    assert code == 0 and len(out.splitlines()) == 1 and out.startswith("Mloss,")
+    code, out, _ = cli(capsys, "export", "--tag", "window=1", "--tag", "eval_uid=3")
+    assert code == 0 and [json.loads(line)["fields"]["final_score"] for line in out.splitlines()] == [33 / 300]
+    code, out, err = cli(capsys, "export", "--tag", "window=99")
+    assert code == 1 and not out and "no points matched --tag window=99" in err
+    code, out, _ = cli(capsys, "runs", "--tag", "eval_uid=3", "--json")
+    assert code == 0 and [(r["run_id"], r["points"]) for r in json.loads(out)] == [("bbbb-validator", 302)]
+    code, out, err = cli(capsys, "runs", "--tag", "phase=train")
+    assert code == 0 and not out and err.strip().startswith("tplr-metrics runs: no runs match --tag phase=train in ")
+    code, out, _ = cli(capsys, "runs", "--run-id", "bbbb", "--tag", "window=1", "--json")
+    one = json.loads(out)
+    assert one["points"] == 31
+    assert [(m["measurement"], m["points"]) for m in one["measurements"]] == [("Vtiming", 1), ("Vvalidator_scores", 30)]
+    code, out, err = cli(capsys, "export", "--tag", "window")
+    assert code == 2 and "'window' is not KEY=VALUE" in err
+    code, out, _ = watch_one_poll(
+        monkeypatch, capsys, "--run-id", "bbbb", "--tag", "window=2", "--last", "400", "--json"
+    )
+    assert code == 0 and len(out.splitlines()) == 31
+    assert {json.loads(line)["tags"]["window"] for line in out.splitlines()} == {"2"}
+    monkeypatch.setenv("INFLUXDB_URL", influx1.url)
+    code, out, err = cli(capsys, "replay", "--tag", "window=1", "--api", "v1", "--database", unique_db, "--json")
+    assert code == 0, err
+    assert json.loads(out)["written"] == 32 and influx1.count("Vvalidator_scores", "final_score", unique_db) == 30
+
+
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [

@@ -90,6 +90,30 @@ def parse_time(text: str) -> int:
     return int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1_000
 
 
+def parse_tag(text: str) -> tuple[str, str]:
+    """'KEY=VALUE' (argparse type): a point's tag KEY must be VALUE."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE (e.g. --tag phase=train)")
+    if '"' in key:
+        raise argparse.ArgumentTypeError(f"{text!r}: a tag key with a double quote cannot be matched")
+    return key.strip(), value
+
+
+def add_tag_argument(parser: argparse.ArgumentParser, what: str = "points") -> None:
+    parser.add_argument(
+        "--tag",
+        action="append",
+        type=parse_tag,
+        metavar="KEY=VALUE",
+        help=f"only {what} whose tag KEY is VALUE (repeat: all must hold)",
+    )
+
+
+def described_tags(tags: Sequence[tuple[str, str]] | None) -> list[str]:
+    return [f"--tag {key}={value}" for key, value in tags or ()]
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)

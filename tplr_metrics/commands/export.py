@@ -18,6 +18,8 @@ from ..store.database import PointFilter, Store, StoredPoint, StoreError
 from . import CommandError
 from ._store_cli import (
     add_store_argument,
+    add_tag_argument,
+    described_tags,
     iso,
     open_output,
     open_store,
@@ -59,11 +61,14 @@ def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--since", type=parse_time, metavar="WHEN", help="from: a duration ago (24h) or a time (ISO)")
     parser.add_argument("--until", type=parse_time, metavar="WHEN", help="before: a duration ago or a time (ISO)")
+    add_tag_argument(parser)
 
 
 def selection(args: argparse.Namespace, store: Store) -> PointFilter:
     runs = [r.id for r in select_run(store, args.run_id)] if args.run_id else None
-    return PointFilter(runs=runs, measurements=args.measurement, since_ns=args.since, until_ns=args.until)
+    return PointFilter(
+        runs=runs, measurements=args.measurement, since_ns=args.since, until_ns=args.until, tags=args.tag
+    )
 
 
 @survives_closed_pipe
@@ -84,16 +89,17 @@ def run(args: argparse.Namespace) -> int:
             raise store_error(exc) from None
     if n == 0:
         # A typo in --measurement or --run-id must not look like a successful empty export.
-        raise CommandError(f"no points matched {_described(args)} in {store_path(args)}", 1)
+        raise CommandError(f"no points matched {described(args)} in {store_path(args)}", 1)
     if args.output and args.output != "-":
         print(f"exported {n} points to {args.output}", file=sys.stderr)
     return 0
 
 
-def _described(args: argparse.Namespace) -> str:
+def described(args: argparse.Namespace) -> str:
     parts = [f"--run-id {args.run_id}"] if args.run_id else []
     parts += [f"--measurement {m}" for m in args.measurement or ()]
     parts += [f"--{name} {iso(getattr(args, name))}" for name in ("since", "until") if getattr(args, name) is not None]
+    parts += described_tags(args.tag)
     return " ".join(parts) or "(the store has no points)"
 
 

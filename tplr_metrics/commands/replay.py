@@ -41,7 +41,7 @@ from ._store_cli import (
     store_error,
     survives_closed_pipe,
 )
-from .export import add_selection_arguments, selection
+from .export import add_selection_arguments, described, selection
 
 
 def register(subparsers: Any) -> None:
@@ -107,8 +107,10 @@ class _AsStored(PointBuilder):
 def run(args: argparse.Namespace) -> int:
     if args.spool is not None:
         return _replay_spool(args)
-    if not (args.all or args.run_id or args.since is not None or args.until is not None or args.measurement):
-        raise CommandError("say what to replay: --run-id ID, --since/--until, --measurement, or --all", 2)
+    if not (
+        args.all or args.run_id or args.since is not None or args.until is not None or args.measurement or args.tag
+    ):
+        raise CommandError("say what to replay: --run-id ID, --since/--until, --measurement, --tag, or --all", 2)
     try:
         server = resolve_server(url=args.url, database=args.database, org=args.org, api=args.api)
     except ConfigurationError as exc:
@@ -117,6 +119,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             chosen = selection(args, store)
             total = store.count_points(chosen)
+            if total == 0:
+                print(f"tplr-metrics replay: no points matched {described(args)} in {store.path}", file=sys.stderr)
             sink = build_influx_sink(server)
             stats = PipelineStats()
             retry_ms = int(args.retry_seconds * 1000)

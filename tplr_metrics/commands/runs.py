@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
 from typing import Any
@@ -12,6 +13,8 @@ from ..store.database import Store, StoreError
 from . import CommandError
 from ._store_cli import (
     add_store_argument,
+    add_tag_argument,
+    described_tags,
     human_duration,
     local_time,
     open_store,
@@ -59,6 +62,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--role", help="only runs of this role (miner, validator, evaluator, ...)")
     parser.add_argument("--since", type=parse_duration, metavar="DURATION", help="started within, e.g. 30m, 24h, 7d")
     parser.add_argument("--limit", type=positive_int, default=20, metavar="N", help="at most N runs (default 20)")
+    add_tag_argument(parser, "runs with a point")
     parser.add_argument(
         "--run-id", metavar="ID", help="one run: its run_id, its id from runs --json, its name, or a unique prefix"
     )
@@ -82,7 +86,13 @@ def run(args: argparse.Namespace) -> int:
             if args.run_id:
                 return _print_one(args, store)
             since_ns = None if args.since is None else time.time_ns() - int(args.since * 1e9)
-            rows = store.runs(role=args.role, since_ns=since_ns, limit=args.limit)
+            if args.tag:  # newest first, each run asked along its own index until enough match
+                tagged = (
+                    r for r in store.runs(role=args.role, since_ns=since_ns) if store.has_tagged_points(r.id, args.tag)
+                )
+                rows = list(itertools.islice(tagged, args.limit))
+            else:
+                rows = store.runs(role=args.role, since_ns=since_ns, limit=args.limit)
             counts = store.point_counts([r.id for r in rows])
         except StoreError as exc:
             raise store_error(exc) from None
@@ -93,6 +103,7 @@ def _print_runs(args: argparse.Namespace, runs: list[dict[str, Any]]) -> int:
     filters = " ".join(
         ([f"--role {args.role}"] if args.role is not None else [])
         + ([f"--since {human_duration(args.since)}"] if args.since is not None else [])
+        + described_tags(args.tag)
     )
     if not runs and filters:
         # An empty listing is a fine answer, but say it is the filter's (exit 0, stdout stays parseable).
@@ -127,10 +138,15 @@ def _print_runs(args: argparse.Namespace, runs: list[dict[str, Any]]) -> int:
 def _print_one(args: argparse.Namespace, store: Store) -> int:
     rows = select_run(store, args.run_id)
     ids = [r.id for r in rows]
-    counts = store.point_counts(ids)
-    measurements = store.measurements(ids)
+    counts = store.point_counts(ids, args.tag)
+    measurements = store.measurements(ids, args.tag)
     metrics = sorted({r.prefix + log_points.METRICS for r in rows})  # what log_metrics writes
-    splits = store.split_counts(ids, metrics)
+    splits = store.split_counts(ids, metrics, args.tag)
+    if args.tag and not measurements:
+        print(
+            f"tplr-metrics runs: run {rows[0].run_id} has no points with {' '.join(described_tags(args.tag))}",
+            file=sys.stderr,
+        )
     runs = [run_dict(r, counts.get(r.id, 0)) for r in rows]
     listing: list[dict[str, Any]] = [
         {

@@ -374,6 +374,7 @@ class PointFilter:
     measurements: Sequence[str] | None = None
     since_ns: int | None = None
     until_ns: int | None = None
+    tags: Sequence[tuple[str, str]] | None = None  # (key, value): the point's tag key is value
 
     def where(self) -> tuple[str, list[Any]]:
         clauses: list[str] = []
@@ -390,7 +391,24 @@ class PointFilter:
         if self.until_ns is not None:
             clauses.append("time_ns < ?")
             params.append(self.until_ns)
+        tag_sql, tag_params = tag_clauses(self.tags)
+        clauses.extend(tag_sql)
+        params.extend(tag_params)
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def tag_clauses(tags: Sequence[tuple[str, str]] | None) -> tuple[list[str], list[Any]]:
+    """``tags = {key: value}`` tests of a point's JSON tags: read on rows an index found."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    for key, value in tags or ():
+        clauses.append("json_extract(tags, ?) = ?")
+        params.extend((f'$."{key}"', value))
+    return clauses, params
+
+
+def _and(clauses: Sequence[str]) -> str:
+    return "".join(" AND " + c for c in clauses)
 
 
 class _PointClauses:
@@ -414,7 +432,8 @@ class _PointClauses:
         if s.until_ns is not None:
             clauses.append("+time_ns < ?")
             params.append(s.until_ns)
-        return "".join(" AND " + c for c in clauses), params
+        tag_sql, tag_params = tag_clauses(s.tags)
+        return _and([*clauses, *tag_sql]), [*params, *tag_params]
 
 
 def _per_measurement(measurements: Sequence[str] | None) -> list[tuple[str, list[Any]]]:
@@ -721,6 +740,11 @@ class Store:
             raise ValueError(f"run id {run_id!r} is ambiguous: it starts {len(ids)} runs ({shown})")
         return [_run_row(r) for r in rows]
 
+    def has_tagged_points(self, run: int, tags: Sequence[tuple[str, str]]) -> bool:
+        """Whether a run (runs.id) has a point with these tags: its own rows, along its index."""
+        tag_sql, tag_params = tag_clauses(tags)
+        return bool(self._read(f"SELECT 1 FROM points WHERE run = ?{_and(tag_sql)} LIMIT 1", [run, *tag_params]))
+
     def runs_named(self, name: str) -> list[RunRow]:
         """The rows whose name is exactly ``name`` (along the index on names)."""
         return [_run_row(r) for r in self._read(f"SELECT {_RUN_COLUMNS} FROM runs WHERE name = ? ORDER BY id", (name,))]
@@ -731,40 +755,50 @@ class Store:
         marks = ",".join("?" * len(ids))
         return [_run_row(r) for r in self._read(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id IN ({marks})", ids)]
 
-    def point_counts(self, runs: Sequence[int]) -> dict[int, int]:
-        """Points per run (runs.id), for the runs given."""
+    def point_counts(self, runs: Sequence[int], tags: Sequence[tuple[str, str]] | None = None) -> dict[int, int]:
+        """Points per run (runs.id), for the runs given (only points with these tags)."""
         if not runs:
             return {}
         marks = ",".join("?" * len(runs))
-        rows = self._read(f"SELECT run, count(*) FROM points WHERE run IN ({marks}) GROUP BY run", runs)
+        tag_sql, tag_params = tag_clauses(tags)
+        rows = self._read(
+            f"SELECT run, count(*) FROM points WHERE run IN ({marks}){_and(tag_sql)} GROUP BY run",
+            [*runs, *tag_params],
+        )
         counts = {run: 0 for run in runs}
         counts.update({int(run): int(n) for run, n in rows})
         return counts
 
-    def measurements(self, runs: Sequence[int]) -> list[MeasurementCount]:
+    def measurements(
+        self, runs: Sequence[int], tags: Sequence[tuple[str, str]] | None = None
+    ) -> list[MeasurementCount]:
         """Each measurement of these runs with its point count and time range."""
         if not runs:
             return []
         marks = ",".join("?" * len(runs))
+        tag_sql, tag_params = tag_clauses(tags)
         rows = self._read(
             f"SELECT measurement, count(*), min(time_ns), max(time_ns) FROM points WHERE run IN ({marks})"
-            " GROUP BY measurement ORDER BY measurement",
-            runs,
+            f"{_and(tag_sql)} GROUP BY measurement ORDER BY measurement",
+            [*runs, *tag_params],
         )
         return [MeasurementCount(m, int(n), int(first), int(last)) for m, n, first, last in rows]
 
-    def split_counts(self, runs: Sequence[int], measurements: Sequence[str]) -> dict[str, int]:
+    def split_counts(
+        self, runs: Sequence[int], measurements: Sequence[str], tags: Sequence[tuple[str, str]] | None = None
+    ) -> dict[str, int]:
         """Points per ``split`` tag among these runs' points of these measurements (a LogStore's
         metrics), read along the index ``(run, measurement)``."""
         if not runs or not measurements:
             return {}
         run_marks = ",".join("?" * len(runs))
         measurement_marks = ",".join("?" * len(measurements))
+        tag_sql, tag_params = tag_clauses(tags)
         rows = self._read(
             "SELECT json_extract(tags, '$.split') AS split, count(*) FROM points"
             f" WHERE run IN ({run_marks}) AND measurement IN ({measurement_marks}) AND split IS NOT NULL"
-            " GROUP BY split ORDER BY split",
-            [*runs, *measurements],
+            f"{_and(tag_sql)} GROUP BY split ORDER BY split",
+            [*runs, *measurements, *tag_params],
         )
         return {str(split): int(n) for split, n in rows}
 
