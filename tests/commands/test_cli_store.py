@@ -205,6 +205,25 @@ def test_tag_filters_runs_export_replay_and_watch(
     assert json.loads(out)["written"] == 32 and influx1.count("Vvalidator_scores", "final_score", unique_db) == 30
 
 
+def test_export_and_prune_draw_progress_on_a_terminal_only(
+    filled: dict[str, Any], capsys: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Piped stderr (as here): no progress line. TPLR_METRICS_PROGRESS=1 (a terminal, for tests)
+    draws it: export counts points, prune runs, each ending in its total."""
+    out = str(tmp_path / "all.jsonl")
+    monkeypatch.delenv("TPLR_METRICS_PROGRESS", raising=False)
+    code, _, err = cli(capsys, "export", "-o", out)
+    assert code == 0 and err == f"exported 307 points to {out}\n"
+    monkeypatch.setenv("TPLR_METRICS_PROGRESS", "1")
+    code, _, err = cli(capsys, "export", "-o", out)
+    assert code == 0 and err.startswith("\rexport [") and "] 307/307 points 100.0%" in err
+    code, _, err = cli(capsys, "prune", "--keep-runs", "0")
+    assert code == 0 and "\rprune [" in err and "] 2/2 runs 100.0%" in err
+    monkeypatch.setenv("TPLR_METRICS_PROGRESS", "0")
+    code, _, err = cli(capsys, "export", "-o", out)
+    assert code == 1 and "export [" not in err  # nothing left to export, and no progress line
+
+
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [

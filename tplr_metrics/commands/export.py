@@ -11,11 +11,13 @@ import argparse
 import csv
 import json
 import sys
+from collections.abc import Iterator
 from typing import IO, Any
 
 from ..encoding.line_protocol import encode_line
 from ..store.database import PointFilter, Store, StoredPoint, StoreError
 from . import CommandError
+from ._progress import Progress, progress_stream
 from ._store_cli import (
     add_store_argument,
     add_tag_argument,
@@ -81,7 +83,9 @@ def run(args: argparse.Namespace) -> int:
             chosen = selection(args, store)
             out = open_output(args.output)
             try:
-                n = _write(store, chosen, fmt, out)
+                stream = progress_stream()
+                progress = Progress("export", store.count_points(chosen) if stream else 0, stream)
+                n = _write(store, chosen, fmt, out, progress)
             finally:
                 if out is not sys.stdout:
                     out.close()
@@ -103,9 +107,9 @@ def described(args: argparse.Namespace) -> str:
     return " ".join(parts) or "(the store has no points)"
 
 
-def _write(store: Store, chosen: PointFilter, fmt: str, out: IO[str]) -> int:
+def _write(store: Store, chosen: PointFilter, fmt: str, out: IO[str], progress: Progress) -> int:
     n = 0
-    points = store.iter_points(chosen)
+    points = _counted(store.iter_points(chosen), progress)
     if fmt == "lp":
         for p in points:
             out.write(encode_line(p.measurement, p.tags, p.fields, p.time_ns) + "\n")
@@ -131,7 +135,16 @@ def _write(store: Store, chosen: PointFilter, fmt: str, out: IO[str]) -> int:
             )
             n += 1
     out.flush()
+    progress.draw(n, final=True)
     return n
+
+
+def _counted(points: Iterator[StoredPoint], progress: Progress) -> Iterator[StoredPoint]:
+    """The points, the progress line redrawn every 1,000."""
+    for n, p in enumerate(points, 1):
+        yield p
+        if n % 1_000 == 0:
+            progress.draw(n)
 
 
 def point_json(p: StoredPoint) -> dict[str, Any]:
