@@ -56,7 +56,7 @@ from .encoding import log_points
 from .encoding.values import coerce_scalar
 from .logger import MetricsLogger
 from .sinks.base import Sink
-from .sinks.registry import check_params, get_factory, normalize_kind
+from .sinks.registry import check_params, factory_params, get_factory, normalize_kind
 
 logger = logging.getLogger("tplr_metrics")
 
@@ -476,6 +476,7 @@ def open_log_store(
     *,
     rank: int | None = None,
     all_ranks: bool = False,
+    run_name: str | None = None,
     logger_options: Mapping[str, Any] | None = None,
     **params: Any,
 ) -> LogStore:
@@ -484,7 +485,8 @@ def open_log_store(
     ``open_log_store("jsonl", log_dir="./outputs/run-001/logs")``;
     ``open_log_store("multiplex", children=[{"kind": "jsonl", "params": {...}}, {"kind": "local"}])``.
     ``logger_options`` go to the MetricsLogger behind it (role, uid, prefix, config, flush_interval,
-    ...). Unknown params are a ConfigurationError naming them; a sink whose optional extra is not
+    ...). ``run_name`` names the run in ``tplr-metrics runs`` (default: role/uid, else the run
+    id's first 8 characters). Unknown params are a ConfigurationError naming them; a sink whose optional extra is not
     installed is skipped with one warning, as ``MetricsLogger(sinks=...)`` does.
 
     With no kind, the ``log_store`` (or ``sinks``) of the TPLR_METRICS_SINKS_CONFIG file picks
@@ -505,6 +507,10 @@ def open_log_store(
     else:
         key = normalize_kind(kind)
     options = dict(logger_options or {})
+    if run_name is not None:
+        options["run_name"] = run_name
+        if "run_name" in factory_params(get_factory(key))[0]:  # TensorBoard, W&B, MLflow: theirs too
+            params.setdefault("run_name", run_name)
     _check_logger_options(options)
     if disabled():
         check_params(key, get_factory(key), params)  # a bad config still fails

@@ -36,7 +36,7 @@ from .encoding.values import IMMUTABLE_TYPES, FieldValue, frozen_tags, process_f
 from .encoding.values import config_tags as tags_of_config
 from .encoding.values import process_value as _process_value
 from .run_status import exit_status
-from .sinks.base import RunInfo, Sink, end_run, start_run
+from .sinks.base import RunInfo, Sink, default_run_name, end_run, start_run
 
 logger = logging.getLogger("tplr_metrics")
 
@@ -87,6 +87,7 @@ class MetricsLogger:
         max_queue_size: int = 600_000,
         max_workers: int = 1,
         *,
+        run_name: str | None = None,
         config_tags: Any = None,
         url: str | None = None,
         api: str | None = None,
@@ -179,6 +180,7 @@ class MetricsLogger:
             job_type=self.job_type,
             version=self.version or "",
             config=tags_of_config(config, config_tags),
+            name=run_name or default_run_name(self.role, "" if uid is None else str(uid), self.runtime_id),
         )
         start_run(sink, self.run)
         self._stats = PipelineStats()

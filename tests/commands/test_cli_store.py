@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tplr_metrics import MetricsLogger
+from tplr_metrics import MetricsLogger, open_log_store
 from tplr_metrics.cli import main
 from tplr_metrics.commands import watch as watch_command
 from tplr_metrics.commands.replay import render_bar
@@ -106,6 +106,122 @@ def test_runs_run_id_gives_measurements_and_counts(filled: dict[str, Any], capsy
     ]
     code, out, _ = cli(capsys, "runs", "--run-id", "aaaa-miner")
     assert code == 0 and "Mloss" in out and "MEASUREMENT" in out
+
+
+def test_runs_have_names_shown_and_accepted_by_run_id(filled: dict[str, Any], capsys: Any) -> None:
+    """A run is named by the logger's run_name (default role/uid); runs shows the name, and
+    --run-id takes it when one run has it (an ambiguous name is exit 2, naming the runs)."""
+    named = MetricsLogger(role="miner", uid=1, runtime_id="cccc-named", run_name="lr-sweep-3")
+    named.log("loss", {}, {"loss": 1.0})
+    assert named.close(10)
+    twin = MetricsLogger(role="miner", uid=1, runtime_id="dddd-twin")  # a second miner/1
+    assert twin.close(10)
+    code, out, _ = cli(capsys, "runs", "--json")
+    assert [(r["run_id"], r["name"]) for r in json.loads(out)] == [
+        ("dddd-twin", "miner/1"),
+        ("cccc-named", "lr-sweep-3"),
+        ("bbbb-validator", "validator/9"),
+        ("aaaa-miner", "miner/1"),
+    ]
+    code, out, _ = cli(capsys, "runs")
+    assert out.splitlines()[0].split()[:4] == ["RUN", "ID", "NAME", "ROLE"] and "lr-sweep-3" in out
+    code, out, _ = cli(capsys, "runs", "--run-id", "lr-sweep-3", "--json")
+    assert code == 0 and json.loads(out)["run_id"] == "cccc-named"
+    code, out, _ = cli(capsys, "export", "--run-id", "validator/9")
+    assert code == 0 and len(out.splitlines()) == 302
+    code, out, err = cli(capsys, "runs", "--run-id", "miner/1")
+    assert code == 2 and not out
+    assert err.strip() == (
+        "tplr-metrics runs: run name 'miner/1' is ambiguous: 2 runs have it (aaaa-miner, dddd-twin); give a run id"
+    )
+
+
+def test_open_log_store_takes_a_run_name(isolated_env: Path, capsys: Any) -> None:
+    store = open_log_store("local", run_name="baseline")
+    store.log_metrics({"loss": 1.0}, 0)
+    assert store.close(10)
+    code, out, _ = cli(capsys, "runs", "--run-id", "baseline", "--json")
+    assert code == 0 and json.loads(out)["run_id"] == store.run_id
+
+
+def test_runs_run_id_counts_a_log_stores_metrics_per_split(isolated_env: Path, capsys: Any) -> None:
+    store = open_log_store("local", run_name="splits", logger_options={"prefix": "X"})
+    store.log_hyperparams({"lr": 0.1})
+    for step in range(5):
+        store.log_metrics({"loss": 1.0 / (step + 1)}, step)
+        if step % 2 == 0:
+            store.log_metrics({"loss": 2.0}, step, split="val")
+    store({"test/acc": 0.9})
+    assert store.close(10)
+    code, out, _ = cli(capsys, "runs", "--run-id", "splits", "--json")
+    one = json.loads(out)
+    assert code == 0 and one["splits"] == [
+        {"split": "test", "points": 1},
+        {"split": "train", "points": 5},
+        {"split": "val", "points": 3},
+    ]
+    assert [(m["measurement"], m["points"]) for m in one["measurements"]] == [("Xhyperparams", 1), ("Xmetrics", 9)]
+    code, out, _ = cli(capsys, "runs", "--run-id", "splits")
+    table = out.split("SPLIT")[1].split()
+    assert code == 0 and table == ["POINTS", "test", "1", "train", "5", "val", "3"]
+
+
+def test_tag_filters_runs_export_replay_and_watch(
+    filled: dict[str, Any],
+    capsys: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    influx1: InfluxDB1,
+    unique_db: str,
+) -> None:
+    """--tag KEY=VALUE (repeatable, all must hold): the points whose tag KEY is VALUE, or the runs
+    having such points; a filter that matches nothing is said on stderr."""
+    code, out, _ = cli(capsys, "export", "--tag", "window=1")
+    assert code == 0 and len(out.splitlines()) == 32  # 1 miner loss, 30 scores, 1 timing
+    assert all(json.loads(line)["tags"]["window"] == "1" for line in out.splitlines())
+    code, out, _ = cli(capsys, "export", "--run-id", "aaaa", "--tag", "window=1", "--format", "lp")
+    assert code == 0 and len(out.splitlines()) == 1 and out.startswith("Mloss,")
+    code, out, _ = cli(capsys, "export", "--tag", "window=1", "--tag", "eval_uid=3")
+    assert code == 0 and [json.loads(line)["fields"]["final_score"] for line in out.splitlines()] == [33 / 300]
+    code, out, err = cli(capsys, "export", "--tag", "window=99")
+    assert code == 1 and not out and "no points matched --tag window=99" in err
+    code, out, _ = cli(capsys, "runs", "--tag", "eval_uid=3", "--json")
+    assert code == 0 and [(r["run_id"], r["points"]) for r in json.loads(out)] == [("bbbb-validator", 302)]
+    code, out, err = cli(capsys, "runs", "--tag", "phase=train")
+    assert code == 0 and not out and err.strip().startswith("tplr-metrics runs: no runs match --tag phase=train in ")
+    code, out, _ = cli(capsys, "runs", "--run-id", "bbbb", "--tag", "window=1", "--json")
+    one = json.loads(out)
+    assert one["points"] == 31
+    assert [(m["measurement"], m["points"]) for m in one["measurements"]] == [("Vtiming", 1), ("Vvalidator_scores", 30)]
+    code, out, err = cli(capsys, "export", "--tag", "window")
+    assert code == 2 and "'window' is not KEY=VALUE" in err
+    code, out, _ = watch_one_poll(
+        monkeypatch, capsys, "--run-id", "bbbb", "--tag", "window=2", "--last", "400", "--json"
+    )
+    assert code == 0 and len(out.splitlines()) == 31
+    assert {json.loads(line)["tags"]["window"] for line in out.splitlines()} == {"2"}
+    monkeypatch.setenv("INFLUXDB_URL", influx1.url)
+    code, out, err = cli(capsys, "replay", "--tag", "window=1", "--api", "v1", "--database", unique_db, "--json")
+    assert code == 0, err
+    assert json.loads(out)["written"] == 32 and influx1.count("Vvalidator_scores", "final_score", unique_db) == 30
+
+
+def test_export_and_prune_draw_progress_on_a_terminal_only(
+    filled: dict[str, Any], capsys: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Piped stderr (as here): no progress line. TPLR_METRICS_PROGRESS=1 (a terminal, for tests)
+    draws it: export counts points, prune runs, each ending in its total."""
+    out = str(tmp_path / "all.jsonl")
+    monkeypatch.delenv("TPLR_METRICS_PROGRESS", raising=False)
+    code, _, err = cli(capsys, "export", "-o", out)
+    assert code == 0 and err == f"exported 307 points to {out}\n"
+    monkeypatch.setenv("TPLR_METRICS_PROGRESS", "1")
+    code, _, err = cli(capsys, "export", "-o", out)
+    assert code == 0 and err.startswith("\rexport [") and "] 307/307 points 100.0%" in err
+    code, _, err = cli(capsys, "prune", "--keep-runs", "0")
+    assert code == 0 and "\rprune [" in err and "] 2/2 runs 100.0%" in err
+    monkeypatch.setenv("TPLR_METRICS_PROGRESS", "0")
+    code, _, err = cli(capsys, "export", "-o", out)
+    assert code == 1 and "export [" not in err  # nothing left to export, and no progress line
 
 
 @pytest.mark.parametrize(

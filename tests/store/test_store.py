@@ -63,9 +63,33 @@ def test_a_version_1_store_gets_the_run_index_when_opened(isolated_env: Path) ->
     with Store(path, create=False) as store:
         assert [p.fields["f"] for p in store.iter_points(PointFilter(runs=[1]))] == [float(i) for i in range(10)]
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == store_module.SCHEMA_VERSION == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == store_module.SCHEMA_VERSION == 3
     names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert "points_run_id" in names
+
+
+def test_a_version_2_store_gets_run_names_when_opened(isolated_env: Path) -> None:
+    """A store written before schema 3 (no runs.name) gets the column in place on open, each run
+    already there named role/uid (or its run id's first 8 characters), its points kept."""
+    path = isolated_env / "metrics.sqlite"
+    with Store(path) as store:
+        miner = store.add_run(RunInfo("aaaa-1111-miner", 10, role="miner", uid="3"))
+        store.add_run(RunInfo("bbbb-2222-anon", 20))
+        store.insert_points(miner, [Point("m", {}, {"f": 1.0}, 1)])
+    conn = sqlite3.connect(path)
+    conn.execute("DROP INDEX runs_name")
+    conn.execute("ALTER TABLE runs DROP COLUMN name")
+    conn.execute("PRAGMA user_version=2")
+    conn.commit()
+    conn.close()
+    with Store(path, create=False) as store:
+        names = [(r.run_id, r.name) for r in store.runs()]
+        assert names == [("bbbb-2222-anon", "bbbb-222"), ("aaaa-1111-miner", "miner/3")]
+        assert [r.run_id for r in store.runs_named("miner/3")] == ["aaaa-1111-miner"]
+        assert store.count_points(PointFilter(runs=[miner])) == 1
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert "runs_name" in {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
 
 
 def test_types_survive_and_are_visible_to_plain_sqlite(isolated_env: Path) -> None:

@@ -184,6 +184,33 @@ def test_plot_from_influx(influx1: InfluxDB1, unique_db: str, tmp_path: Path, mo
     assert main(argv) == 0 and png_size(out) == (1000, 320)
 
 
+def test_plot_from_influx_takes_a_unique_runtime_id_prefix(
+    influx1: InfluxDB1, unique_db: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--from-influx --run-id PREFIX is resolved against the server's runtime_id tag values
+    (before: no such runtime_id, so "(no metrics)"); an ambiguous or unknown one is exit 2."""
+    for run_id, steps in (("feed0001-aaaa", 12), ("feed0002-bbbb", 3)):
+        store = open_log_store(
+            "influxdb-v1", url=influx1.url, database=unique_db, logger_options={"runtime_id": run_id}
+        )
+        for step in range(steps):
+            store.log_metrics({"loss": 1.0 / (step + 1)}, step)
+        assert store.close(20)
+    monkeypatch.setenv("INFLUXDB_URL", influx1.url)
+    monkeypatch.setenv("INFLUXDB_DATABASE", unique_db)
+    monkeypatch.setenv("INFLUXDB_API", "v1")
+    capsys.readouterr()
+    assert main(["plot", "--from-influx", "--run-id", "feed0001", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert "train.loss  12 points" in out and "(no metrics)" not in out
+    assert main(["plot", "--from-influx", "--run-id", "feed", "--list"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "run id 'feed' is ambiguous" in err and "feed0001-aaaa, feed0002-bbbb" in err and "\n" not in err
+    assert main(["plot", "--from-influx", "--run-id", "zzzz", "--list"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tplr-metrics plot: no run 'zzzz' in InfluxDB ") and unique_db in err
+
+
 def test_without_the_plot_extra_one_line_and_exit_1(
     logged_run: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

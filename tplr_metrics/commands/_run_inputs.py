@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from ..store.database import StoreError
-from ..viz.run_data import RunData, RunDataError, directory_label, read_influx_run, read_jsonl, read_store_run
+from ..viz.run_data import (
+    RunData,
+    RunDataError,
+    UnknownRunError,
+    directory_label,
+    read_influx_run,
+    read_jsonl,
+    read_store_run,
+)
 from . import CommandError
 from ._store_cli import add_store_argument, open_store, select_run, store_error, store_path
 
@@ -24,7 +32,7 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--from-influx",
         action="store_true",
-        help="read run ids from the InfluxDB configured by INFLUXDB_* (by their runtime_id tag)",
+        help="read run ids from the InfluxDB configured by INFLUXDB_* (by their runtime_id tag, or a unique prefix)",
     )
     add_store_argument(parser)
 
@@ -34,6 +42,8 @@ def read_run_id(args: argparse.Namespace, run_id: str) -> RunData:
     if getattr(args, "from_influx", False):
         try:
             return read_influx_run(run_id)
+        except UnknownRunError as exc:
+            raise CommandError(str(exc), 2) from None
         except RunDataError as exc:
             raise CommandError(str(exc), 1) from None
     if not store_path(args).exists():

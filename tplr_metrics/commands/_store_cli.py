@@ -90,6 +90,30 @@ def parse_time(text: str) -> int:
     return int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1_000
 
 
+def parse_tag(text: str) -> tuple[str, str]:
+    """'KEY=VALUE' (argparse type): a point's tag KEY must be VALUE."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE (e.g. --tag phase=train)")
+    if '"' in key:
+        raise argparse.ArgumentTypeError(f"{text!r}: a tag key with a double quote cannot be matched")
+    return key.strip(), value
+
+
+def add_tag_argument(parser: argparse.ArgumentParser, what: str = "points") -> None:
+    parser.add_argument(
+        "--tag",
+        action="append",
+        type=parse_tag,
+        metavar="KEY=VALUE",
+        help=f"only {what} whose tag KEY is VALUE (repeat: all must hold)",
+    )
+
+
+def described_tags(tags: Sequence[tuple[str, str]] | None) -> list[str]:
+    return [f"--tag {key}={value}" for key, value in tags or ()]
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -144,13 +168,15 @@ def human_duration(seconds: float | None) -> str:
 
 def select_run(store: Store, run_id: str) -> list[RunRow]:
     """The rows of one run: its run_id, the integer ``id`` that ``runs --json`` shows (the run
-    that row belongs to), or a unique prefix of a run_id, tried in that order. An unknown or
-    ambiguous one is exit code 2."""
+    that row belongs to), its name (when one run has it), or a unique prefix of a run_id, tried
+    in that order. An unknown or ambiguous one is exit code 2."""
     try:
         rows = store.find_runs(run_id, prefix=False)
         if not rows and run_id.isdigit() and len(run_id) < 19:  # < 19 digits: fits SQLite's integer
             by_id = store.run_rows([int(run_id)])
             rows = store.find_runs(by_id[0].run_id, prefix=False) if by_id else []
+        if not rows:
+            rows = _named(store, run_id)
         if not rows:
             rows = store.find_runs(run_id)
     except ValueError as exc:
@@ -160,6 +186,15 @@ def select_run(store: Store, run_id: str) -> list[RunRow]:
     if not rows:
         raise CommandError(f"no run {run_id!r} in {store.path} (list them with: tplr-metrics runs)", 2)
     return rows
+
+
+def _named(store: Store, name: str) -> list[RunRow]:
+    """The rows of the one run called ``name``; ValueError when several runs are."""
+    ids = sorted({r.run_id for r in store.runs_named(name)})
+    if len(ids) > 1:
+        shown = ", ".join(ids[:5]) + (", ..." if len(ids) > 5 else "")
+        raise ValueError(f"run name {name!r} is ambiguous: {len(ids)} runs have it ({shown}); give a run id")
+    return store.find_runs(ids[0], prefix=False) if ids else []
 
 
 def is_live(run: RunRow) -> bool:

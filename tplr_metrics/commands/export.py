@@ -11,13 +11,17 @@ import argparse
 import csv
 import json
 import sys
+from collections.abc import Iterator
 from typing import IO, Any
 
 from ..encoding.line_protocol import encode_line
 from ..store.database import PointFilter, Store, StoredPoint, StoreError
 from . import CommandError
+from ._progress import Progress, progress_stream
 from ._store_cli import (
     add_store_argument,
+    add_tag_argument,
+    described_tags,
     iso,
     open_output,
     open_store,
@@ -52,18 +56,21 @@ def register(subparsers: Any) -> None:
 
 def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--run-id", metavar="ID", help="one run: its run_id, its id from runs --json, or a unique prefix"
+        "--run-id", metavar="ID", help="one run: its run_id, its id from runs --json, its name, or a unique prefix"
     )
     parser.add_argument(
         "--measurement", action="append", metavar="NAME", help="only this measurement (repeat for several)"
     )
     parser.add_argument("--since", type=parse_time, metavar="WHEN", help="from: a duration ago (24h) or a time (ISO)")
     parser.add_argument("--until", type=parse_time, metavar="WHEN", help="before: a duration ago or a time (ISO)")
+    add_tag_argument(parser)
 
 
 def selection(args: argparse.Namespace, store: Store) -> PointFilter:
     runs = [r.id for r in select_run(store, args.run_id)] if args.run_id else None
-    return PointFilter(runs=runs, measurements=args.measurement, since_ns=args.since, until_ns=args.until)
+    return PointFilter(
+        runs=runs, measurements=args.measurement, since_ns=args.since, until_ns=args.until, tags=args.tag
+    )
 
 
 @survives_closed_pipe
@@ -76,7 +83,9 @@ def run(args: argparse.Namespace) -> int:
             chosen = selection(args, store)
             out = open_output(args.output)
             try:
-                n = _write(store, chosen, fmt, out)
+                stream = progress_stream()
+                progress = Progress("export", store.count_points(chosen) if stream else 0, stream)
+                n = _write(store, chosen, fmt, out, progress)
             finally:
                 if out is not sys.stdout:
                     out.close()
@@ -84,22 +93,23 @@ def run(args: argparse.Namespace) -> int:
             raise store_error(exc) from None
     if n == 0:
         # A typo in --measurement or --run-id must not look like a successful empty export.
-        raise CommandError(f"no points matched {_described(args)} in {store_path(args)}", 1)
+        raise CommandError(f"no points matched {described(args)} in {store_path(args)}", 1)
     if args.output and args.output != "-":
         print(f"exported {n} points to {args.output}", file=sys.stderr)
     return 0
 
 
-def _described(args: argparse.Namespace) -> str:
+def described(args: argparse.Namespace) -> str:
     parts = [f"--run-id {args.run_id}"] if args.run_id else []
     parts += [f"--measurement {m}" for m in args.measurement or ()]
     parts += [f"--{name} {iso(getattr(args, name))}" for name in ("since", "until") if getattr(args, name) is not None]
+    parts += described_tags(args.tag)
     return " ".join(parts) or "(the store has no points)"
 
 
-def _write(store: Store, chosen: PointFilter, fmt: str, out: IO[str]) -> int:
+def _write(store: Store, chosen: PointFilter, fmt: str, out: IO[str], progress: Progress) -> int:
     n = 0
-    points = store.iter_points(chosen)
+    points = _counted(store.iter_points(chosen), progress)
     if fmt == "lp":
         for p in points:
             out.write(encode_line(p.measurement, p.tags, p.fields, p.time_ns) + "\n")
@@ -125,7 +135,16 @@ def _write(store: Store, chosen: PointFilter, fmt: str, out: IO[str]) -> int:
             )
             n += 1
     out.flush()
+    progress.draw(n, final=True)
     return n
+
+
+def _counted(points: Iterator[StoredPoint], progress: Progress) -> Iterator[StoredPoint]:
+    """The points, the progress line redrawn every 1,000."""
+    for n, p in enumerate(points, 1):
+        yield p
+        if n % 1_000 == 0:
+            progress.draw(n)
 
 
 def point_json(p: StoredPoint) -> dict[str, Any]:

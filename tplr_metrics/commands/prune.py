@@ -14,6 +14,7 @@ from typing import Any
 
 from ..store.database import RunRow, StoreError
 from . import CommandError
+from ._progress import Progress, progress_stream
 from ._store_cli import (
     add_store_argument,
     is_live,
@@ -60,7 +61,11 @@ def run(args: argparse.Namespace) -> int:
             deleted = 0
             vacuumed = False
             if not args.dry_run:
-                deleted = store.delete_runs([r.id for r in doomed])
+                stream = progress_stream(quiet=args.json) if doomed else None
+                progress = Progress("prune", len(doomed), stream, unit="runs")
+                for done, doomed_run in enumerate(doomed, 1):  # a transaction a run: the line moves
+                    deleted += store.delete_runs([doomed_run.id])
+                    progress.draw(done, final=done == len(doomed))
                 if cutoff is not None:
                     deleted += store.delete_orphans_before(cutoff)
                 try:

@@ -21,7 +21,7 @@ import time
 import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from ..config.settings import ConfigurationError, ServerSettings, build_influx_sink, resolve_server
 from ..delivery.accounting import merge_snapshot
@@ -32,6 +32,7 @@ from ..delivery.stats import PipelineStats
 from ..encoding.points import Point, PointBuilder, Record
 from ..store.database import StoreError
 from . import CommandError
+from ._progress import Progress, progress_stream, render_bar
 from ._store_cli import (
     add_store_argument,
     open_store,
@@ -41,7 +42,9 @@ from ._store_cli import (
     store_error,
     survives_closed_pipe,
 )
-from .export import add_selection_arguments, selection
+from .export import add_selection_arguments, described, selection
+
+__all__ = ["register", "render_bar", "run"]
 
 
 def register(subparsers: Any) -> None:
@@ -107,8 +110,10 @@ class _AsStored(PointBuilder):
 def run(args: argparse.Namespace) -> int:
     if args.spool is not None:
         return _replay_spool(args)
-    if not (args.all or args.run_id or args.since is not None or args.until is not None or args.measurement):
-        raise CommandError("say what to replay: --run-id ID, --since/--until, --measurement, or --all", 2)
+    if not (
+        args.all or args.run_id or args.since is not None or args.until is not None or args.measurement or args.tag
+    ):
+        raise CommandError("say what to replay: --run-id ID, --since/--until, --measurement, --tag, or --all", 2)
     try:
         server = resolve_server(url=args.url, database=args.database, org=args.org, api=args.api)
     except ConfigurationError as exc:
@@ -117,6 +122,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             chosen = selection(args, store)
             total = store.count_points(chosen)
+            if total == 0:
+                print(f"tplr-metrics replay: no points matched {described(args)} in {store.path}", file=sys.stderr)
             sink = build_influx_sink(server)
             stats = PipelineStats()
             retry_ms = int(args.retry_seconds * 1000)
@@ -136,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
                     close_timeout_s=args.retry_seconds + 30.0,
                 ),
             )
-            progress = _Progress(total, sys.stderr if sys.stderr.isatty() and not args.json else None)
+            progress = Progress("replay", total, progress_stream(quiet=args.json))
             submitted = 0
             try:
                 for p in store.iter_points(chosen):
@@ -350,30 +357,3 @@ def _print_summary(summary: Mapping[str, Any], as_json: bool) -> None:
         f"replayed {summary['written']} of {summary['points']} points into {summary['server']} "
         f"database {summary['database']!r} ({summary['rejected']} rejected, {summary['dropped']} dropped)"
     )
-
-
-class _Progress:
-    """A progress bar on stderr, drawn only on a terminal."""
-
-    def __init__(self, total: int, out: IO[str] | None) -> None:
-        self.total = total
-        self.out = out
-        self.started = time.monotonic()
-        self.last_draw = 0.0
-
-    def draw(self, done: int, final: bool = False) -> None:
-        if self.out is None:
-            return
-        now = time.monotonic()
-        if not final and now - self.last_draw < 0.2:
-            return
-        self.last_draw = now
-        self.out.write("\r" + render_bar(done, self.total, now - self.started) + ("\n" if final else ""))
-        self.out.flush()
-
-
-def render_bar(done: int, total: int, elapsed: float, width: int = 30) -> str:
-    fraction = 1.0 if total <= 0 else min(1.0, done / total)
-    filled = int(round(fraction * width))
-    rate = done / elapsed if elapsed > 0 else 0.0
-    return f"replay [{'#' * filled}{'.' * (width - filled)}] {done}/{total} points {fraction:6.1%} {rate:,.0f}/s"

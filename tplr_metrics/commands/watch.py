@@ -15,6 +15,7 @@ from typing import Any
 from ..store.database import RunRow, Store, StoredPoint, StoreError
 from ._store_cli import (
     add_store_argument,
+    add_tag_argument,
     iso,
     open_store,
     positive_float,
@@ -39,10 +40,13 @@ def register(subparsers: Any) -> None:
     )
     target = parser.add_mutually_exclusive_group()
     target.add_argument(
-        "--run-id", metavar="ID", help="follow this run: its run_id, its id from runs --json, or a unique prefix"
+        "--run-id",
+        metavar="ID",
+        help="follow this run: its run_id, its id from runs --json, its name, or a unique prefix",
     )
     target.add_argument("--all", action="store_true", help="follow every run")
     parser.add_argument("--measurement", action="append", metavar="NAME", help="only this measurement (repeatable)")
+    add_tag_argument(parser)
     parser.add_argument(
         "--poll-seconds", type=positive_float, default=1.0, metavar="S", help="how often to look (default 1.0)"
     )
@@ -88,6 +92,7 @@ class _Follower:
         self.args = args
         self.store = store
         self.measurements = set(args.measurement or ())
+        self.tags = list(getattr(args, "tag", None) or ())
         self.run_id: str | None = None
         self.runs: dict[int, RunRow] = {}
         self.last_id = 0
@@ -146,11 +151,16 @@ class _Follower:
             return 0
         points = self.store.points_after(self.last_id, None if self.args.all else list(self.runs), _BATCH)
         for p in points:
-            if not self.measurements or p.measurement in self.measurements:
+            if self._shown(p):
                 print(self._format(p))
         if points:
             self.last_id = points[-1].id
         return len(points)
+
+    def _shown(self, p: StoredPoint) -> bool:
+        if self.measurements and p.measurement not in self.measurements:
+            return False
+        return all(p.tags.get(key) == value for key, value in self.tags)
 
     def _format(self, p: StoredPoint) -> str:
         if self.args.json:

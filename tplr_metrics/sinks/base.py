@@ -95,6 +95,12 @@ class RunInfo:
     job_type: str = ""
     version: str = ""
     config: dict[str, str] = field(default_factory=dict)
+    name: str = ""  # a name for people; default_run_name() when empty
+
+
+def default_run_name(role: str, uid: str, run_id: str) -> str:
+    """``role/uid`` (or whichever of them is set), else the run id's first 8 characters."""
+    return "/".join(part for part in (role, uid) if part) or run_id[:8]
 
 
 def start_run(sink: object, run: RunInfo) -> None:

@@ -6,11 +6,12 @@ writes, and a process killed mid-write leaves the last committed transaction int
 is one ``BEGIN IMMEDIATE`` transaction, so several processes can log into one file: a writer
 waits for the lock (busy timeout) instead of failing with "database is locked".
 
-Schema (version 2, in ``PRAGMA user_version``), meant to be read with plain ``sqlite3`` too:
+Schema (version 3, in ``PRAGMA user_version``), meant to be read with plain ``sqlite3`` too:
 
 ``runs``: one row per logger. ``run_id`` is the logger's runtime_id (several loggers of one
 process may share it); ``started_at``/``ended_at`` are nanoseconds since the epoch; ``status``
-is running, ok, failed, cancelled, or crashed (its process died; found when its spool was adopted).
+is running, ok, failed, cancelled, or crashed (its process died; found when its spool was adopted);
+``name`` is the run's name for people (the logger's ``run_name``, by default role/uid).
 
 ``points``: ``measurement``, ``time_ns``, ``tags`` (a JSON object, keys sorted) and ``fields``
 (a JSON object whose numbers keep their type: ``1`` is an integer, ``1.0`` a real). ``series``
@@ -20,7 +21,8 @@ point of the same series and time merges its fields into the first.
 
 Reads of a run walk the index ``(run, id)`` (or ``(run, measurement)``, whose entries end in
 the id too) in id order, so one run costs what it holds, whatever else the file holds. Version 2
-added ``(run, id)``; a version-1 file gets it the first time it is opened.
+added ``(run, id)``, version 3 ``runs.name`` (filled in as role/uid for the runs already there);
+an older file is upgraded in place the first time it is opened.
 
 The views ``point_fields`` and ``point_tags`` show one row per field (with its JSON type:
 integer, real, text, true, false) and per tag.
@@ -44,11 +46,11 @@ from typing import Any, NamedTuple, TypeVar
 
 from ..config.paths import private_dir, tplr_home
 from ..encoding.points import Point
-from ..sinks.base import Rejection, RunInfo
+from ..sinks.base import Rejection, RunInfo, default_run_name
 
 logger = logging.getLogger("tplr_metrics")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 STORE_FILENAME = "metrics.sqlite"
 RUN_STATUSES = ("running", "ok", "failed", "cancelled", "crashed")  # crashed: died, spool recovered
 _PAGE_SIZE = 16_384
@@ -69,10 +71,12 @@ CREATE TABLE IF NOT EXISTS runs (
     version     TEXT NOT NULL DEFAULT '',
     config      TEXT NOT NULL DEFAULT '{}',       -- JSON object: the config_* tags
     host        TEXT NOT NULL DEFAULT '',
-    pid         INTEGER
+    pid         INTEGER,
+    name        TEXT NOT NULL DEFAULT ''          -- for people: run_name, by default role/uid
 );
 CREATE INDEX IF NOT EXISTS runs_started_at ON runs(started_at);
 CREATE INDEX IF NOT EXISTS runs_run_id ON runs(run_id);
+CREATE INDEX IF NOT EXISTS runs_name ON runs(name);
 
 CREATE TABLE IF NOT EXISTS points (
     id          INTEGER PRIMARY KEY,              -- insertion order: watch tails it
@@ -101,6 +105,12 @@ _INSERT_POINT = (
     "INSERT INTO points (run, measurement, time_ns, series, tags, fields) VALUES (?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (time_ns, series) DO UPDATE SET fields = json_patch(points.fields, excluded.fields) "
     "WHERE points.fields <> excluded.fields"
+)
+
+# default_run_name() in SQL: what a run recorded before names (or by crashed_run) is called.
+_DEFAULT_NAME_SQL = (
+    "CASE WHEN role <> '' AND uid <> '' THEN role || '/' || uid WHEN role <> '' THEN role"
+    " WHEN uid <> '' THEN uid ELSE substr(run_id, 1, 8) END"
 )
 
 _T = TypeVar("_T")
@@ -282,11 +292,13 @@ class RunRow:
     config: dict[str, str] = field(default_factory=dict)
     host: str = ""
     pid: int | None = None
+    name: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "run_id": self.run_id,
+            "name": self.name,
             "started_at": self.started_at,
             "ended_at": self.ended_at,
             "status": self.status,
@@ -303,7 +315,8 @@ class RunRow:
 
 
 _RUN_COLUMNS = (
-    "id, run_id, started_at, ended_at, status, role, uid, prefix, group_name, job_type, version, config, host, pid"
+    "id, run_id, started_at, ended_at, status, role, uid, prefix, group_name, job_type, version, config, host, pid,"
+    " name"
 )
 
 
@@ -327,6 +340,7 @@ def _run_row(row: Sequence[Any]) -> RunRow:
         config=config if isinstance(config, dict) else {},
         host=row[12],
         pid=row[13],
+        name=row[14],
     )
 
 
@@ -360,6 +374,7 @@ class PointFilter:
     measurements: Sequence[str] | None = None
     since_ns: int | None = None
     until_ns: int | None = None
+    tags: Sequence[tuple[str, str]] | None = None  # (key, value): the point's tag key is value
 
     def where(self) -> tuple[str, list[Any]]:
         clauses: list[str] = []
@@ -376,7 +391,24 @@ class PointFilter:
         if self.until_ns is not None:
             clauses.append("time_ns < ?")
             params.append(self.until_ns)
+        tag_sql, tag_params = tag_clauses(self.tags)
+        clauses.extend(tag_sql)
+        params.extend(tag_params)
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def tag_clauses(tags: Sequence[tuple[str, str]] | None) -> tuple[list[str], list[Any]]:
+    """``tags = {key: value}`` tests of a point's JSON tags: read on rows an index found."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    for key, value in tags or ():
+        clauses.append("json_extract(tags, ?) = ?")
+        params.extend((f'$."{key}"', value))
+    return clauses, params
+
+
+def _and(clauses: Sequence[str]) -> str:
+    return "".join(" AND " + c for c in clauses)
 
 
 class _PointClauses:
@@ -400,7 +432,8 @@ class _PointClauses:
         if s.until_ns is not None:
             clauses.append("+time_ns < ?")
             params.append(s.until_ns)
-        return "".join(" AND " + c for c in clauses), params
+        tag_sql, tag_params = tag_clauses(s.tags)
+        return _and([*clauses, *tag_sql]), [*params, *tag_params]
 
 
 def _per_measurement(measurements: Sequence[str] | None) -> list[tuple[str, list[Any]]]:
@@ -412,6 +445,14 @@ def _per_measurement(measurements: Sequence[str] | None) -> list[tuple[str, list
 
 
 # --- the store -------------------------------------------------------------------------------
+
+
+def _add_run_names(conn: sqlite3.Connection) -> None:
+    """Schema 2 -> 3: the ``name`` column, each run already there named as a new one would be."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
+    if columns and "name" not in columns:
+        conn.execute("ALTER TABLE runs ADD COLUMN name TEXT NOT NULL DEFAULT ''")
+        conn.execute(f"UPDATE runs SET name = {_DEFAULT_NAME_SQL}")
 
 
 def _prepare_file(path: Path) -> None:
@@ -489,7 +530,8 @@ class Store:
                 # Another process may have won; IF NOT EXISTS makes the schema the upgrade too.
                 if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
                     if version:
-                        logger.info("%s: upgrading the store to schema %d (an index)", self.path, SCHEMA_VERSION)
+                        logger.info("%s: upgrading the store to schema %d", self.path, SCHEMA_VERSION)
+                        _add_run_names(conn)
                     for statement in _SCHEMA.split(";\n"):
                         if statement.strip():
                             conn.execute(statement)
@@ -575,12 +617,13 @@ class Store:
             json.dumps(run.config, sort_keys=True),
             socket.gethostname(),
             os.getpid(),
+            run.name or default_run_name(run.role, run.uid, run.run_id),
         )
 
         def insert(conn: sqlite3.Connection) -> int:
             cursor = conn.execute(
                 "INSERT INTO runs (run_id, started_at, status, role, uid, prefix, group_name, job_type,"
-                " version, config, host, pid) VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " version, config, host, pid, name) VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 params,
             )
             return int(cursor.lastrowid or 0)
@@ -596,8 +639,8 @@ class Store:
             row = conn.execute(latest, (run_id,)).fetchone()
             if row is None:
                 cursor = conn.execute(
-                    "INSERT INTO runs (run_id, started_at, ended_at, status) VALUES (?, ?, ?, 'crashed')",
-                    (run_id, now_ns, now_ns),
+                    "INSERT INTO runs (run_id, started_at, ended_at, status, name) VALUES (?, ?, ?, 'crashed', ?)",
+                    (run_id, now_ns, now_ns, run_id[:8]),
                 )
                 return int(cursor.lastrowid or 0)
             if row[1] == "running":
@@ -697,33 +740,67 @@ class Store:
             raise ValueError(f"run id {run_id!r} is ambiguous: it starts {len(ids)} runs ({shown})")
         return [_run_row(r) for r in rows]
 
+    def has_tagged_points(self, run: int, tags: Sequence[tuple[str, str]]) -> bool:
+        """Whether a run (runs.id) has a point with these tags: its own rows, along its index."""
+        tag_sql, tag_params = tag_clauses(tags)
+        return bool(self._read(f"SELECT 1 FROM points WHERE run = ?{_and(tag_sql)} LIMIT 1", [run, *tag_params]))
+
+    def runs_named(self, name: str) -> list[RunRow]:
+        """The rows whose name is exactly ``name`` (along the index on names)."""
+        return [_run_row(r) for r in self._read(f"SELECT {_RUN_COLUMNS} FROM runs WHERE name = ? ORDER BY id", (name,))]
+
     def run_rows(self, ids: Sequence[int]) -> list[RunRow]:
         if not ids:
             return []
         marks = ",".join("?" * len(ids))
         return [_run_row(r) for r in self._read(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id IN ({marks})", ids)]
 
-    def point_counts(self, runs: Sequence[int]) -> dict[int, int]:
-        """Points per run (runs.id), for the runs given."""
+    def point_counts(self, runs: Sequence[int], tags: Sequence[tuple[str, str]] | None = None) -> dict[int, int]:
+        """Points per run (runs.id), for the runs given (only points with these tags)."""
         if not runs:
             return {}
         marks = ",".join("?" * len(runs))
-        rows = self._read(f"SELECT run, count(*) FROM points WHERE run IN ({marks}) GROUP BY run", runs)
+        tag_sql, tag_params = tag_clauses(tags)
+        rows = self._read(
+            f"SELECT run, count(*) FROM points WHERE run IN ({marks}){_and(tag_sql)} GROUP BY run",
+            [*runs, *tag_params],
+        )
         counts = {run: 0 for run in runs}
         counts.update({int(run): int(n) for run, n in rows})
         return counts
 
-    def measurements(self, runs: Sequence[int]) -> list[MeasurementCount]:
+    def measurements(
+        self, runs: Sequence[int], tags: Sequence[tuple[str, str]] | None = None
+    ) -> list[MeasurementCount]:
         """Each measurement of these runs with its point count and time range."""
         if not runs:
             return []
         marks = ",".join("?" * len(runs))
+        tag_sql, tag_params = tag_clauses(tags)
         rows = self._read(
             f"SELECT measurement, count(*), min(time_ns), max(time_ns) FROM points WHERE run IN ({marks})"
-            " GROUP BY measurement ORDER BY measurement",
-            runs,
+            f"{_and(tag_sql)} GROUP BY measurement ORDER BY measurement",
+            [*runs, *tag_params],
         )
         return [MeasurementCount(m, int(n), int(first), int(last)) for m, n, first, last in rows]
+
+    def split_counts(
+        self, runs: Sequence[int], measurements: Sequence[str], tags: Sequence[tuple[str, str]] | None = None
+    ) -> dict[str, int]:
+        """Points per ``split`` tag among these runs' points of these measurements (a LogStore's
+        metrics), read along the index ``(run, measurement)``."""
+        if not runs or not measurements:
+            return {}
+        run_marks = ",".join("?" * len(runs))
+        measurement_marks = ",".join("?" * len(measurements))
+        tag_sql, tag_params = tag_clauses(tags)
+        rows = self._read(
+            "SELECT json_extract(tags, '$.split') AS split, count(*) FROM points"
+            f" WHERE run IN ({run_marks}) AND measurement IN ({measurement_marks}) AND split IS NOT NULL"
+            f"{_and(tag_sql)} GROUP BY split ORDER BY split",
+            [*runs, *measurements, *tag_params],
+        )
+        return {str(split): int(n) for split, n in rows}
 
     def count_points(self, selection: PointFilter) -> int:
         where, params = selection.where()

@@ -42,6 +42,10 @@ class RunDataError(Exception):
     """An input that cannot be read at all (missing, not JSON Lines, server unreachable)."""
 
 
+class UnknownRunError(RunDataError):
+    """A run id the server has no run for, or the prefix of several."""
+
+
 @dataclass(frozen=True)
 class Sample:
     value: float
@@ -335,9 +339,24 @@ def _influxql_string(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def _runtime_id(given: str, tag_values: list[dict[str, Any]], where: str) -> str:
+    """The runtime_id ``given`` is, or the one it is a prefix of, among SHOW TAG VALUES' answer."""
+    known = {str(row[1]) for series in tag_values for row in series.get("values") or [] if len(row) > 1}
+    if given in known:
+        return given
+    matches = sorted(v for v in known if given and v.startswith(given))
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        shown = ", ".join(matches[:5]) + (", ..." if len(matches) > 5 else "")
+        raise UnknownRunError(f"run id {given!r} is ambiguous in {where}: it starts {len(matches)} runs ({shown})")
+    raise UnknownRunError(f"no run {given!r} in {where} (no runtime_id tag value starts with it)")
+
+
 def read_influx_run(run_id: str, environ: Mapping[str, str] | None = None, timeout_s: float = 30.0) -> RunData:
-    """A run's points from the configured InfluxDB (INFLUXDB_*), by its runtime_id tag, through
-    InfluxQL's /query (InfluxDB 2.x answers it for a bucket with a DBRP mapping)."""
+    """A run's points from the configured InfluxDB (INFLUXDB_*), by its runtime_id tag or a
+    unique prefix of one, through InfluxQL's /query (InfluxDB 2.x answers it for a bucket with a
+    DBRP mapping). UnknownRunError when no runtime_id (or several) starts with ``run_id``."""
     from ..commands.connectivity import CheckFailed, _Client
     from ..config.settings import ConfigurationError, resolve_server
 
@@ -346,28 +365,37 @@ def read_influx_run(run_id: str, environ: Mapping[str, str] | None = None, timeo
     except ConfigurationError as exc:
         raise RunDataError(f"--from-influx: {exc}") from None
     client = _Client(server, timeout_s)
-    query = f'SELECT * FROM /.*/ WHERE "runtime_id" = {_influxql_string(run_id)} GROUP BY *'
-    try:
-        status, body, _ = client.request("GET", "/query", {"db": server.database, "q": query, "epoch": "ns"})
-    except CheckFailed as exc:
-        raise RunDataError(f"InfluxDB at {server.url}: {exc}") from None
-    if status != 200:
-        raise RunDataError(f"InfluxDB at {server.url} answered HTTP {status}: {body[:300].decode('utf-8', 'replace')}")
-    try:
-        answer = json.loads(body or b"{}")
-    except ValueError:
-        raise RunDataError(f"InfluxDB at {server.url}: the answer is not JSON") from None
+
+    def query(text: str) -> list[dict[str, Any]]:
+        """The series InfluxDB answers ``text`` with."""
+        try:
+            status, body, _ = client.request("GET", "/query", {"db": server.database, "q": text, "epoch": "ns"})
+        except CheckFailed as exc:
+            raise RunDataError(f"InfluxDB at {server.url}: {exc}") from None
+        if status != 200:
+            detail = body[:300].decode("utf-8", "replace")
+            raise RunDataError(f"InfluxDB at {server.url} answered HTTP {status}: {detail}")
+        try:
+            answer = json.loads(body or b"{}")
+        except ValueError:
+            raise RunDataError(f"InfluxDB at {server.url}: the answer is not JSON") from None
+        found: list[dict[str, Any]] = []
+        for result in answer.get("results", []):
+            if result.get("error"):
+                raise RunDataError(f"InfluxDB: {result['error']}")
+            found.extend(result.get("series") or [])
+        return found
+
+    where = f"InfluxDB {server.url} database {server.database!r}"
+    run_id = _runtime_id(run_id, query('SHOW TAG VALUES WITH KEY = "runtime_id"'), where)
     data = RunData(run_id[:8], f"influxdb {server.database} run {run_id}")
-    for result in answer.get("results", []):
-        if result.get("error"):
-            raise RunDataError(f"InfluxDB: {result['error']}")
-        for series in result.get("series") or []:
-            tags = {k: v for k, v in (series.get("tags") or {}).items() if v}
-            columns = series.get("columns") or []
-            for values in series.get("values") or []:
-                fields = {c: v for c, v in zip(columns[1:], values[1:], strict=False) if v is not None}
-                if fields:
-                    data.add_point(Point(series.get("name", ""), tags, fields, int(values[0])))
+    for series in query(f'SELECT * FROM /.*/ WHERE "runtime_id" = {_influxql_string(run_id)} GROUP BY *'):
+        tags = {k: v for k, v in (series.get("tags") or {}).items() if v}
+        columns = series.get("columns") or []
+        for values in series.get("values") or []:
+            fields = {c: v for c, v in zip(columns[1:], values[1:], strict=False) if v is not None}
+            if fields:
+                data.add_point(Point(series.get("name", ""), tags, fields, int(values[0])))
     for samples in data.series.values():
         samples.sort(key=lambda s: s.time_s)
     return data
@@ -377,6 +405,7 @@ __all__ = [
     "AXIS_KEYS",
     "RunData",
     "RunDataError",
+    "UnknownRunError",
     "Sample",
     "TableRecord",
     "directory_label",
