@@ -10,8 +10,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from .servers import InfluxDB1, VictoriaMetrics
+
+# The machines are shared and noisy (2 cores): a slow draw is the machine, not the strategy.
+# A test's own @settings keeps these unless it names them itself.
+settings.register_profile("shared_machine", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("shared_machine")
 
 
 def _server_or_skip(cls: type, **kwargs: object):  # type: ignore[no-untyped-def]
