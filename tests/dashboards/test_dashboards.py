@@ -35,7 +35,7 @@ ALL_SELECTED: dict[str, Sequence[str] | str] = dict.fromkeys(VARIABLES, ALL)
 SIMULATE = ["simulate", "--windows", "12", "--window-seconds", "0.25", "--peers", "8", "--seed", "11"]
 
 
-def _simulate_into(env: Mapping[str, str], home: Path) -> None:
+def _simulate_into(env: Mapping[str, str], home: Path, args: Sequence[str] = SIMULATE) -> None:
     with pytest.MonkeyPatch.context() as mp:
         for name in list(os.environ):
             if name.startswith(("INFLUXDB_", "TPLR_METRICS_")):
@@ -43,7 +43,7 @@ def _simulate_into(env: Mapping[str, str], home: Path) -> None:
         for name, value in env.items():
             mp.setenv(name, value)
         mp.setenv("TPLR_METRICS_HOME", str(home))
-        assert main([*SIMULATE, "--json"]) == 0
+        assert main([*args, "--json"]) == 0
 
 
 @pytest.fixture(scope="module")

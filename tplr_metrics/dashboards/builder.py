@@ -219,10 +219,15 @@ def write_dashboards(out_dir: str | os.PathLike[str], dialect: str) -> list[Path
     A new file is created 0600; a file that is replaced keeps its mode (the committed ones are
     world-readable so a Grafana container can read them through a bind mount).
     """
+    return write_files(out_dir, build_all(dialect))
+
+
+def write_files(out_dir: str | os.PathLike[str], files: dict[str, str]) -> list[Path]:
+    """Write name -> text into ``out_dir`` atomically, as :func:`write_dashboards` does."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, text in build_all(dialect).items():
+    for name, text in files.items():
         path = out / name
         try:
             mode = path.stat().st_mode & 0o777
