@@ -23,6 +23,10 @@ DATASOURCES = {
     "flux": {"uid": "tplr-flux", "name": "InfluxDB (Flux)"},
 }
 LABELS = {"influxql": "InfluxQL", "flux": "Flux"}
+#: The ``datasource`` variable lists only data sources whose name fits the dashboard's dialect
+#: (Grafana matches the regex against data source names): "flux" in the name, other than the one
+#: in "influx", is a Flux source.
+DATASOURCE_REGEX = {"influxql": "/^(?!.*(?:^|[^n])flux).*$/i", "flux": "/(?:^|[^n])flux/i"}
 DATASOURCE_REF = {"type": "influxdb", "uid": "${datasource}"}
 SCHEMA_VERSION = 39  # Grafana 10/11 dashboards
 
@@ -133,7 +137,7 @@ def _variables(dialect: str) -> list[dict[str, Any]]:
             "multi": False,
             "options": [],
             "refresh": 1,
-            "regex": "",
+            "regex": DATASOURCE_REGEX[dialect],
         }
     ]
     render = influxql.variable_query if dialect == "influxql" else flux.variable_query
