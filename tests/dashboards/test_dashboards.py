@@ -325,3 +325,25 @@ def test_datasource_variable_offers_only_the_dialects_sources(dialect: str) -> N
             assert offered == {names["flux"], "InfluxDB Flux (v2)", "my-flux-bucket"}
         else:
             assert offered == {names["influxql"], "InfluxDB", "influxdb-prod"}
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_stat_panels_and_healthy_range_thresholds(dialect: str) -> None:
+    panels = {p["title"]: p for d in all_dashboards() for p in build(d, dialect)["panels"]}
+    stats = [p for p in panels.values() if p["type"] == "stat"]
+    assert len(stats) >= 6, [p["title"] for p in stats]
+    for stat in stats:
+        assert stat["fieldConfig"]["defaults"]["thresholds"]["steps"][0]["value"] is None, stat["title"]
+        assert all(t["resultFormat"] == "time_series" for t in stat["targets"] if "resultFormat" in t)
+
+    def steps(title: str) -> list[tuple[Any, str]]:
+        found = panels[title]["fieldConfig"]["defaults"]["thresholds"]["steps"]
+        return [(s["value"], s["color"]) for s in found]
+
+    # "should stay 0": red from the first point lost.
+    zero = [p.title for d in all_dashboards() for p in d.panels() if "should stay 0" in p.description]
+    assert zero
+    for title in [*zero, "Rejected points"]:
+        assert steps(title) == [(None, "green"), (1, "red")], title
+        assert panels[title]["fieldConfig"]["defaults"]["custom"]["thresholdsStyle"]["mode"] == "line+area"
+    assert steps("Gather success rate per miner")[0] == (None, "red")  # low gather is the bad end

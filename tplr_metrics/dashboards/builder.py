@@ -10,7 +10,7 @@ from typing import Any
 
 from grafanalib._gen import DashboardEncoder
 from grafanalib.core import Dashboard as GrafanaDashboard
-from grafanalib.core import DashboardLink, GridPos, RowPanel, Table, Templating, Time, TimeSeries
+from grafanalib.core import DashboardLink, GridPos, RowPanel, Stat, Table, Templating, Time, TimeSeries
 
 from . import flux, influxql
 from .definitions import all_dashboards
@@ -98,6 +98,23 @@ def _panel(panel: Panel, dialect: str, pos: GridPos) -> Any:
         "gridPos": pos,
         "maxDataPoints": None,  # Grafana then sizes $__interval to the panel's width
     }
+    steps = [{"color": color, "value": value} for value, color in panel.thresholds]
+    if steps:
+        common["thresholds"] = steps
+    if panel.kind == "stat":
+        # One value per series (per uid), each named by its alias; uncoloured without thresholds.
+        for target in targets:
+            if "resultFormat" in target:
+                target["resultFormat"] = "time_series"
+        common["thresholds"] = steps or [{"color": "text", "value": None}]
+        return Stat(
+            format=panel.unit,
+            decimals=panel.decimals,
+            reduceCalc="lastNotNull",
+            graphMode="none",
+            colorMode="value" if steps else "none",
+            **common,
+        )
     if panel.kind == "table":
         return Table(
             unit=panel.unit,
@@ -119,6 +136,7 @@ def _panel(panel: Panel, dialect: str, pos: GridPos) -> Any:
         legendDisplayMode="list",
         tooltipMode="multi",
         overrides=_raw_overrides(panel, targets),
+        thresholdsStyleMode="line+area" if steps else "off",
         **common,
     )
 
