@@ -144,6 +144,7 @@ class Node:
 
     def log_system(self, window: int, busy: float) -> None:
         """A machine's CPU, memory and GPU figures; busier nodes use more."""
+        reserved = self.gpu_total_mb * min(0.99, 0.6 + 0.35 * busy)
         self.logger.log(
             SYSTEM_MEASUREMENT,
             tags={"window": window, "gpu_id": "0", "gpu_name": "NVIDIA H100 80GB HBM3"},
@@ -152,8 +153,11 @@ class Node:
                 "sys_mem_used": self.mem_total_mb * min(0.95, 0.3 + 0.4 * busy + abs(self.noise(0.02))),
                 "sys_mem_total": self.mem_total_mb,
                 "gpu_mem_allocated_mb": self.gpu_total_mb * min(0.97, 0.5 + 0.4 * busy + abs(self.noise(0.02))),
-                "gpu_mem_cached_mb": self.gpu_total_mb * min(0.99, 0.6 + 0.35 * busy),
+                "gpu_mem_cached_mb": reserved,
                 "gpu_mem_total_mb": self.gpu_total_mb,
+                # NVML's view: the allocator's reservation plus the CUDA context, of the device's memory
+                "gpu_mem_used_mb": min(self.gpu_total_mb, reserved + 450.0),
+                "gpu_mem_capacity_mb": self.gpu_total_mb,
                 "gpu_mem_segments": 400 + int(200 * busy) + self.rng.randint(0, 40),
             },
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import time
 import urllib.parse
 import uuid
@@ -21,7 +22,7 @@ import pytest
 
 from tplr_metrics import MetricsLogger
 from tplr_metrics.cli import main
-from tplr_metrics.dashboards import DIALECTS, VARIABLES, all_dashboards, build, build_all, panel_targets
+from tplr_metrics.dashboards import DATASOURCES, DIALECTS, VARIABLES, all_dashboards, build, build_all, panel_targets
 from tplr_metrics.dashboards import flux as flux_dialect
 from tplr_metrics.dashboards import influxql as influxql_dialect
 
@@ -35,7 +36,7 @@ ALL_SELECTED: dict[str, Sequence[str] | str] = dict.fromkeys(VARIABLES, ALL)
 SIMULATE = ["simulate", "--windows", "12", "--window-seconds", "0.25", "--peers", "8", "--seed", "11"]
 
 
-def _simulate_into(env: Mapping[str, str], home: Path) -> None:
+def _simulate_into(env: Mapping[str, str], home: Path, args: Sequence[str] = SIMULATE) -> None:
     with pytest.MonkeyPatch.context() as mp:
         for name in list(os.environ):
             if name.startswith(("INFLUXDB_", "TPLR_METRICS_")):
@@ -43,7 +44,7 @@ def _simulate_into(env: Mapping[str, str], home: Path) -> None:
         for name, value in env.items():
             mp.setenv(name, value)
         mp.setenv("TPLR_METRICS_HOME", str(home))
-        assert main([*SIMULATE, "--json"]) == 0
+        assert main([*args, "--json"]) == 0
 
 
 @pytest.fixture(scope="module")
@@ -284,3 +285,65 @@ def test_influxql_panels_run_on_influxdb2_through_a_dbrp_mapping(influx2: dict[s
                 if status != 200 or not rows:
                     empty.append(f"{definition.slug} / {panel.title} [{target['refId']}]: {status} {body[:200]!r}")
     assert not empty, "\n".join(empty)
+
+
+def test_a_seconds_panel_holds_only_durations() -> None:
+    """unit "s" on a count (num_tasks) would print "12 s"; every field of a seconds panel is a duration."""
+    duration = ("_time", "_s", "time_s", "_seconds", "duration")
+    wrong = [
+        f"{d.slug} / {p.title}: {f}"
+        for d in all_dashboards()
+        for p in d.panels()
+        if p.unit == "s"
+        for q in p.queries
+        for f in q.fields
+        if not f.endswith(duration)
+    ]
+    assert not wrong, wrong
+    evaluators = next(d for d in all_dashboards() if d.slug == "evaluators")
+    tasks = [p for p in evaluators.panels() if any("num_tasks" in q.fields for q in p.queries)]
+    assert [p.unit for p in tasks] == ["short"]
+
+
+def _js_regex(text: str) -> re.Pattern[str]:
+    """Grafana's stringToJsRegex: /pattern/flags."""
+    body, _, flags = text[1:].rpartition("/")
+    assert text.startswith("/") and body, text
+    return re.compile(body, re.IGNORECASE if "i" in flags else 0)
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_datasource_variable_offers_only_the_dialects_sources(dialect: str) -> None:
+    names = {d: source["name"] for d, source in DATASOURCES.items()}
+    others = ["InfluxDB", "influxdb-prod", "InfluxDB Flux (v2)", "my-flux-bucket"]
+    for definition in all_dashboards():
+        variable = build(definition, dialect)["templating"]["list"][0]
+        assert variable["name"] == "datasource" and variable["query"] == "influxdb"
+        pattern = _js_regex(variable["regex"])
+        offered = {name for name in [*names.values(), *others] if pattern.search(name)}
+        if dialect == "flux":
+            assert offered == {names["flux"], "InfluxDB Flux (v2)", "my-flux-bucket"}
+        else:
+            assert offered == {names["influxql"], "InfluxDB", "influxdb-prod"}
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_stat_panels_and_healthy_range_thresholds(dialect: str) -> None:
+    panels = {p["title"]: p for d in all_dashboards() for p in build(d, dialect)["panels"]}
+    stats = [p for p in panels.values() if p["type"] == "stat"]
+    assert len(stats) >= 6, [p["title"] for p in stats]
+    for stat in stats:
+        assert stat["fieldConfig"]["defaults"]["thresholds"]["steps"][0]["value"] is None, stat["title"]
+        assert all(t["resultFormat"] == "time_series" for t in stat["targets"] if "resultFormat" in t)
+
+    def steps(title: str) -> list[tuple[Any, str]]:
+        found = panels[title]["fieldConfig"]["defaults"]["thresholds"]["steps"]
+        return [(s["value"], s["color"]) for s in found]
+
+    # "should stay 0": red from the first point lost.
+    zero = [p.title for d in all_dashboards() for p in d.panels() if "should stay 0" in p.description]
+    assert zero
+    for title in [*zero, "Rejected points"]:
+        assert steps(title) == [(None, "green"), (1, "red")], title
+        assert panels[title]["fieldConfig"]["defaults"]["custom"]["thresholdsStyle"]["mode"] == "line+area"
+    assert steps("Gather success rate per miner")[0] == (None, "red")  # low gather is the bad end

@@ -1,4 +1,4 @@
-"""``tplr-metrics dashboards build``: write the generated Grafana dashboards as JSON."""
+"""``tplr-metrics dashboards build``: write the generated Grafana dashboards and alert rules as JSON."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 from . import CommandError
 
 DEFAULT_OUT = "dashboards"
+DEFAULT_ALERTS_OUT = "telemetry/grafana/provisioning/alerting"
 
 
 def register(subparsers: Any) -> None:
@@ -23,11 +24,14 @@ def register(subparsers: Any) -> None:
         description=(
             "Write the Miners, Validators, Evaluators, System & GPU and Pipeline health dashboards. "
             "With --dialect, into --out (default dashboards/<dialect>); without it, both dialects "
-            "into <out>/influxql and <out>/flux (default out: dashboards)."
+            "into <out>/influxql and <out>/flux (default out: dashboards). The alert rules (Grafana "
+            f"unified alerting) go to --alerts-out, by default {DEFAULT_ALERTS_OUT} when neither "
+            "--dialect nor --out is given."
         ),
     )
     build.add_argument("--dialect", choices=("influxql", "flux"), help="query language (default: both)")
     build.add_argument("--out", metavar="DIR", help="output directory")
+    build.add_argument("--alerts-out", metavar="DIR", help="directory for the alerting provisioning file")
     build.add_argument(
         "--check", action="store_true", help="write nothing; exit 1 if the files in the directory are stale"
     )
@@ -41,13 +45,26 @@ def targets(dialect: str | None, out: str | None) -> list[tuple[str, Path]]:
     return [(name, base / name) for name in ("influxql", "flux")]
 
 
+def alerts_target(args: argparse.Namespace) -> Path | None:
+    if args.alerts_out:
+        return Path(args.alerts_out)
+    return Path(DEFAULT_ALERTS_OUT) if not args.dialect and not args.out else None
+
+
 def run(args: argparse.Namespace) -> int:
-    from ..dashboards import build_all, write_dashboards  # grafanalib: only when asked
+    from ..dashboards import build_all, write_files  # grafanalib: only when asked
+    from ..dashboards.alerts import build_alerts
 
     stale: list[str] = []
-    for dialect, directory in targets(args.dialect, args.out):
+    jobs: list[tuple[str, Path, dict[str, str]]] = [
+        (dialect, directory, build_all(dialect)) for dialect, directory in targets(args.dialect, args.out)
+    ]
+    alerts_dir = alerts_target(args)
+    if alerts_dir is not None:
+        jobs.append(("alerts", alerts_dir, build_alerts()))
+    for label, directory, files in jobs:
         if args.check:
-            for name, text in build_all(dialect).items():
+            for name, text in files.items():
                 path = directory / name
                 try:
                     current = path.read_text(encoding="utf-8")
@@ -57,10 +74,10 @@ def run(args: argparse.Namespace) -> int:
                     stale.append(str(path))
             continue
         try:
-            paths = write_dashboards(directory, dialect)
+            paths = write_files(directory, files)
         except OSError as exc:
             raise CommandError(f"cannot write to {directory}: {exc.strerror or exc}") from None
-        print(f"{dialect}: wrote {len(paths)} dashboards to {directory}")
+        print(f"{label}: wrote {len(paths)} files to {directory}")
     if stale:
         for stale_path in stale:
             print(f"stale: {stale_path}", file=sys.stderr)

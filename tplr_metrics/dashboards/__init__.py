@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from .builder import DATASOURCES, DIALECTS, build, build_all, panel_targets, render_query, write_dashboards
+from .builder import (
+    DATASOURCES,
+    DIALECTS,
+    build,
+    build_all,
+    panel_targets,
+    render_query,
+    write_dashboards,
+    write_files,
+)
 from .definitions import all_dashboards
 from .model import ALL_VALUE, VARIABLES, Dashboard, Panel, Query, Row
 
@@ -21,4 +30,5 @@ __all__ = [
     "panel_targets",
     "render_query",
     "write_dashboards",
+    "write_files",
 ]

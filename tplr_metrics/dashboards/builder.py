@@ -10,7 +10,7 @@ from typing import Any
 
 from grafanalib._gen import DashboardEncoder
 from grafanalib.core import Dashboard as GrafanaDashboard
-from grafanalib.core import DashboardLink, GridPos, RowPanel, Table, Templating, Time, TimeSeries
+from grafanalib.core import DashboardLink, GridPos, RowPanel, Stat, Table, Templating, Time, TimeSeries
 
 from . import flux, influxql
 from .definitions import all_dashboards
@@ -23,6 +23,10 @@ DATASOURCES = {
     "flux": {"uid": "tplr-flux", "name": "InfluxDB (Flux)"},
 }
 LABELS = {"influxql": "InfluxQL", "flux": "Flux"}
+#: The ``datasource`` variable lists only data sources whose name fits the dashboard's dialect
+#: (Grafana matches the regex against data source names): "flux" in the name, other than the one
+#: in "influx", is a Flux source.
+DATASOURCE_REGEX = {"influxql": "/^(?!.*(?:^|[^n])flux).*$/i", "flux": "/(?:^|[^n])flux/i"}
 DATASOURCE_REF = {"type": "influxdb", "uid": "${datasource}"}
 SCHEMA_VERSION = 39  # Grafana 10/11 dashboards
 
@@ -94,6 +98,23 @@ def _panel(panel: Panel, dialect: str, pos: GridPos) -> Any:
         "gridPos": pos,
         "maxDataPoints": None,  # Grafana then sizes $__interval to the panel's width
     }
+    steps = [{"color": color, "value": value} for value, color in panel.thresholds]
+    if steps:
+        common["thresholds"] = steps
+    if panel.kind == "stat":
+        # One value per series (per uid), each named by its alias; uncoloured without thresholds.
+        for target in targets:
+            if "resultFormat" in target:
+                target["resultFormat"] = "time_series"
+        common["thresholds"] = steps or [{"color": "text", "value": None}]
+        return Stat(
+            format=panel.unit,
+            decimals=panel.decimals,
+            reduceCalc="lastNotNull",
+            graphMode="none",
+            colorMode="value" if steps else "none",
+            **common,
+        )
     if panel.kind == "table":
         return Table(
             unit=panel.unit,
@@ -115,6 +136,7 @@ def _panel(panel: Panel, dialect: str, pos: GridPos) -> Any:
         legendDisplayMode="list",
         tooltipMode="multi",
         overrides=_raw_overrides(panel, targets),
+        thresholdsStyleMode="line+area" if steps else "off",
         **common,
     )
 
@@ -133,7 +155,7 @@ def _variables(dialect: str) -> list[dict[str, Any]]:
             "multi": False,
             "options": [],
             "refresh": 1,
-            "regex": "",
+            "regex": DATASOURCE_REGEX[dialect],
         }
     ]
     render = influxql.variable_query if dialect == "influxql" else flux.variable_query
@@ -219,10 +241,15 @@ def write_dashboards(out_dir: str | os.PathLike[str], dialect: str) -> list[Path
     A new file is created 0600; a file that is replaced keeps its mode (the committed ones are
     world-readable so a Grafana container can read them through a bind mount).
     """
+    return write_files(out_dir, build_all(dialect))
+
+
+def write_files(out_dir: str | os.PathLike[str], files: dict[str, str]) -> list[Path]:
+    """Write name -> text into ``out_dir`` atomically, as :func:`write_dashboards` does."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, text in build_all(dialect).items():
+    for name, text in files.items():
         path = out / name
         try:
             mode = path.stat().st_mode & 0o777

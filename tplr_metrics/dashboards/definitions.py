@@ -28,6 +28,20 @@ E_CUSTOM = measurement("evaluator", "custom_evaluation")
 SYSTEM_SOURCE = rf"^[A-Za-z]?{SYSTEM_MEASUREMENT}$|^{re.escape(V_WINDOW)}$"
 HEALTH_SOURCE = rf"{HEALTH_MEASUREMENT}$"  # a unique name: any prefix a logger adds
 
+#: Healthy ranges: green inside, yellow past a warning, red past the limit.
+ZERO = ((None, "green"), (1, "red"))  # a count that should stay 0 (integers: 1 is "above 0")
+
+
+def _floor(warn: float, bad: float) -> tuple[tuple[float | None, str], ...]:
+    """Red under ``bad``, yellow under ``warn``, green above."""
+    return ((None, "red"), (bad, "yellow"), (warn, "green"))
+
+
+def _ceiling(warn: float, bad: float) -> tuple[tuple[float | None, str], ...]:
+    """Green under ``warn``, yellow up to ``bad``, red above."""
+    return ((None, "green"), (warn, "yellow"), (bad, "red"))
+
+
 PER_UID = "$tag_uid"
 PER_NODE = "$tag_role $tag_uid"
 
@@ -45,6 +59,29 @@ def _series(
         tags = " ".join(f"$tag_{tag}" for tag in by)
         alias = (f"$col {tags}" if len(fields) != 1 else tags) if tags else "$col"
     return Query(measurement_name, fields, aggregate, by, smooth, "timeseries", regex, alias.strip())
+
+
+def _stat(
+    title: str,
+    field: str,
+    description: str,
+    unit: str = "short",
+    decimals: int | None = 0,
+    thresholds: tuple[tuple[float | None, str], ...] = (),
+) -> Panel:
+    """A stat panel: the latest value of a validator-window field, one per validator uid."""
+    query = Query(V_WINDOW, (field,), "last", ("uid",), shape="latest", alias="validator $tag_uid")
+    return Panel(
+        title,
+        description,
+        (query,),
+        unit=unit,
+        kind="stat",
+        decimals=decimals,
+        width=4,
+        height=4,
+        thresholds=thresholds,
+    )
 
 
 def miners() -> Dashboard:
@@ -81,6 +118,7 @@ def miners() -> Dashboard:
                         unit="percent",
                         min=0,
                         max=100,
+                        thresholds=_floor(80, 50),
                     ),
                     Panel(
                         "Peers gathered per miner",
@@ -148,6 +186,25 @@ def validators() -> Dashboard:
         description="Templar validators: window losses, improvement, per-peer scores and weights, slashes, "
         "inactivity and timings.",
         rows=(
+            Row(
+                "Now",
+                (
+                    _stat("Current block", "current_block", "The chain block of each validator's latest window."),
+                    _stat("Active peers", "active_miners_count", "Peers active in the latest window."),
+                    _stat("Total peers", "total_peers", "Peers in the subnet at the latest window."),
+                    _stat(
+                        "Gather success rate",
+                        "gather_success_rate",
+                        "Share of peers whose gradients the validator gathered in the latest window.",
+                        unit="percent",
+                        thresholds=_floor(80, 50),
+                    ),
+                    _stat("Learning rate", "inner_lr", "The inner learning rate at the latest window.", decimals=None),
+                    _stat(
+                        "Evaluated uids", "evaluated_uids_count", "Peers the validator evaluated in the latest window."
+                    ),
+                ),
+            ),
             Row(
                 "Window losses",
                 (
@@ -328,10 +385,17 @@ def evaluators() -> Dashboard:
                         (_series(E_CUSTOM, "average_loss"),),
                     ),
                     Panel(
-                        "Evaluation runtime and tasks",
-                        "Seconds an evaluation took, and how many benchmark tasks it ran.",
-                        (_series(E_CUSTOM, "runtime_s"), _series(E_SUMMARY, "num_tasks", alias="tasks $tag_uid")),
+                        "Evaluation runtime",
+                        "Seconds an evaluation took.",
+                        (_series(E_CUSTOM, "runtime_s"),),
                         unit="s",
+                    ),
+                    Panel(
+                        "Benchmark tasks per evaluation",
+                        "How many benchmark tasks each evaluation ran (a count, not a duration).",
+                        (_series(E_SUMMARY, "num_tasks", alias="tasks $tag_uid"),),
+                        unit="short",
+                        decimals=0,
                     ),
                 ),
             ),
@@ -420,12 +484,14 @@ def pipeline_health() -> Dashboard:
                         "Mean seconds per batch write (the worst interval shown).",
                         (health("write_latency_s", "max"),),
                         unit="s",
+                        thresholds=_ceiling(1, 5),
                     ),
                     Panel(
                         "Spooled points",
                         "Points sent to the disk spool while the server was unreachable, since the logger started.",
                         (health("spooled", "max"),),
                         decimals=0,
+                        thresholds=((None, "green"), (1, "yellow")),
                     ),
                 ),
             ),
@@ -437,18 +503,21 @@ def pipeline_health() -> Dashboard:
                         "Points the logger gave up on (queue full, retries exhausted) since it started: should stay 0.",
                         (health("dropped", "max"),),
                         decimals=0,
+                        thresholds=ZERO,
                     ),
                     Panel(
                         "Retried points",
                         "Points written again after a transient failure, since the logger started.",
                         (health("retried", "max"),),
                         decimals=0,
+                        thresholds=((None, "green"), (1, "yellow")),
                     ),
                     Panel(
                         "Rejected points",
                         "Points the server refused (type conflicts, bad lines) since the logger started.",
                         (health("rejected", "max"),),
                         decimals=0,
+                        thresholds=ZERO,
                     ),
                 ),
             ),

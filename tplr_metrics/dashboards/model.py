@@ -57,7 +57,11 @@ class Query:
 
 @dataclass(frozen=True)
 class Panel:
-    """A Grafana panel: ``kind`` is timeseries, bars (counts per interval) or table."""
+    """A Grafana panel: ``kind`` is timeseries, bars (counts per interval), stat or table.
+
+    ``thresholds`` are Grafana's steps, (from value, colour), the first from ``None``: the healthy
+    range of the panel's values, drawn as coloured bands (a stat panel is coloured by them).
+    """
 
     title: str
     description: str
@@ -69,6 +73,7 @@ class Panel:
     max: float | None = None
     width: int = 12
     height: int = 8
+    thresholds: tuple[tuple[float | None, str], ...] = ()
 
 
 @dataclass(frozen=True)
