@@ -172,3 +172,27 @@ def test_the_headline_query_walks_one_runs_index(store: Path) -> None:
         plan = " | ".join(row[3] for row in conn.execute(sql, (1, "%loss%")))
     assert "USING INDEX points_run_id" in plan or "USING COVERING INDEX points_run_id" in plan, plan
     assert "TEMP B-TREE" not in plan, plan
+
+
+def test_a_logged_table_pages_and_searches(isolated_env: Path) -> None:
+    from tplr_metrics import open_log_store
+
+    log = open_log_store("local", logger_options={"runtime_id": "tbl-run"})
+    log.log_table("samples", [{"prompt": f"p{i}", "score": i} for i in range(5)], step=1)
+    log.log_table("samples", [{"prompt": f"line one\nprompt {i}", "score": i / 2} for i in range(120)], step=2)
+    log.close(10)
+    client = store_client(isolated_env / "metrics.sqlite")
+    listed = client.get("/api/runs/tbl-run/tables").json()["tables"]
+    assert [(t["name"], t["versions"], t["rows"], t["step"]) for t in listed] == [("samples", 2, 120, 2)]
+    page = client.get("/api/runs/tbl-run/tables/samples", params={"offset": 50, "limit": 50}).json()
+    assert page["rows_total"] == page["matching"] == 120 and page["version"] == 1
+    assert page["columns"] == ["prompt", "score"]
+    assert [r["row"] for r in page["rows"]] == list(range(50, 100))
+    assert page["rows"][0]["values"] == {"prompt": "line one\nprompt 50", "score": 25.0}
+    found = client.get("/api/runs/tbl-run/tables/samples", params={"q": "PROMPT 11"}).json()
+    assert found["matching"] == 11 and [r["row"] for r in found["rows"]] == [11, *range(110, 120)]
+    first = client.get("/api/runs/tbl-run/tables/samples", params={"version": 0}).json()
+    assert first["rows_total"] == 5 and first["step"] == 1
+    assert client.get("/api/runs/tbl-run/tables/nope").status_code == 404
+    assert client.get("/api/runs/tbl-run/tables/samples", params={"version": 2}).status_code == 400
+    assert client.get("/api/runs/tbl-run/tables/samples", params={"limit": 0}).status_code == 400

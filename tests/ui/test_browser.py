@@ -248,3 +248,43 @@ def test_a_token_opens_the_pages_off_loopback(store: Path, ui_server: Callable[.
     browser.get(base + "/runs/run-a")
     wait(browser, lambda d: chart_points(d, "train.loss") > 0)
     browser.delete_all_cookies()
+
+
+def table_rows(driver: Any) -> list[int]:
+    return [int(r.get_attribute("data-row")) for r in driver.find_elements(By.CSS_SELECTOR, "#table-view tbody tr")]
+
+
+def test_a_logged_table_pages_and_narrows_to_a_search(
+    isolated_env: Path, ui_server: Callable[..., UiServer], browser: Any, screenshot_dir: Path
+) -> None:
+    from tplr_metrics import open_log_store
+
+    log = open_log_store("local", logger_options={"runtime_id": "table-run"})
+    log.log_metrics({"loss": 1.0}, 0)
+    long_text = "word " * 80
+    rows = [{"prompt": f"prompt {i}\nsecond line", "completion": long_text + MARKUP, "score": i} for i in range(250)]
+    log.log_table("samples", rows, step=3)
+    log.close(10)
+    server = ui_server("--store", str(isolated_env / "metrics.sqlite"))
+    browser.get(server.base + "/runs/table-run")
+    link = wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, '#tables li[data-table="samples"] a'))
+    assert "250 rows" in browser.find_element(By.CSS_SELECTOR, '#tables li[data-table="samples"]').text
+    link.click()
+    wait(browser, lambda d: table_rows(d) == list(range(50)))
+    assert browser.current_url.endswith("/runs/table-run/tables/samples")
+    assert "page 1 of 5" in browser.find_element(By.ID, "page-info").text
+    browser.find_element(By.ID, "next").click()
+    wait(browser, lambda d: table_rows(d) == list(range(50, 100)))  # page 2: the 51st to the 100th row
+    assert "rows 51-100 of 250" in browser.find_element(By.ID, "page-info").text
+    cells = browser.find_elements(By.CSS_SELECTOR, '#table-view tbody tr[data-row="50"] td')
+    assert cells[1].text == "prompt 50\nsecond line"  # the newline kept, as text
+    assert cells[1].value_of_css_property("white-space") == "pre-wrap"
+    assert cells[2].size["width"] <= 660 and cells[2].size["height"] > 40  # a long cell wraps
+    assert browser.find_elements(By.TAG_NAME, "img") == []
+    assert_no_alert(browser)
+    browser.save_screenshot(str(screenshot_dir / "table.png"))
+    browser.find_element(By.ID, "search").send_keys("prompt 24")
+    wait(browser, lambda d: table_rows(d) == [24, *range(240, 250)])  # back on page 1, only matches
+    assert "of 11 matching" in browser.find_element(By.ID, "page-info").text
+    assert browser.find_element(By.ID, "next").get_attribute("disabled") is not None
+    assert browser.find_element(By.ID, "error").text == ""

@@ -1,4 +1,4 @@
-"""The UI's routes: three static pages, their scripts, and the JSON API they read.
+"""The UI's routes: four static pages, their scripts, and the JSON API they read.
 
 Pages are fixed files (no templating): each script reads the API and writes every run name,
 tag and value with ``textContent``. Only the files listed in ``STATIC_FILES`` are served, read
@@ -27,11 +27,15 @@ STATIC_FILES = {
     "runs.js": "text/javascript; charset=utf-8",
     "run.js": "text/javascript; charset=utf-8",
     "compare.js": "text/javascript; charset=utf-8",
+    "table.js": "text/javascript; charset=utf-8",
     "uPlot.iife.min.js": "text/javascript; charset=utf-8",
     "uPlot.min.css": "text/css; charset=utf-8",
     "uPlot.LICENSE": "text/plain; charset=utf-8",
 }
-PAGES = ("index.html", "run.html", "compare.html")
+PAGES = ("index.html", "run.html", "compare.html", "table.html")
+#: Rows a table page asks for at once (and the most one answer holds).
+TABLE_PAGE_ROWS = 50
+LIMIT_TABLE_ROWS = 1_000
 _NO_STORE = {"cache-control": "no-store"}
 
 
@@ -68,6 +72,9 @@ def create_app(source: RunSource, *, token: str | None, loopback: bool) -> Starl
 
     async def compare_page(request: Request) -> Response:
         return page("compare.html")
+
+    async def table_page(request: Request) -> Response:
+        return page("table.html")
 
     async def static(request: Request) -> Response:
         name = request.path_params["name"]
@@ -121,9 +128,27 @@ def create_app(source: RunSource, *, token: str | None, loopback: bool) -> Starl
 
         return answer(read)
 
+    def api_tables(request: Request) -> JSONResponse:
+        run_id = request.path_params["run_id"]
+        return answer(lambda: {"run_id": run_id, "tables": source.tables(run_id)})
+
+    def api_table(request: Request) -> JSONResponse:
+        run_id = request.path_params["run_id"]
+        name = request.path_params["name"]
+
+        def read() -> dict[str, Any]:
+            offset = _int_param(request, "offset", 0, 0, 10**9)
+            limit = _int_param(request, "limit", TABLE_PAGE_ROWS, 1, LIMIT_TABLE_ROWS)
+            version = _int_param(request, "version", -1, -(10**9), 10**9)
+            query = request.query_params.get("q", "")
+            return {"run_id": run_id, **source.table(run_id, name, offset, limit, query, version)}
+
+        return answer(read)
+
     routes = [
         Route("/", index),
         Route("/runs/{run_id}", run_page),
+        Route("/runs/{run_id}/tables/{name:path}", table_page),
         Route("/compare", compare_page),
         Route("/static/{name}", static),
         Route("/api/runs", api_runs),
@@ -131,6 +156,8 @@ def create_app(source: RunSource, *, token: str | None, loopback: bool) -> Starl
         Route("/api/runs/{run_id}", api_delete, methods=["DELETE"]),
         Route("/api/runs/{run_id}/metrics", api_metrics),
         Route("/api/runs/{run_id}/series", api_series),
+        Route("/api/runs/{run_id}/tables", api_tables),
+        Route("/api/runs/{run_id}/tables/{name:path}", api_table),
     ]
     middleware = [Middleware(AccessControl, token=token, loopback=loopback)]
     return Starlette(routes=routes, middleware=middleware)

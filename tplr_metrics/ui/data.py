@@ -11,6 +11,7 @@ chart polled every second costs what arrived since the last poll, not the whole 
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..commands._store_cli import is_live
+from ..commands.table import columns_of, versions
 from ..store.database import RunRow, Store, StoreError
 from ..viz.plotting import SMOOTHERS, X_KEYS, smooth, xy
 from ..viz.run_data import RunData, RunDataError, read_jsonl, run_label
@@ -55,6 +57,8 @@ class RunSource(Protocol):
     def series(
         self, run_id: str, metric: str, x: str, max_points: int, smoothing: str | None, window: int
     ) -> dict[str, Any]: ...
+    def tables(self, run_id: str) -> list[dict[str, Any]]: ...
+    def table(self, run_id: str, name: str, offset: int, limit: int, query: str, version: int) -> dict[str, Any]: ...
     def delete(self, run_id: str) -> int: ...
 
 
@@ -104,6 +108,51 @@ def series_of(
         out["smoothed"] = [smoothed[i] for i in keep]
         out["smoothing"] = {"kind": smoothing, "window": window}
     return out
+
+
+def table_list(data: RunData) -> list[dict[str, Any]]:
+    """The run's logged tables (LogStore.log_table), each with its latest version's size."""
+    out = []
+    for name in dict.fromkeys(r.table for r in data.tables):
+        found = versions(data.tables, name)
+        last = found[-1]
+        out.append(
+            {"name": name, "versions": len(found), "rows": len(last), "step": last[0].step, "time_ns": last[0].time_ns}
+        )
+    return out
+
+
+def _cell_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def table_page(data: RunData, name: str, offset: int, limit: int, query: str, version: int) -> dict[str, Any]:
+    """One page of one version of a table (-1: the latest), its rows narrowed to those with a
+    cell containing ``query`` (case-insensitive) first; cells go out as logged."""
+    found = versions(data.tables, name)
+    if not found:
+        raise UnknownRun(f"no table {name!r} in this run")
+    if not -len(found) <= version < len(found):
+        raise ValueError(f"version must be between {-len(found)} and {len(found) - 1}")
+    rows = found[version]
+    needle = query.casefold()
+    matching = (
+        [r for r in rows if any(needle in _cell_text(v).casefold() for v in r.values.values())] if needle else rows
+    )
+    return {
+        "table": name,
+        "version": version % len(found),
+        "versions": [{"step": v[0].step, "time_ns": v[0].time_ns, "rows": len(v)} for v in found],
+        "step": rows[0].step,
+        "time_ns": rows[0].time_ns,
+        "columns": columns_of(rows),
+        "rows_total": len(rows),
+        "matching": len(matching),
+        "offset": offset,
+        "limit": limit,
+        "query": query,
+        "rows": [{"row": r.row, "values": r.values} for r in matching[offset : offset + limit]],
+    }
 
 
 def display_name(config: dict[str, Any], role: str, uid: str, fallback: str) -> str:
@@ -277,6 +326,12 @@ class StoreSource:
     ) -> dict[str, Any]:
         return series_of(self._data(run_id), metric, x, max_points, smoothing, window)
 
+    def tables(self, run_id: str) -> list[dict[str, Any]]:
+        return table_list(self._data(run_id))
+
+    def table(self, run_id: str, name: str, offset: int, limit: int, query: str, version: int) -> dict[str, Any]:
+        return table_page(self._data(run_id), name, offset, limit, query, version)
+
     def delete(self, run_id: str) -> int:
         """Delete the run's rows and points; the number of points deleted."""
         with self._lock:
@@ -393,6 +448,12 @@ class JsonlSource:
     ) -> dict[str, Any]:
         return series_of(self._data(self._file(run_id))[0], metric, x, max_points, smoothing, window)
 
+    def tables(self, run_id: str) -> list[dict[str, Any]]:
+        return table_list(self._data(self._file(run_id))[0])
+
+    def table(self, run_id: str, name: str, offset: int, limit: int, query: str, version: int) -> dict[str, Any]:
+        return table_page(self._data(self._file(run_id))[0], name, offset, limit, query, version)
+
     def delete(self, run_id: str) -> int:
         self._file(run_id)
         raise NotDeletable("runs read from JSONL files cannot be deleted here; delete the file")
@@ -408,4 +469,6 @@ __all__ = [
     "display_name",
     "headline",
     "series_of",
+    "table_list",
+    "table_page",
 ]
