@@ -288,3 +288,74 @@ def test_a_logged_table_pages_and_narrows_to_a_search(
     assert "of 11 matching" in browser.find_element(By.ID, "page-info").text
     assert browser.find_element(By.ID, "next").get_attribute("disabled") is not None
     assert browser.find_element(By.ID, "error").text == ""
+
+
+def test_a_foreign_jsonl_log_opens_and_grows_while_it_is_written(
+    tmp_path: Path, ui_server: Callable[..., UiServer], browser: Any, screenshot_dir: Path
+) -> None:
+    """Another trainer's layout: {"step", "epoch", "metrics": {"train": {...}}} lines, appended
+    by a thread while the page is open."""
+    import json
+    import threading
+
+    log = tmp_path / "exp-7" / "logs" / "metrics.jsonl"
+    log.parent.mkdir(parents=True)
+
+    def line(step: int) -> str:
+        record = {"step": step, "epoch": step // 50, "metrics": {"train": {"loss": 3.0 / (1 + step)}}}
+        if step % 10 == 0:
+            record["metrics"]["val"] = {"loss": 3.5 / (1 + step)}
+        return json.dumps(record) + "\n"
+
+    log.write_text("".join(line(s) for s in range(40)))
+    stop = threading.Event()
+
+    def append() -> None:
+        step = 40
+        while not stop.is_set() and step < 2_000:
+            with log.open("a") as handle:
+                handle.write(line(step))
+            step += 1
+            stop.wait(0.05)
+
+    server = ui_server("--input", str(log))
+    writer = threading.Thread(target=append, daemon=True)
+    try:
+        browser.get(server.base + "/runs/exp-7")
+        wait(browser, lambda d: chart_points(d, "train.loss") >= 40 and chart_points(d, "val.loss") >= 4)
+        writer.start()
+        before = chart_points(browser, "train.loss")
+        wait(browser, lambda d: chart_points(d, "train.loss") > before, timeout=3.0)
+        assert "live" in browser.find_element(By.ID, "live").text
+        assert browser.find_element(By.ID, "error").text == ""
+        browser.save_screenshot(str(screenshot_dir / "jsonl-live.png"))
+    finally:
+        stop.set()
+        writer.join(5)
+
+
+def test_a_jsonl_sink_directory_opens_with_charts_config_and_tables(
+    tmp_path: Path, ui_server: Callable[..., UiServer], browser: Any
+) -> None:
+    from tplr_metrics import open_log_store
+
+    logs = tmp_path / "run-009" / "logs"
+    log = open_log_store("jsonl", log_dir=str(logs))
+    log.log_hyperparams({"lr": 3e-4, "optimizer": {"name": "adamw"}})
+    for step in range(30):
+        log.log_metrics({"loss": 2.0 / (1 + step)}, step)
+    log.log_metrics({"loss": 1.5}, 29, split="val")
+    log.log_table("samples", [{"prompt": f"p{i}", "score": i} for i in range(3)], step=29)
+    log.close(10)
+    server = ui_server("--input", str(logs))
+    browser.get(server.url)
+    wait(browser, lambda d: [r.get_attribute("data-run-id") for r in rows(d)] == ["run-009"])
+    browser.get(server.base + "/runs/run-009")
+    wait(browser, lambda d: chart_points(d, "train.loss") == 30 and chart_points(d, "val.loss") == 1)
+    config = {
+        r.get_attribute("data-config-key"): r.text
+        for r in browser.find_elements(By.CSS_SELECTOR, "#config tr[data-config-key]")
+    }
+    assert config["lr"] == "lr 0.0003" and config["optimizer"] == 'optimizer {"name":"adamw"}'
+    wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, '#tables li[data-table="samples"] a')).click()
+    wait(browser, lambda d: table_rows(d) == [0, 1, 2])

@@ -24,7 +24,7 @@ from ..commands._store_cli import is_live
 from ..commands.table import columns_of, versions
 from ..store.database import RunRow, Store, StoreError
 from ..viz.plotting import SMOOTHERS, X_KEYS, smooth, xy
-from ..viz.run_data import RunData, RunDataError, read_jsonl, run_label
+from ..viz.run_data import RunData, RunDataError, directory_label, read_jsonl, run_label
 from .downsample import lttb_indices
 
 logger = logging.getLogger("tplr_metrics")
@@ -368,7 +368,8 @@ class JsonlSource:
     def __init__(self, paths: Sequence[Path]) -> None:
         self._files: dict[str, _LogFile] = {}
         for path in paths:
-            label = run_label(path) if path.is_file() else (path.name or str(path))
+            # A directory: its name, or its parent's for a logs/ folder (run-009/logs -> run-009).
+            label = run_label(path) if path.is_file() else directory_label(path / "metrics.jsonl")
             run_id, n = label, 1
             while run_id in self._files:
                 n += 1

@@ -25,7 +25,7 @@
       const tbody = document.querySelector("#config tbody");
       tbody.replaceChildren(...Object.keys(run.config || {}).sort().map((key) => {
         const tr = el("tr", { "data-config-key": key });
-        tr.append(el("td", {}, key), el("td", {}, String(run.config[key])));
+        tr.append(el("td", {}, key), el("td", {}, TM.valueText(run.config[key])));
         return tr;
       }));
     }
