@@ -359,3 +359,41 @@ def test_a_jsonl_sink_directory_opens_with_charts_config_and_tables(
     assert config["lr"] == "lr 0.0003" and config["optimizer"] == 'optimizer {"name":"adamw"}'
     wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, '#tables li[data-table="samples"] a')).click()
     wait(browser, lambda d: table_rows(d) == [0, 1, 2])
+
+
+def test_from_influx_lists_the_runs_and_draws_their_charts(
+    isolated_env: Path, influx1: Any, unique_db: str, ui_server: Callable[..., UiServer], browser: Any
+) -> None:
+    """A real InfluxDB 1.6.7: two logger runs written over v1, read back by runtime_id."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    for run_id, lr in (("influx-a", 0.1), ("influx-b", 0.2)):
+        logger = MetricsLogger(
+            role="miner", uid=3, runtime_id=run_id, config={"lr": lr}, url=influx1.url, database=unique_db, api="v1"
+        )
+        for step in range(60):
+            logger.log("train", {"window": step // 10, "global_step": step}, {"loss": 2.0 / (1 + step)})
+        assert logger.close(20)
+    assert influx1.count("train", "loss", unique_db) == 120  # what landed in the server
+    env = {"INFLUXDB_URL": influx1.url, "INFLUXDB_DATABASE": unique_db, "INFLUXDB_API": "v1"}
+    server = ui_server("--from-influx", env=env)
+    with urllib.request.urlopen(server.base + "/api/runs", timeout=10) as answer:
+        listed = json.load(answer)
+    assert listed["deletable"] is False
+    runs = {r["run_id"]: r for r in listed["runs"]}
+    assert set(runs) == {"influx-a", "influx-b"}
+    assert runs["influx-a"]["points"] == 60 and runs["influx-a"]["name"] == "miner/3"
+    assert runs["influx-b"]["config"]["lr"] == "0.2"
+    request = urllib.request.Request(
+        server.base + "/api/runs/influx-a", method="DELETE", headers={"Origin": server.base}
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 409
+    browser.get(server.base + "/runs/influx-b")
+    wait(browser, lambda d: chart_points(d, "train.loss") > 0)
+    assert chart_points(browser, "train.loss") == 60
+    browser.get(server.url)
+    wait(browser, lambda d: sorted(r.get_attribute("data-run-id") for r in rows(d)) == ["influx-a", "influx-b"])
