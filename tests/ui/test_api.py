@@ -196,3 +196,47 @@ def test_a_logged_table_pages_and_searches(isolated_env: Path) -> None:
     assert client.get("/api/runs/tbl-run/tables/nope").status_code == 404
     assert client.get("/api/runs/tbl-run/tables/samples", params={"version": 2}).status_code == 400
     assert client.get("/api/runs/tbl-run/tables/samples", params={"limit": 0}).status_code == 400
+
+
+def test_run_ids_with_a_slash_answer(isolated_env: Path) -> None:
+    from tplr_metrics import open_log_store
+
+    # spool=False: the spool names a folder after the runtime_id, which a "/" breaks (a logger bug).
+    log = open_log_store("local", logger_options={"runtime_id": "team/exp/tables", "spool": False})
+    for step in range(20):
+        log.log_metrics({"loss": 1.0 / (1 + step)}, step)
+    log.log_table("samples", [{"text": "a"}], step=19)
+    log.close(10)
+    client = store_client(isolated_env / "metrics.sqlite")
+    assert [r["run_id"] for r in client.get("/api/runs").json()["runs"]] == ["team/exp/tables"]
+    assert client.get("/api/runs/team%2Fexp%2Ftables").json()["run_id"] == "team/exp/tables"
+    assert [m["name"] for m in client.get("/api/runs/team%2Fexp%2Ftables/metrics").json()["metrics"]] == ["train.loss"]
+    series = client.get("/api/runs/team%2Fexp%2Ftables/series", params={"metric": "train.loss"}).json()
+    assert series["total"] == 20
+    assert client.get("/api/runs/team%2Fexp%2Ftables/tables").json()["tables"][0]["name"] == "samples"
+    assert client.get("/api/runs/team%2Fexp%2Ftables/tables/samples").json()["rows_total"] == 1
+    assert client.get("/runs/team%2Fexp%2Ftables").status_code == 200
+    assert client.get("/runs/team%2Fexp%2Ftables/tables/samples").status_code == 200
+    assert client.get("/api/runs/team%2Fexp").status_code == 404
+    gone = client.delete("/api/runs/team%2Fexp%2Ftables", headers={"Origin": "http://127.0.0.1:8765"})
+    assert gone.status_code == 200 and gone.json()["deleted_points"] == 21
+
+
+def test_the_run_cache_holds_at_most_its_bound(isolated_env: Path) -> None:
+    need_ui_extra()
+    from tplr_metrics.ui.data import StoreSource
+
+    for name in ("c-1", "c-2", "c-3"):
+        logger = MetricsLogger(role="miner", uid=1, runtime_id=name)
+        for step in range(200):
+            logger.log("train", {"window": step}, {"loss": float(step)})
+        logger.close(10)
+    source = StoreSource(isolated_env / "metrics.sqlite", max_cached_points=450)
+    for name in ("c-1", "c-2", "c-3"):
+        assert source.series(name, "train.loss", "step", 2000, None, 10)["total"] == 200
+    assert list(source._cache) == ["c-2", "c-3"]  # 600 points read, c-1 (least recent) dropped
+    assert source.series("c-1", "train.loss", "step", 2000, None, 10)["total"] == 200  # read again, whole
+    assert list(source._cache) == ["c-3", "c-1"]
+    tiny = StoreSource(isolated_env / "metrics.sqlite", max_cached_points=10)
+    assert tiny.series("c-2", "train.loss", "step", 2000, None, 10)["total"] == 200  # the last run stays
+    assert list(tiny._cache) == ["c-2"]

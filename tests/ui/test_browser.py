@@ -26,8 +26,10 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 MARKUP = "<img src=x onerror=alert(1)>"
 
 
-def log_run(runtime_id: str, *, role: str = "miner", uid: Any = 1, config: dict[str, Any], steps: int = 200) -> None:
-    logger = MetricsLogger(role=role, uid=uid, runtime_id=runtime_id, config=config)
+def log_run(
+    runtime_id: str, *, role: str = "miner", uid: Any = 1, config: dict[str, Any], steps: int = 200, spool: bool = True
+) -> None:
+    logger = MetricsLogger(role=role, uid=uid, runtime_id=runtime_id, config=config, spool=spool)
     for step in range(steps):
         logger.log("train", {"window": step // 10}, {"loss": 3.0 / (1 + step * 0.05), "acc": step / steps})
     logger.close(10)
@@ -397,3 +399,17 @@ def test_from_influx_lists_the_runs_and_draws_their_charts(
     assert chart_points(browser, "train.loss") == 60
     browser.get(server.url)
     wait(browser, lambda d: sorted(r.get_attribute("data-run-id") for r in rows(d)) == ["influx-a", "influx-b"])
+
+
+def test_a_run_id_with_slashes_opens_from_the_list(
+    isolated_env: Path, ui_server: Callable[..., UiServer], browser: Any
+) -> None:
+    log_run("team/exp-1/seed-0", config={"lr": 0.1}, steps=30, spool=False)  # the spool breaks on "/"
+    server = ui_server("--store", str(isolated_env / "metrics.sqlite"))
+    browser.get(server.url)
+    wait(browser, lambda d: [r.get_attribute("data-run-id") for r in rows(d)] == ["team/exp-1/seed-0"])
+    browser.find_element(By.CSS_SELECTOR, "a.run-name").click()
+    wait(browser, lambda d: chart_points(d, "train.loss") == 30)
+    assert browser.current_url.endswith("/runs/team%2Fexp-1%2Fseed-0")
+    assert "team/exp-1/seed-0" in browser.find_element(By.ID, "run-meta").text
+    assert browser.find_element(By.ID, "error").text == ""

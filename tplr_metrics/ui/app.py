@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from importlib import resources
 from typing import Any
+from urllib.parse import quote, unquote
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -44,6 +45,25 @@ def _read_static() -> dict[str, bytes]:
     return {name: folder.joinpath(name).read_bytes() for name in (*STATIC_FILES, *PAGES)}
 
 
+class SegmentPaths:
+    """Route on the path as sent, one segment at a time: a run id or table name holding "/"
+    arrives as %2F, which the server would decode into a separator. Each segment is kept
+    percent-encoded for routing; :func:`_param` decodes it."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope.get("raw_path"):
+            raw = scope["raw_path"].decode("latin-1").split("?", 1)[0]
+            scope = {**scope, "path": "/".join(quote(unquote(part), safe="") for part in raw.split("/"))}
+        await self.app(scope, receive, send)
+
+
+def _param(request: Request, name: str) -> str:
+    return unquote(request.path_params[name])
+
+
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=_NO_STORE)
 
@@ -77,7 +97,7 @@ def create_app(source: RunSource, *, token: str | None, loopback: bool) -> Starl
         return page("table.html")
 
     async def static(request: Request) -> Response:
-        name = request.path_params["name"]
+        name = _param(request, "name")
         if name not in STATIC_FILES:
             return Response("not found\n", status_code=404, media_type="text/plain")
         return Response(files[name], media_type=STATIC_FILES[name])
@@ -100,19 +120,19 @@ def create_app(source: RunSource, *, token: str | None, loopback: bool) -> Starl
         return answer(lambda: {"source": source.describe(), "deletable": source.deletable, "runs": source.runs()})
 
     def api_run(request: Request) -> JSONResponse:
-        run_id = request.path_params["run_id"]
+        run_id = _param(request, "run_id")
         return answer(lambda: {**source.run(run_id), "deletable": source.deletable})
 
     def api_delete(request: Request) -> JSONResponse:
-        run_id = request.path_params["run_id"]
+        run_id = _param(request, "run_id")
         return answer(lambda: {"run_id": run_id, "deleted_points": source.delete(run_id)})
 
     def api_metrics(request: Request) -> JSONResponse:
-        run_id = request.path_params["run_id"]
+        run_id = _param(request, "run_id")
         return answer(lambda: {"run_id": run_id, "metrics": source.metrics(run_id)})
 
     def api_series(request: Request) -> JSONResponse:
-        run_id = request.path_params["run_id"]
+        run_id = _param(request, "run_id")
 
         def read() -> dict[str, Any]:
             metric = request.query_params.get("metric")
@@ -129,12 +149,12 @@ def create_app(source: RunSource, *, token: str | None, loopback: bool) -> Starl
         return answer(read)
 
     def api_tables(request: Request) -> JSONResponse:
-        run_id = request.path_params["run_id"]
+        run_id = _param(request, "run_id")
         return answer(lambda: {"run_id": run_id, "tables": source.tables(run_id)})
 
     def api_table(request: Request) -> JSONResponse:
-        run_id = request.path_params["run_id"]
-        name = request.path_params["name"]
+        run_id = _param(request, "run_id")
+        name = _param(request, "name")
 
         def read() -> dict[str, Any]:
             offset = _int_param(request, "offset", 0, 0, 10**9)
@@ -148,7 +168,7 @@ def create_app(source: RunSource, *, token: str | None, loopback: bool) -> Starl
     routes = [
         Route("/", index),
         Route("/runs/{run_id}", run_page),
-        Route("/runs/{run_id}/tables/{name:path}", table_page),
+        Route("/runs/{run_id}/tables/{name}", table_page),
         Route("/compare", compare_page),
         Route("/static/{name}", static),
         Route("/api/runs", api_runs),
@@ -157,9 +177,9 @@ def create_app(source: RunSource, *, token: str | None, loopback: bool) -> Starl
         Route("/api/runs/{run_id}/metrics", api_metrics),
         Route("/api/runs/{run_id}/series", api_series),
         Route("/api/runs/{run_id}/tables", api_tables),
-        Route("/api/runs/{run_id}/tables/{name:path}", api_table),
+        Route("/api/runs/{run_id}/tables/{name}", api_table),
     ]
-    middleware = [Middleware(AccessControl, token=token, loopback=loopback)]
+    middleware = [Middleware(AccessControl, token=token, loopback=loopback), Middleware(SegmentPaths)]
     return Starlette(routes=routes, middleware=middleware)
 
 

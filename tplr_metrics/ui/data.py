@@ -15,6 +15,7 @@ import json
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,9 @@ logger = logging.getLogger("tplr_metrics")
 #: A JSONL log written to within this many seconds counts as a live run (its charts poll).
 JSONL_LIVE_S = 30.0
 _NAME_TAGS = ("name", "run_name", "experiment")
+#: The most points (samples and table rows, all runs together) a source keeps read; the runs
+#: least recently asked for are dropped first (and read again if asked for), the last one never.
+MAX_CACHED_POINTS = 5_000_000
 
 
 class UnknownRun(LookupError):
@@ -155,6 +159,20 @@ def table_page(data: RunData, name: str, offset: int, limit: int, query: str, ve
     }
 
 
+def points_held(data: RunData) -> int:
+    return sum(len(samples) for samples in data.series.values()) + len(data.tables)
+
+
+def trim_cache(cache: OrderedDict[str, Any], keep: str, limit: int, size: Any) -> None:
+    """Mark ``keep`` most recently used, then drop the least recently used entries of ``cache``
+    until the points they hold (``size(entry)``) fit in ``limit``; ``keep`` always stays."""
+    cache.move_to_end(keep)
+    total = sum(size(entry) for entry in cache.values())
+    while total > limit and len(cache) > 1:
+        _, dropped = cache.popitem(last=False)
+        total -= size(dropped)
+
+
 def display_name(config: dict[str, Any], role: str, uid: str, fallback: str) -> str:
     for key in _NAME_TAGS:
         value = config.get(key)
@@ -186,10 +204,11 @@ class StoreSource:
 
     deletable = True
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, max_cached_points: int = MAX_CACHED_POINTS) -> None:
         self.path = path
         self._store: Store | None = None
-        self._cache: dict[str, _CachedRun] = {}
+        self._cache: OrderedDict[str, _CachedRun] = OrderedDict()
+        self.max_cached_points = max_cached_points
         self._lock = threading.Lock()  # the cache; the store serializes its own calls
 
     def describe(self) -> str:
@@ -314,6 +333,7 @@ class StoreSource:
                         cached.last_id = batch[-1].id
                     if len(batch) < 10_000:
                         break
+                trim_cache(self._cache, run_id, self.max_cached_points, lambda c: points_held(c.data))
                 return cached.data
             except StoreError as exc:
                 raise SourceError(f"local store {exc}") from None
@@ -484,14 +504,15 @@ class InfluxSource:
 
     deletable = False
 
-    def __init__(self, environ: Any = None) -> None:
+    def __init__(self, environ: Any = None, max_cached_points: int = MAX_CACHED_POINTS) -> None:
         from ..viz.run_data import InfluxReader
 
         try:
             self._reader = InfluxReader(environ)
         except RunDataError as exc:
             raise SourceError(str(exc)) from None
-        self._cache: dict[str, _InfluxRun] = {}
+        self._cache: OrderedDict[str, _InfluxRun] = OrderedDict()
+        self.max_cached_points = max_cached_points
         self._lock = threading.Lock()
 
     def describe(self) -> str:
@@ -527,6 +548,7 @@ class InfluxSource:
                 fresh.first_ns = first if fresh.first_ns is None else min(fresh.first_ns, first)
             fresh.last_ns, fresh.read_at = newest, time.monotonic()
             self._cache[run_id] = fresh
+            trim_cache(self._cache, run_id, self.max_cached_points, lambda c: points_held(c.data))
             return fresh
 
     def _summary(self, run_id: str, run: _InfluxRun) -> dict[str, Any]:
