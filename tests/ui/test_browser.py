@@ -26,8 +26,10 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 MARKUP = "<img src=x onerror=alert(1)>"
 
 
-def log_run(runtime_id: str, *, role: str = "miner", uid: Any = 1, config: dict[str, Any], steps: int = 200) -> None:
-    logger = MetricsLogger(role=role, uid=uid, runtime_id=runtime_id, config=config)
+def log_run(
+    runtime_id: str, *, role: str = "miner", uid: Any = 1, config: dict[str, Any], steps: int = 200, spool: bool = True
+) -> None:
+    logger = MetricsLogger(role=role, uid=uid, runtime_id=runtime_id, config=config, spool=spool)
     for step in range(steps):
         logger.log("train", {"window": step // 10}, {"loss": 3.0 / (1 + step * 0.05), "acc": step / steps})
     logger.close(10)
@@ -248,3 +250,166 @@ def test_a_token_opens_the_pages_off_loopback(store: Path, ui_server: Callable[.
     browser.get(base + "/runs/run-a")
     wait(browser, lambda d: chart_points(d, "train.loss") > 0)
     browser.delete_all_cookies()
+
+
+def table_rows(driver: Any) -> list[int]:
+    return [int(r.get_attribute("data-row")) for r in driver.find_elements(By.CSS_SELECTOR, "#table-view tbody tr")]
+
+
+def test_a_logged_table_pages_and_narrows_to_a_search(
+    isolated_env: Path, ui_server: Callable[..., UiServer], browser: Any, screenshot_dir: Path
+) -> None:
+    from tplr_metrics import open_log_store
+
+    log = open_log_store("local", logger_options={"runtime_id": "table-run"})
+    log.log_metrics({"loss": 1.0}, 0)
+    long_text = "word " * 80
+    rows = [{"prompt": f"prompt {i}\nsecond line", "completion": long_text + MARKUP, "score": i} for i in range(250)]
+    log.log_table("samples", rows, step=3)
+    log.close(10)
+    server = ui_server("--store", str(isolated_env / "metrics.sqlite"))
+    browser.get(server.base + "/runs/table-run")
+    link = wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, '#tables li[data-table="samples"] a'))
+    assert "250 rows" in browser.find_element(By.CSS_SELECTOR, '#tables li[data-table="samples"]').text
+    link.click()
+    wait(browser, lambda d: table_rows(d) == list(range(50)))
+    assert browser.current_url.endswith("/runs/table-run/tables/samples")
+    assert "page 1 of 5" in browser.find_element(By.ID, "page-info").text
+    browser.find_element(By.ID, "next").click()
+    wait(browser, lambda d: table_rows(d) == list(range(50, 100)))  # page 2: the 51st to the 100th row
+    assert "rows 51-100 of 250" in browser.find_element(By.ID, "page-info").text
+    cells = browser.find_elements(By.CSS_SELECTOR, '#table-view tbody tr[data-row="50"] td')
+    assert cells[1].text == "prompt 50\nsecond line"  # the newline kept, as text
+    assert cells[1].value_of_css_property("white-space") == "pre-wrap"
+    assert cells[2].size["width"] <= 660 and cells[2].size["height"] > 40  # a long cell wraps
+    assert browser.find_elements(By.TAG_NAME, "img") == []
+    assert_no_alert(browser)
+    browser.save_screenshot(str(screenshot_dir / "table.png"))
+    browser.find_element(By.ID, "search").send_keys("prompt 24")
+    wait(browser, lambda d: table_rows(d) == [24, *range(240, 250)])  # back on page 1, only matches
+    assert "of 11 matching" in browser.find_element(By.ID, "page-info").text
+    assert browser.find_element(By.ID, "next").get_attribute("disabled") is not None
+    assert browser.find_element(By.ID, "error").text == ""
+
+
+def test_a_foreign_jsonl_log_opens_and_grows_while_it_is_written(
+    tmp_path: Path, ui_server: Callable[..., UiServer], browser: Any, screenshot_dir: Path
+) -> None:
+    """Another trainer's layout: {"step", "epoch", "metrics": {"train": {...}}} lines, appended
+    by a thread while the page is open."""
+    import json
+    import threading
+
+    log = tmp_path / "exp-7" / "logs" / "metrics.jsonl"
+    log.parent.mkdir(parents=True)
+
+    def line(step: int) -> str:
+        record = {"step": step, "epoch": step // 50, "metrics": {"train": {"loss": 3.0 / (1 + step)}}}
+        if step % 10 == 0:
+            record["metrics"]["val"] = {"loss": 3.5 / (1 + step)}
+        return json.dumps(record) + "\n"
+
+    log.write_text("".join(line(s) for s in range(40)))
+    stop = threading.Event()
+
+    def append() -> None:
+        step = 40
+        while not stop.is_set() and step < 2_000:
+            with log.open("a") as handle:
+                handle.write(line(step))
+            step += 1
+            stop.wait(0.05)
+
+    server = ui_server("--input", str(log))
+    writer = threading.Thread(target=append, daemon=True)
+    try:
+        browser.get(server.base + "/runs/exp-7")
+        wait(browser, lambda d: chart_points(d, "train.loss") >= 40 and chart_points(d, "val.loss") >= 4)
+        writer.start()
+        before = chart_points(browser, "train.loss")
+        wait(browser, lambda d: chart_points(d, "train.loss") > before, timeout=3.0)
+        assert "live" in browser.find_element(By.ID, "live").text
+        assert browser.find_element(By.ID, "error").text == ""
+        browser.save_screenshot(str(screenshot_dir / "jsonl-live.png"))
+    finally:
+        stop.set()
+        writer.join(5)
+
+
+def test_a_jsonl_sink_directory_opens_with_charts_config_and_tables(
+    tmp_path: Path, ui_server: Callable[..., UiServer], browser: Any
+) -> None:
+    from tplr_metrics import open_log_store
+
+    logs = tmp_path / "run-009" / "logs"
+    log = open_log_store("jsonl", log_dir=str(logs))
+    log.log_hyperparams({"lr": 3e-4, "optimizer": {"name": "adamw"}})
+    for step in range(30):
+        log.log_metrics({"loss": 2.0 / (1 + step)}, step)
+    log.log_metrics({"loss": 1.5}, 29, split="val")
+    log.log_table("samples", [{"prompt": f"p{i}", "score": i} for i in range(3)], step=29)
+    log.close(10)
+    server = ui_server("--input", str(logs))
+    browser.get(server.url)
+    wait(browser, lambda d: [r.get_attribute("data-run-id") for r in rows(d)] == ["run-009"])
+    browser.get(server.base + "/runs/run-009")
+    wait(browser, lambda d: chart_points(d, "train.loss") == 30 and chart_points(d, "val.loss") == 1)
+    config = {
+        r.get_attribute("data-config-key"): r.text
+        for r in browser.find_elements(By.CSS_SELECTOR, "#config tr[data-config-key]")
+    }
+    assert config["lr"] == "lr 0.0003" and config["optimizer"] == 'optimizer {"name":"adamw"}'
+    wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, '#tables li[data-table="samples"] a')).click()
+    wait(browser, lambda d: table_rows(d) == [0, 1, 2])
+
+
+def test_from_influx_lists_the_runs_and_draws_their_charts(
+    isolated_env: Path, influx1: Any, unique_db: str, ui_server: Callable[..., UiServer], browser: Any
+) -> None:
+    """A real InfluxDB 1.6.7: two logger runs written over v1, read back by runtime_id."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    for run_id, lr in (("influx-a", 0.1), ("influx-b", 0.2)):
+        logger = MetricsLogger(
+            role="miner", uid=3, runtime_id=run_id, config={"lr": lr}, url=influx1.url, database=unique_db, api="v1"
+        )
+        for step in range(60):
+            logger.log("train", {"window": step // 10, "global_step": step}, {"loss": 2.0 / (1 + step)})
+        assert logger.close(20)
+    assert influx1.count("train", "loss", unique_db) == 120  # what landed in the server
+    env = {"INFLUXDB_URL": influx1.url, "INFLUXDB_DATABASE": unique_db, "INFLUXDB_API": "v1"}
+    server = ui_server("--from-influx", env=env)
+    with urllib.request.urlopen(server.base + "/api/runs", timeout=10) as answer:
+        listed = json.load(answer)
+    assert listed["deletable"] is False
+    runs = {r["run_id"]: r for r in listed["runs"]}
+    assert set(runs) == {"influx-a", "influx-b"}
+    assert runs["influx-a"]["points"] == 60 and runs["influx-a"]["name"] == "miner/3"
+    assert runs["influx-b"]["config"]["lr"] == "0.2"
+    request = urllib.request.Request(
+        server.base + "/api/runs/influx-a", method="DELETE", headers={"Origin": server.base}
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 409
+    browser.get(server.base + "/runs/influx-b")
+    wait(browser, lambda d: chart_points(d, "train.loss") > 0)
+    assert chart_points(browser, "train.loss") == 60
+    browser.get(server.url)
+    wait(browser, lambda d: sorted(r.get_attribute("data-run-id") for r in rows(d)) == ["influx-a", "influx-b"])
+
+
+def test_a_run_id_with_slashes_opens_from_the_list(
+    isolated_env: Path, ui_server: Callable[..., UiServer], browser: Any
+) -> None:
+    log_run("team/exp-1/seed-0", config={"lr": 0.1}, steps=30, spool=False)  # the spool breaks on "/"
+    server = ui_server("--store", str(isolated_env / "metrics.sqlite"))
+    browser.get(server.url)
+    wait(browser, lambda d: [r.get_attribute("data-run-id") for r in rows(d)] == ["team/exp-1/seed-0"])
+    browser.find_element(By.CSS_SELECTOR, "a.run-name").click()
+    wait(browser, lambda d: chart_points(d, "train.loss") == 30)
+    assert browser.current_url.endswith("/runs/team%2Fexp-1%2Fseed-0")
+    assert "team/exp-1/seed-0" in browser.find_element(By.ID, "run-meta").text
+    assert browser.find_element(By.ID, "error").text == ""

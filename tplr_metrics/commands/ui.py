@@ -1,4 +1,4 @@
-"""``tplr-metrics ui``: a live web UI over the local store or JSONL logs (extra ``ui``).
+"""``tplr-metrics ui``: a live web UI over the local store, JSONL logs or InfluxDB (extra ``ui``).
 
 It binds 127.0.0.1 unless told otherwise; any other address needs an access token, generated
 and printed with the URL unless ``--token`` or TPLR_METRICS_UI_TOKEN gives one.
@@ -38,6 +38,11 @@ def register(subparsers: Any) -> None:
         metavar="JSONL_OR_DIR",
         help="read these JSON Lines logs (or directories' newest log) instead of the store; read only",
     )
+    source.add_argument(
+        "--from-influx",
+        action="store_true",
+        help="read the runs (runtime_id tag values) of the InfluxDB configured by INFLUXDB_*; read only",
+    )
     add_store_argument(source)  # type: ignore[arg-type]
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
@@ -66,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         import uvicorn
 
         from ..ui.app import create_app
-        from ..ui.data import JsonlSource, RunSource, StoreSource
+        from ..ui.data import InfluxSource, JsonlSource, RunSource, SourceError, StoreSource
         from ..ui.security import is_loopback
     except ImportError as exc:
         raise CommandError(f"ui {UI_EXTRA_HINT} ({exc})", 2) from None
@@ -84,6 +89,11 @@ def run(args: argparse.Namespace) -> int:
         if missing:
             raise CommandError(f"no such file or directory: {', '.join(missing)}", 2)
         source = JsonlSource(paths)
+    elif args.from_influx:
+        try:
+            source = InfluxSource()
+        except SourceError as exc:
+            raise CommandError(str(exc), 2) from None
     else:
         source = StoreSource(store_path(args))
 

@@ -1,4 +1,4 @@
-"""The UI's routes: three static pages, their scripts, and the JSON API they read.
+"""The UI's routes: four static pages, their scripts, and the JSON API they read.
 
 Pages are fixed files (no templating): each script reads the API and writes every run name,
 tag and value with ``textContent``. Only the files listed in ``STATIC_FILES`` are served, read
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from importlib import resources
 from typing import Any
+from urllib.parse import quote, unquote
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -27,17 +28,40 @@ STATIC_FILES = {
     "runs.js": "text/javascript; charset=utf-8",
     "run.js": "text/javascript; charset=utf-8",
     "compare.js": "text/javascript; charset=utf-8",
+    "table.js": "text/javascript; charset=utf-8",
     "uPlot.iife.min.js": "text/javascript; charset=utf-8",
     "uPlot.min.css": "text/css; charset=utf-8",
     "uPlot.LICENSE": "text/plain; charset=utf-8",
 }
-PAGES = ("index.html", "run.html", "compare.html")
+PAGES = ("index.html", "run.html", "compare.html", "table.html")
+#: Rows a table page asks for at once (and the most one answer holds).
+TABLE_PAGE_ROWS = 50
+LIMIT_TABLE_ROWS = 1_000
 _NO_STORE = {"cache-control": "no-store"}
 
 
 def _read_static() -> dict[str, bytes]:
     folder = resources.files("tplr_metrics.ui").joinpath("static")
     return {name: folder.joinpath(name).read_bytes() for name in (*STATIC_FILES, *PAGES)}
+
+
+class SegmentPaths:
+    """Route on the path as sent, one segment at a time: a run id or table name holding "/"
+    arrives as %2F, which the server would decode into a separator. Each segment is kept
+    percent-encoded for routing; :func:`_param` decodes it."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope.get("raw_path"):
+            raw = scope["raw_path"].decode("latin-1").split("?", 1)[0]
+            scope = {**scope, "path": "/".join(quote(unquote(part), safe="") for part in raw.split("/"))}
+        await self.app(scope, receive, send)
+
+
+def _param(request: Request, name: str) -> str:
+    return unquote(request.path_params[name])
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -69,8 +93,11 @@ def create_app(source: RunSource, *, token: str | None, loopback: bool) -> Starl
     async def compare_page(request: Request) -> Response:
         return page("compare.html")
 
+    async def table_page(request: Request) -> Response:
+        return page("table.html")
+
     async def static(request: Request) -> Response:
-        name = request.path_params["name"]
+        name = _param(request, "name")
         if name not in STATIC_FILES:
             return Response("not found\n", status_code=404, media_type="text/plain")
         return Response(files[name], media_type=STATIC_FILES[name])
@@ -93,19 +120,19 @@ def create_app(source: RunSource, *, token: str | None, loopback: bool) -> Starl
         return answer(lambda: {"source": source.describe(), "deletable": source.deletable, "runs": source.runs()})
 
     def api_run(request: Request) -> JSONResponse:
-        run_id = request.path_params["run_id"]
+        run_id = _param(request, "run_id")
         return answer(lambda: {**source.run(run_id), "deletable": source.deletable})
 
     def api_delete(request: Request) -> JSONResponse:
-        run_id = request.path_params["run_id"]
+        run_id = _param(request, "run_id")
         return answer(lambda: {"run_id": run_id, "deleted_points": source.delete(run_id)})
 
     def api_metrics(request: Request) -> JSONResponse:
-        run_id = request.path_params["run_id"]
+        run_id = _param(request, "run_id")
         return answer(lambda: {"run_id": run_id, "metrics": source.metrics(run_id)})
 
     def api_series(request: Request) -> JSONResponse:
-        run_id = request.path_params["run_id"]
+        run_id = _param(request, "run_id")
 
         def read() -> dict[str, Any]:
             metric = request.query_params.get("metric")
@@ -121,9 +148,27 @@ def create_app(source: RunSource, *, token: str | None, loopback: bool) -> Starl
 
         return answer(read)
 
+    def api_tables(request: Request) -> JSONResponse:
+        run_id = _param(request, "run_id")
+        return answer(lambda: {"run_id": run_id, "tables": source.tables(run_id)})
+
+    def api_table(request: Request) -> JSONResponse:
+        run_id = _param(request, "run_id")
+        name = _param(request, "name")
+
+        def read() -> dict[str, Any]:
+            offset = _int_param(request, "offset", 0, 0, 10**9)
+            limit = _int_param(request, "limit", TABLE_PAGE_ROWS, 1, LIMIT_TABLE_ROWS)
+            version = _int_param(request, "version", -1, -(10**9), 10**9)
+            query = request.query_params.get("q", "")
+            return {"run_id": run_id, **source.table(run_id, name, offset, limit, query, version)}
+
+        return answer(read)
+
     routes = [
         Route("/", index),
         Route("/runs/{run_id}", run_page),
+        Route("/runs/{run_id}/tables/{name}", table_page),
         Route("/compare", compare_page),
         Route("/static/{name}", static),
         Route("/api/runs", api_runs),
@@ -131,8 +176,10 @@ def create_app(source: RunSource, *, token: str | None, loopback: bool) -> Starl
         Route("/api/runs/{run_id}", api_delete, methods=["DELETE"]),
         Route("/api/runs/{run_id}/metrics", api_metrics),
         Route("/api/runs/{run_id}/series", api_series),
+        Route("/api/runs/{run_id}/tables", api_tables),
+        Route("/api/runs/{run_id}/tables/{name}", api_table),
     ]
-    middleware = [Middleware(AccessControl, token=token, loopback=loopback)]
+    middleware = [Middleware(AccessControl, token=token, loopback=loopback), Middleware(SegmentPaths)]
     return Starlette(routes=routes, middleware=middleware)
 
 

@@ -11,18 +11,21 @@ chart polled every second costs what arrived since the last poll, not the whole 
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from ..commands._store_cli import is_live
+from ..commands.table import columns_of, versions
 from ..store.database import RunRow, Store, StoreError
 from ..viz.plotting import SMOOTHERS, X_KEYS, smooth, xy
-from ..viz.run_data import RunData, RunDataError, read_jsonl, run_label
+from ..viz.run_data import RunData, RunDataError, directory_label, read_jsonl, run_label
 from .downsample import lttb_indices
 
 logger = logging.getLogger("tplr_metrics")
@@ -30,6 +33,9 @@ logger = logging.getLogger("tplr_metrics")
 #: A JSONL log written to within this many seconds counts as a live run (its charts poll).
 JSONL_LIVE_S = 30.0
 _NAME_TAGS = ("name", "run_name", "experiment")
+#: The most points (samples and table rows, all runs together) a source keeps read; the runs
+#: least recently asked for are dropped first (and read again if asked for), the last one never.
+MAX_CACHED_POINTS = 5_000_000
 
 
 class UnknownRun(LookupError):
@@ -55,6 +61,8 @@ class RunSource(Protocol):
     def series(
         self, run_id: str, metric: str, x: str, max_points: int, smoothing: str | None, window: int
     ) -> dict[str, Any]: ...
+    def tables(self, run_id: str) -> list[dict[str, Any]]: ...
+    def table(self, run_id: str, name: str, offset: int, limit: int, query: str, version: int) -> dict[str, Any]: ...
     def delete(self, run_id: str) -> int: ...
 
 
@@ -106,6 +114,65 @@ def series_of(
     return out
 
 
+def table_list(data: RunData) -> list[dict[str, Any]]:
+    """The run's logged tables (LogStore.log_table), each with its latest version's size."""
+    out = []
+    for name in dict.fromkeys(r.table for r in data.tables):
+        found = versions(data.tables, name)
+        last = found[-1]
+        out.append(
+            {"name": name, "versions": len(found), "rows": len(last), "step": last[0].step, "time_ns": last[0].time_ns}
+        )
+    return out
+
+
+def _cell_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def table_page(data: RunData, name: str, offset: int, limit: int, query: str, version: int) -> dict[str, Any]:
+    """One page of one version of a table (-1: the latest), its rows narrowed to those with a
+    cell containing ``query`` (case-insensitive) first; cells go out as logged."""
+    found = versions(data.tables, name)
+    if not found:
+        raise UnknownRun(f"no table {name!r} in this run")
+    if not -len(found) <= version < len(found):
+        raise ValueError(f"version must be between {-len(found)} and {len(found) - 1}")
+    rows = found[version]
+    needle = query.casefold()
+    matching = (
+        [r for r in rows if any(needle in _cell_text(v).casefold() for v in r.values.values())] if needle else rows
+    )
+    return {
+        "table": name,
+        "version": version % len(found),
+        "versions": [{"step": v[0].step, "time_ns": v[0].time_ns, "rows": len(v)} for v in found],
+        "step": rows[0].step,
+        "time_ns": rows[0].time_ns,
+        "columns": columns_of(rows),
+        "rows_total": len(rows),
+        "matching": len(matching),
+        "offset": offset,
+        "limit": limit,
+        "query": query,
+        "rows": [{"row": r.row, "values": r.values} for r in matching[offset : offset + limit]],
+    }
+
+
+def points_held(data: RunData) -> int:
+    return sum(len(samples) for samples in data.series.values()) + len(data.tables)
+
+
+def trim_cache(cache: OrderedDict[str, Any], keep: str, limit: int, size: Any) -> None:
+    """Mark ``keep`` most recently used, then drop the least recently used entries of ``cache``
+    until the points they hold (``size(entry)``) fit in ``limit``; ``keep`` always stays."""
+    cache.move_to_end(keep)
+    total = sum(size(entry) for entry in cache.values())
+    while total > limit and len(cache) > 1:
+        _, dropped = cache.popitem(last=False)
+        total -= size(dropped)
+
+
 def display_name(config: dict[str, Any], role: str, uid: str, fallback: str) -> str:
     for key in _NAME_TAGS:
         value = config.get(key)
@@ -137,10 +204,11 @@ class StoreSource:
 
     deletable = True
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, max_cached_points: int = MAX_CACHED_POINTS) -> None:
         self.path = path
         self._store: Store | None = None
-        self._cache: dict[str, _CachedRun] = {}
+        self._cache: OrderedDict[str, _CachedRun] = OrderedDict()
+        self.max_cached_points = max_cached_points
         self._lock = threading.Lock()  # the cache; the store serializes its own calls
 
     def describe(self) -> str:
@@ -265,6 +333,7 @@ class StoreSource:
                         cached.last_id = batch[-1].id
                     if len(batch) < 10_000:
                         break
+                trim_cache(self._cache, run_id, self.max_cached_points, lambda c: points_held(c.data))
                 return cached.data
             except StoreError as exc:
                 raise SourceError(f"local store {exc}") from None
@@ -276,6 +345,12 @@ class StoreSource:
         self, run_id: str, metric: str, x: str, max_points: int, smoothing: str | None, window: int
     ) -> dict[str, Any]:
         return series_of(self._data(run_id), metric, x, max_points, smoothing, window)
+
+    def tables(self, run_id: str) -> list[dict[str, Any]]:
+        return table_list(self._data(run_id))
+
+    def table(self, run_id: str, name: str, offset: int, limit: int, query: str, version: int) -> dict[str, Any]:
+        return table_page(self._data(run_id), name, offset, limit, query, version)
 
     def delete(self, run_id: str) -> int:
         """Delete the run's rows and points; the number of points deleted."""
@@ -313,7 +388,8 @@ class JsonlSource:
     def __init__(self, paths: Sequence[Path]) -> None:
         self._files: dict[str, _LogFile] = {}
         for path in paths:
-            label = run_label(path) if path.is_file() else (path.name or str(path))
+            # A directory: its name, or its parent's for a logs/ folder (run-009/logs -> run-009).
+            label = run_label(path) if path.is_file() else directory_label(path / "metrics.jsonl")
             run_id, n = label, 1
             while run_id in self._files:
                 n += 1
@@ -393,12 +469,142 @@ class JsonlSource:
     ) -> dict[str, Any]:
         return series_of(self._data(self._file(run_id))[0], metric, x, max_points, smoothing, window)
 
+    def tables(self, run_id: str) -> list[dict[str, Any]]:
+        return table_list(self._data(self._file(run_id))[0])
+
+    def table(self, run_id: str, name: str, offset: int, limit: int, query: str, version: int) -> dict[str, Any]:
+        return table_page(self._data(self._file(run_id))[0], name, offset, limit, query, version)
+
     def delete(self, run_id: str) -> int:
         self._file(run_id)
         raise NotDeletable("runs read from JSONL files cannot be deleted here; delete the file")
 
 
+# --- InfluxDB -------------------------------------------------------------------------------
+
+#: An InfluxDB run whose newest point is younger than this counts as live (there is no status).
+INFLUX_LIVE_S = 30.0
+#: How long the run list reuses a run's points before asking the server for newer ones.
+INFLUX_LIST_TTL_S = 5.0
+_WHO_TAGS = ("role", "uid", "prefix", "group", "job_type", "version", "host")
+
+
+@dataclass
+class _InfluxRun:
+    data: RunData
+    last_ns: int = 0
+    first_ns: int | None = None
+    tags: dict[str, str] | None = None
+    read_at: float = 0.0
+
+
+class InfluxSource:
+    """Read-only runs of the configured InfluxDB (INFLUXDB_*): one per ``runtime_id`` tag value.
+    A run is read once, then only its points newer than the last one seen."""
+
+    deletable = False
+
+    def __init__(self, environ: Any = None, max_cached_points: int = MAX_CACHED_POINTS) -> None:
+        from ..viz.run_data import InfluxReader
+
+        try:
+            self._reader = InfluxReader(environ)
+        except RunDataError as exc:
+            raise SourceError(str(exc)) from None
+        self._cache: OrderedDict[str, _InfluxRun] = OrderedDict()
+        self.max_cached_points = max_cached_points
+        self._lock = threading.Lock()
+
+    def describe(self) -> str:
+        return self._reader.describe()
+
+    def close(self) -> None:
+        pass
+
+    def _run_ids(self) -> list[str]:
+        try:
+            return self._reader.run_ids()
+        except RunDataError as exc:
+            raise SourceError(str(exc)) from None
+
+    def _cached(self, run_id: str, max_age_s: float = 0.0) -> _InfluxRun:
+        with self._lock:
+            cached = self._cache.get(run_id)
+            if cached is not None and time.monotonic() - cached.read_at < max_age_s:
+                return cached
+            fresh = cached or _InfluxRun(RunData(run_id[:8], f"influxdb run {run_id}"))
+            try:
+                newest, tags = self._reader.add_run_points(fresh.data, run_id, fresh.last_ns or None)
+            except RunDataError as exc:
+                raise SourceError(str(exc)) from None
+            if cached is None and newest == 0:
+                raise UnknownRun(f"no run {run_id!r} in {self.describe()}")
+            if fresh.tags is None:
+                fresh.tags = tags
+            times = [s.time_s for samples in fresh.data.series.values() for s in samples[:1]]
+            times += [r.time_ns / 1e9 for r in fresh.data.tables[:1]]
+            if times:
+                first = int(min(times) * 1e9)
+                fresh.first_ns = first if fresh.first_ns is None else min(fresh.first_ns, first)
+            fresh.last_ns, fresh.read_at = newest, time.monotonic()
+            self._cache[run_id] = fresh
+            trim_cache(self._cache, run_id, self.max_cached_points, lambda c: points_held(c.data))
+            return fresh
+
+    def _summary(self, run_id: str, run: _InfluxRun) -> dict[str, Any]:
+        data, tags = run.data, run.tags or {}
+        live = time.time_ns() - run.last_ns < INFLUX_LIVE_S * 1e9
+        started = run.first_ns
+        config = dict(data.config)
+        who = {key: tags.get(key, "") for key in _WHO_TAGS}
+        return {
+            "run_id": run_id,
+            "name": display_name(config, who["role"], who["uid"], run_id[:8]),
+            "status": "running" if live else "influx",
+            "live": live,
+            **who,
+            "started_at": started,
+            "ended_at": None if live else run.last_ns,
+            "duration_s": None if started is None else round((run.last_ns - started) / 1e9, 3),
+            "points": sum(len(s) for s in data.series.values()),
+            "headline": headline(data),
+            "config": config,
+        }
+
+    def runs(self) -> list[dict[str, Any]]:
+        out = []
+        for run_id in self._run_ids():
+            try:
+                out.append(self._summary(run_id, self._cached(run_id, INFLUX_LIST_TTL_S)))
+            except UnknownRun:
+                continue  # a tag value whose points are gone (a retention policy dropped them)
+        out.sort(key=lambda r: r["started_at"] or 0, reverse=True)
+        return out
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        return self._summary(run_id, self._cached(run_id))
+
+    def metrics(self, run_id: str) -> list[dict[str, Any]]:
+        return metric_list(self._cached(run_id, 0.5).data)
+
+    def series(
+        self, run_id: str, metric: str, x: str, max_points: int, smoothing: str | None, window: int
+    ) -> dict[str, Any]:
+        return series_of(self._cached(run_id, 0.5).data, metric, x, max_points, smoothing, window)
+
+    def tables(self, run_id: str) -> list[dict[str, Any]]:
+        return table_list(self._cached(run_id, 0.5).data)
+
+    def table(self, run_id: str, name: str, offset: int, limit: int, query: str, version: int) -> dict[str, Any]:
+        return table_page(self._cached(run_id, 0.5).data, name, offset, limit, query, version)
+
+    def delete(self, run_id: str) -> int:
+        self._cached(run_id, INFLUX_LIST_TTL_S)
+        raise NotDeletable("runs read from InfluxDB are read only here")
+
+
 __all__ = [
+    "InfluxSource",
     "JsonlSource",
     "NotDeletable",
     "RunSource",
@@ -408,4 +614,6 @@ __all__ = [
     "display_name",
     "headline",
     "series_of",
+    "table_list",
+    "table_page",
 ]

@@ -353,56 +353,96 @@ def _runtime_id(given: str, tag_values: list[dict[str, Any]], where: str) -> str
     raise UnknownRunError(f"no run {given!r} in {where} (no runtime_id tag value starts with it)")
 
 
+class InfluxReader:
+    """InfluxQL queries to the configured InfluxDB (INFLUXDB_*) through /query (InfluxDB 2.x
+    answers it for a bucket with a DBRP mapping)."""
+
+    def __init__(self, environ: Mapping[str, str] | None = None, timeout_s: float = 30.0) -> None:
+        from ..commands.connectivity import _Client
+        from ..config.settings import ConfigurationError, resolve_server
+
+        try:
+            self.server = resolve_server(environ=environ)
+        except ConfigurationError as exc:
+            raise RunDataError(f"--from-influx: {exc}") from None
+        self._client = _Client(self.server, timeout_s)
+
+    def describe(self) -> str:
+        return f"influxdb {self.server.database} on {self.server.url}"
+
+    def query(self, query: str) -> list[dict[str, Any]]:
+        """The answer's series (``{"name", "tags", "columns", "values"}``), times in ns."""
+        from ..commands.connectivity import CheckFailed
+
+        url = self.server.url
+        params = {"db": self.server.database, "q": query, "epoch": "ns"}
+        try:
+            status, body, _ = self._client.request("GET", "/query", params)
+        except CheckFailed as exc:
+            raise RunDataError(f"InfluxDB at {url}: {exc}") from None
+        if status != 200:
+            raise RunDataError(f"InfluxDB at {url} answered HTTP {status}: {body[:300].decode('utf-8', 'replace')}")
+        try:
+            answer = json.loads(body or b"{}")
+        except ValueError:
+            raise RunDataError(f"InfluxDB at {url}: the answer is not JSON") from None
+        out: list[dict[str, Any]] = []
+        for result in answer.get("results", []):
+            if result.get("error"):
+                raise RunDataError(f"InfluxDB: {result['error']}")
+            out.extend(result.get("series") or [])
+        return out
+
+    def run_ids(self) -> list[str]:
+        """Every runtime_id tag value in the database."""
+        found: dict[str, None] = {}
+        for series in self.query('SHOW TAG VALUES WITH KEY = "runtime_id"'):
+            columns = series.get("columns") or []
+            at = columns.index("value") if "value" in columns else 1
+            for values in series.get("values") or []:
+                if values[at]:
+                    found[str(values[at])] = None
+        return list(found)
+
+    def add_run_points(self, data: RunData, run_id: str, after_ns: int | None = None) -> tuple[int, dict[str, str]]:
+        """The run's points (after ``after_ns`` when given) into ``data``; the newest point's
+        time (or ``after_ns``, or 0) and the tags the points carry (the first value of each)."""
+        where = f'"runtime_id" = {_influxql_string(run_id)}' + (f" AND time > {int(after_ns)}" if after_ns else "")
+        newest = after_ns or 0
+        tags_seen: dict[str, str] = {}
+        added = 0
+        for series in self.query(f"SELECT * FROM /.*/ WHERE {where} GROUP BY *"):
+            tags = {k: v for k, v in (series.get("tags") or {}).items() if v}
+            for key, value in tags.items():
+                tags_seen.setdefault(key, value)
+            columns = series.get("columns") or []
+            for values in series.get("values") or []:
+                fields = {c: v for c, v in zip(columns[1:], values[1:], strict=False) if v is not None}
+                if fields:
+                    data.add_point(Point(series.get("name", ""), tags, fields, int(values[0])))
+                    newest = max(newest, int(values[0]))
+                    added += 1
+        if added:
+            for samples in data.series.values():
+                samples.sort(key=lambda s: s.time_s)
+        return newest, tags_seen
+
+
 def read_influx_run(run_id: str, environ: Mapping[str, str] | None = None, timeout_s: float = 30.0) -> RunData:
     """A run's points from the configured InfluxDB (INFLUXDB_*), by its runtime_id tag or a
     unique prefix of one, through InfluxQL's /query (InfluxDB 2.x answers it for a bucket with a
     DBRP mapping). UnknownRunError when no runtime_id (or several) starts with ``run_id``."""
-    from ..commands.connectivity import CheckFailed, _Client
-    from ..config.settings import ConfigurationError, resolve_server
-
-    try:
-        server = resolve_server(environ=environ)
-    except ConfigurationError as exc:
-        raise RunDataError(f"--from-influx: {exc}") from None
-    client = _Client(server, timeout_s)
-
-    def query(text: str) -> list[dict[str, Any]]:
-        """The series InfluxDB answers ``text`` with."""
-        try:
-            status, body, _ = client.request("GET", "/query", {"db": server.database, "q": text, "epoch": "ns"})
-        except CheckFailed as exc:
-            raise RunDataError(f"InfluxDB at {server.url}: {exc}") from None
-        if status != 200:
-            detail = body[:300].decode("utf-8", "replace")
-            raise RunDataError(f"InfluxDB at {server.url} answered HTTP {status}: {detail}")
-        try:
-            answer = json.loads(body or b"{}")
-        except ValueError:
-            raise RunDataError(f"InfluxDB at {server.url}: the answer is not JSON") from None
-        found: list[dict[str, Any]] = []
-        for result in answer.get("results", []):
-            if result.get("error"):
-                raise RunDataError(f"InfluxDB: {result['error']}")
-            found.extend(result.get("series") or [])
-        return found
-
-    where = f"InfluxDB {server.url} database {server.database!r}"
-    run_id = _runtime_id(run_id, query('SHOW TAG VALUES WITH KEY = "runtime_id"'), where)
-    data = RunData(run_id[:8], f"influxdb {server.database} run {run_id}")
-    for series in query(f'SELECT * FROM /.*/ WHERE "runtime_id" = {_influxql_string(run_id)} GROUP BY *'):
-        tags = {k: v for k, v in (series.get("tags") or {}).items() if v}
-        columns = series.get("columns") or []
-        for values in series.get("values") or []:
-            fields = {c: v for c, v in zip(columns[1:], values[1:], strict=False) if v is not None}
-            if fields:
-                data.add_point(Point(series.get("name", ""), tags, fields, int(values[0])))
-    for samples in data.series.values():
-        samples.sort(key=lambda s: s.time_s)
+    reader = InfluxReader(environ, timeout_s)
+    where = f"InfluxDB {reader.server.url} database {reader.server.database!r}"
+    run_id = _runtime_id(run_id, reader.query('SHOW TAG VALUES WITH KEY = "runtime_id"'), where)
+    data = RunData(run_id[:8], f"influxdb {reader.server.database} run {run_id}")
+    reader.add_run_points(data, run_id)
     return data
 
 
 __all__ = [
     "AXIS_KEYS",
+    "InfluxReader",
     "RunData",
     "RunDataError",
     "UnknownRunError",

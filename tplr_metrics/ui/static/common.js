@@ -49,6 +49,11 @@ const TM = (() => {
     return String(Math.round(v * 1e4) / 1e4);
   }
 
+  // A config value as text: nested hyperparams (a dict, a list) as JSON, not "[object Object]".
+  function valueText(v) {
+    return v !== null && typeof v === "object" ? JSON.stringify(v) : String(v);
+  }
+
   function runUrl(runId) { return "/runs/" + encodeURIComponent(runId); }
 
   function showError(error) {
@@ -99,6 +104,6 @@ const TM = (() => {
 
   function faint(color) { return color + "55"; }
 
-  return { COLORS, el, api, fmtTime, fmtDuration, fmtValue, runUrl, showError, readControls, seriesUrl,
+  return { COLORS, el, api, fmtTime, fmtDuration, fmtValue, valueText, runUrl, showError, readControls, seriesUrl,
     forLog, makeChart, faint, chartWidth };
 })();

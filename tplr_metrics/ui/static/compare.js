@@ -18,7 +18,7 @@
     head.replaceChildren(el("th", {}, "Key"), ...labels.map((label) => el("th", {}, label)));
     const keys = [...new Set(runs.flatMap((r) => Object.keys(r.config || {})))].sort();
     const differing = keys.filter((key) => {
-      const values = runs.map((r) => (key in (r.config || {}) ? String(r.config[key]) : null));
+      const values = runs.map((r) => (key in (r.config || {}) ? TM.valueText(r.config[key]) : null));
       return values.some((v) => v !== values[0]);
     });
     table.tBodies[0].replaceChildren(...differing.map((key) => {
@@ -26,7 +26,7 @@
       tr.append(el("td", {}, key));
       for (const run of runs) {
         const has = key in (run.config || {});
-        tr.append(el("td", has ? {} : { className: "missing" }, has ? String(run.config[key]) : "missing"));
+        tr.append(el("td", has ? {} : { className: "missing" }, has ? TM.valueText(run.config[key]) : "missing"));
       }
       return tr;
     }));

@@ -25,7 +25,7 @@
       const tbody = document.querySelector("#config tbody");
       tbody.replaceChildren(...Object.keys(run.config || {}).sort().map((key) => {
         const tr = el("tr", { "data-config-key": key });
-        tr.append(el("td", {}, key), el("td", {}, String(run.config[key])));
+        tr.append(el("td", {}, key), el("td", {}, TM.valueText(run.config[key])));
         return tr;
       }));
     }
@@ -69,11 +69,31 @@
       (series.missing_x ? ` · ${series.missing_x} without ${controls.x}` : "");
   }
 
+  let tablesShown = "";
+  function renderTables(tables) {
+    const json = JSON.stringify(tables);
+    if (json === tablesShown) return;
+    tablesShown = json;
+    const list = document.getElementById("tables");
+    if (!tables.length) {
+      list.replaceChildren(el("li", { className: "muted" }, "none logged"));
+      return;
+    }
+    list.replaceChildren(...tables.map((t) => {
+      const li = el("li", { "data-table": t.name });
+      const link = el("a", { href: `${TM.runUrl(runId)}/tables/${encodeURIComponent(t.name)}` }, t.name);
+      const step = t.step === null ? "" : `, step ${t.step}`;
+      li.append(link, document.createTextNode(` (${t.rows} rows${step}; ${t.versions} version(s))`));
+      return li;
+    }));
+  }
+
   async function refresh() {
     const controls = readControls();
     const run = await api(`/api/runs/${encodeURIComponent(runId)}`);
     renderRun(run);
     const answer = await api(`/api/runs/${encodeURIComponent(runId)}/metrics`);
+    renderTables((await api(`/api/runs/${encodeURIComponent(runId)}/tables`)).tables);
     const all = await Promise.all(answer.metrics.map((m) => api(seriesUrl(runId, m.name, controls))));
     all.forEach((series) => draw(chartFor(series.metric), series, controls));
     return run.live;

@@ -12,7 +12,7 @@
 
   function searchText(run) {
     const parts = [run.name, run.run_id, run.role, run.uid, run.status];
-    for (const [k, v] of Object.entries(run.config || {})) parts.push(k, String(v));
+    for (const [k, v] of Object.entries(run.config || {})) parts.push(k, TM.valueText(v));
     return parts.join(" ").toLowerCase();
   }
 
