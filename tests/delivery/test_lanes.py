@@ -589,3 +589,25 @@ def test_the_books_are_final_when_close_returns(influx1: InfluxDB1, unique_db: s
     assert at_close["spooled"] == two["adopted"] > 0
     assert at_close["written"] + two["written"] == 5_000, (at_close, two)
     assert influx1.count("late_answer", "v", unique_db) == 5_000
+
+
+def test_a_runtime_id_with_a_slash_spools_and_is_adopted(tmp_path: Path, unique_db: str) -> None:
+    """A runtime_id is a file name in the spool: ``team/exp 1/ü`` made the logger fail to start
+    (FileNotFoundError for the spool directory `team/exp 1`). Now it spools, a second logger
+    adopts the file, and every point lands under its own runtime_id."""
+    server = InfluxDB1(tmp_path / "late")
+    spool = tmp_path / "spool"
+    runtime_id = "team/exp 1/ü"
+    try:
+        first = MetricsLogger(url=server.url, database=unique_db, api="v1", spool_dir=spool, runtime_id=runtime_id)
+        for i in range(500):
+            first.log("slashed", {"k": str(i % 5)}, {"v": float(i)})
+        first.close(timeout=1)
+        assert first.stats()["spooled"] == 500
+        server.start()
+        two = drain_spool(server.url, unique_db, spool)
+        rows = server.rows('SELECT "v", "runtime_id" FROM "slashed"', unique_db)
+        assert two["adopted"] == 500 and len(rows) == 500
+        assert {r["runtime_id"] for r in rows} == {runtime_id}
+    finally:
+        server.cleanup()

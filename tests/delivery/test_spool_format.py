@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tplr_metrics.delivery.spool import decode_points, encode_point, encode_points
+from tplr_metrics.delivery.spool import decode_points, encode_point, encode_points, name_of_run, run_of
 from tplr_metrics.encoding.points import Point
 
 # What the value rules let through: no control character in a name or tag value, no name
@@ -69,3 +71,12 @@ def test_a_line_that_is_not_a_valid_point_is_set_aside(line: bytes) -> None:
     good = encode_point(Point("m", {}, {"v": 1.0}, 5))
     decoded, bad = decode_points(good + line + b"\n" + good)
     assert decoded == [Point("m", {}, {"v": 1.0}, 5)] * 2 and bad == [line]
+
+
+@settings(max_examples=300, derandomize=True)
+@given(st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=40))
+def test_a_runtime_id_is_one_safe_file_name_part_that_reads_back(runtime_id: str) -> None:
+    name = name_of_run(runtime_id)
+    assert "/" not in name and "\0" not in name and not name.startswith(".")
+    assert re.fullmatch(r"[A-Za-z0-9._~-]+", name), name
+    assert run_of(name) == runtime_id or runtime_id != run_of(runtime_id)  # <id>-2 style suffixes aside

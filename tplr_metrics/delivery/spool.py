@@ -63,13 +63,26 @@ logger = logging.getLogger("tplr_metrics")
 
 # <seq>-batch.jsonl, <seq>-wal.jsonl; an adopted file names the run that logged its points:
 # <seq>-batch.from-<run>.jsonl, so that they are stored under that run, even after a second death.
-_FILE_NAME = re.compile(r"^(\d{12})-(batch|wal)(?:\.from-([A-Za-z0-9._-]{1,200}))?\.jsonl$")
+_FILE_NAME = re.compile(r"^(\d{12})-(batch|wal)(?:\.from-([A-Za-z0-9._~-]{1,200}))?\.jsonl$")
 _RUN_SUFFIX = re.compile(r"(?:-\d{1,3})?(?:\.\d+){0,2}$")  # <id>-2 (second logger), <id>.<pid> (child)
+_UNSAFE_IN_NAME = re.compile(r"[^A-Za-z0-9._-]|^\.")
+_ESCAPED = re.compile(r"(?:~[0-9A-F]{2})+")
+
+
+def name_of_run(runtime_id: str) -> str:
+    """A runtime_id as one file-name part: any character but letters, digits and ``._-`` (and a
+    leading dot) as ``~XX`` per UTF-8 byte, so ``team/exp-1`` is ``team~2Fexp-1`` (a ``/`` made
+    the logger fail to start: its spool directory could not be created)."""
+    return _UNSAFE_IN_NAME.sub(lambda m: "".join(f"~{b:02X}" for b in m.group().encode()), runtime_id)
+
+
+def _runtime_id_of(name: str) -> str:
+    return _ESCAPED.sub(lambda m: bytes.fromhex(m.group().replace("~", "")).decode("utf-8", "replace"), name)
 
 
 def run_of(run_dir_name: str) -> str:
     """The runtime_id whose points a spool run directory holds."""
-    return _RUN_SUFFIX.sub("", run_dir_name) or run_dir_name
+    return _runtime_id_of(_RUN_SUFFIX.sub("", run_dir_name) or run_dir_name)
 
 
 _LOCK_NAME = ".lock"
@@ -212,6 +225,7 @@ class Spool:
     def _open_run_dir(self, run_name: str) -> None:
         # Another live process may hold this name (a runtime_id passed to several processes):
         # then take a name of our own rather than share its files.
+        run_name = name_of_run(run_name)
         candidates = [run_name] + [f"{run_name}.{os.getpid()}.{n}" for n in range(1, 100)]
         for name in candidates:
             directory = private_dir(self.root / name, trusted=self.root)
@@ -240,7 +254,7 @@ class Spool:
 
     def _next_path(self, kind: str, origin: str | None = None) -> tuple[int, Path]:
         self._seq += 1
-        tail = f".from-{origin}" if origin else ""
+        tail = f".from-{name_of_run(origin)}" if origin else ""
         return self._seq, self.dir / f"{self._seq:012d}-{kind}{tail}.jsonl"
 
     def add_batch(
@@ -447,7 +461,8 @@ class Spool:
         adopted = 0
         for _, _kind, path in found:
             named = _FILE_NAME.match(path.name)
-            run = (named.group(3) if named else None) or origin  # a file adopted twice keeps its run
+            from_run = named.group(3) if named else None  # a file adopted twice keeps its run
+            run = _runtime_id_of(from_run) if from_run else origin
             seq, target = self._next_path("batch", run)  # sealed: replayed as a whole either way
             if path != target:
                 os.rename(path, target)
