@@ -333,12 +333,12 @@ def test_stat_panels_and_healthy_range_thresholds(dialect: str) -> None:
     stats = [p for p in panels.values() if p["type"] == "stat"]
     assert len(stats) >= 6, [p["title"] for p in stats]
     for stat in stats:
-        assert stat["fieldConfig"]["defaults"]["thresholds"]["steps"][0]["value"] is None, stat["title"]
+        assert "value" not in stat["fieldConfig"]["defaults"]["thresholds"]["steps"][0], stat["title"]
         assert all(t["resultFormat"] == "time_series" for t in stat["targets"] if "resultFormat" in t)
 
     def steps(title: str) -> list[tuple[Any, str]]:
         found = panels[title]["fieldConfig"]["defaults"]["thresholds"]["steps"]
-        return [(s["value"], s["color"]) for s in found]
+        return [(s.get("value"), s["color"]) for s in found]
 
     # "should stay 0": red from the first point lost.
     zero = [p.title for d in all_dashboards() for p in d.panels() if "should stay 0" in p.description]
@@ -347,3 +347,47 @@ def test_stat_panels_and_healthy_range_thresholds(dialect: str) -> None:
         assert steps(title) == [(None, "green"), (1, "red")], title
         assert panels[title]["fieldConfig"]["defaults"]["custom"]["thresholdsStyle"]["mode"] == "line+area"
     assert steps("Gather success rate per miner")[0] == (None, "red")  # low gather is the bad end
+
+
+LEGACY_KEYS = {"rows", "hideControls", "sharedCrosshair", "style"}
+LEGACY_PANEL_KEYS = {"span", "height", "minSpan", "error"}
+
+
+def _walk(value: Any, path: str = "") -> Iterator[tuple[str, str, Any]]:
+    """(path, key, value) of every key in a JSON document, at any depth."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield path, key, item
+            yield from _walk(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _walk(item, f"{path}[{i}]")
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_generated_json_has_no_nulls_nor_legacy_keys(dialect: str) -> None:
+    """Every committed file: no null-valued key, no pre-5.0 key, the panel shapes Grafana 11 saves."""
+    files = sorted((REPO / "dashboards" / dialect).glob("*.json"))
+    assert len(files) == len(all_dashboards())
+    problems: list[str] = []
+    for path in files:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        for where, key, value in _walk(data):
+            if value is None:
+                problems.append(f"{path.name}: null at {where}.{key}")
+            if key in LEGACY_KEYS or key in LEGACY_PANEL_KEYS:
+                problems.append(f"{path.name}: legacy key {where}.{key}")
+        for panel in data["panels"]:
+            name = f"{path.name} / {panel['title']}"
+            if panel["type"] == "row":
+                assert not {"fieldConfig", "targets"} & set(panel), name
+                continue
+            if panel["type"] == "timeseries":
+                assert panel["options"]["legend"]["showLegend"] is True, name
+            if panel["type"] == "table":
+                custom = panel["fieldConfig"]["defaults"]["custom"]
+                assert "displayMode" not in custom and custom["cellOptions"]["type"], name
+                for override in panel["fieldConfig"].get("overrides", []):
+                    ids = {p["id"] for p in override["properties"]}
+                    assert "custom.displayMode" not in ids, name
+    assert not problems, "\n".join(problems[:40])

@@ -29,6 +29,13 @@ LABELS = {"influxql": "InfluxQL", "flux": "Flux"}
 DATASOURCE_REGEX = {"influxql": "/^(?!.*(?:^|[^n])flux).*$/i", "flux": "/(?:^|[^n])flux/i"}
 DATASOURCE_REF = {"type": "influxdb", "uid": "${datasource}"}
 SCHEMA_VERSION = 39  # Grafana 10/11 dashboards
+#: Keys of the pre-5.0 dashboard model that grafanalib still writes; Grafana ignores them.
+LEGACY_DASHBOARD_KEYS = frozenset({"rows", "hideControls", "sharedCrosshair", "style"})
+LEGACY_PANEL_KEYS = frozenset({"span", "height", "minSpan", "error"})
+#: Keys of the old table panel (columns, styles, fontSize) that grafanalib's Table still writes.
+LEGACY_TABLE_KEYS = frozenset({"columns", "styles", "fontSize", "color", "mappings"})
+#: What a row panel is: anything else (fieldConfig, targets, datasource) is noise on a row.
+ROW_KEYS = frozenset({"type", "title", "collapsed", "gridPos", "id", "panels", "repeat"})
 
 
 def _check(dialect: str) -> None:
@@ -223,6 +230,41 @@ def build(dashboard: Dashboard, dialect: str) -> dict[str, Any]:
         ],
     ).auto_panel_ids()
     data: dict[str, Any] = json.loads(json.dumps(grafana.to_json_data(), cls=DashboardEncoder))
+    return clean(data)
+
+
+def _drop_nulls(value: Any) -> Any:
+    """Every null-valued key removed, at any depth: Grafana reads a missing key as its default.
+
+    A threshold base step loses its ``"value": null`` too; Grafana sets the first step to
+    -Infinity whatever it holds.
+    """
+    if isinstance(value, dict):
+        return {k: _drop_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_nulls(v) for v in value]
+    return value
+
+
+def _clean_panel(panel: dict[str, Any]) -> dict[str, Any]:
+    if panel.get("type") == "row":
+        return {k: v for k, v in panel.items() if k in ROW_KEYS}
+    panel = {k: v for k, v in panel.items() if k not in LEGACY_PANEL_KEYS}
+    if panel.get("type") == "timeseries":
+        panel.setdefault("options", {}).setdefault("legend", {}).setdefault("showLegend", True)
+    if panel.get("type") == "table":
+        panel = {k: v for k, v in panel.items() if k not in LEGACY_TABLE_KEYS}
+        custom = panel.setdefault("fieldConfig", {}).setdefault("defaults", {}).setdefault("custom", {})
+        display = custom.pop("displayMode", "auto")
+        custom.setdefault("cellOptions", {"type": display})
+    return panel
+
+
+def clean(data: dict[str, Any]) -> dict[str, Any]:
+    """grafanalib's model without nulls or legacy keys, in the shape Grafana 10/11 saves."""
+    data = _drop_nulls(data)
+    data = {k: v for k, v in data.items() if k not in LEGACY_DASHBOARD_KEYS}
+    data["panels"] = [_clean_panel(panel) for panel in data.get("panels", [])]
     return data
 
 
