@@ -391,3 +391,66 @@ def test_generated_json_has_no_nulls_nor_legacy_keys(dialect: str) -> None:
                     ids = {p["id"] for p in override["properties"]}
                     assert "custom.displayMode" not in ids, name
     assert not problems, "\n".join(problems[:40])
+
+
+def _panel(slug: str, title: str) -> Any:
+    dashboard = next(d for d in all_dashboards() if d.slug == slug)
+    return next(p for p in dashboard.panels() if p.title == title)
+
+
+def test_per_peer_benchmark_and_staleness_panels_exist() -> None:
+    titles = {d.slug: {p.title for p in d.panels()} for d in all_dashboards()}
+    assert {"Last seen per uid", "Latest values per miner", "Training Throughput – TOP 20"} <= titles["miners"]
+    assert {
+        "Last seen per uid",
+        "Evaluated UID Weights",
+        "Current scores per eval_uid",
+        "Current OpenSkill ordinal per eval_uid",
+        "Validator Loss – by window",
+    } <= titles["validators"]
+    tasks = ("hellaswag", "mmlu", "piqa", "arc_challenge", "arc_easy", "openbookqa", "winogrande")
+    benchmark = {t.split(" ")[0] for t in titles["evaluators"]}
+    assert set(tasks) <= benchmark and "All Evals – Latest scores" in titles["evaluators"]
+    for task in tasks:
+        panel = next(p for p in _dashboard("evaluators").panels() if p.title.startswith(task + " "))
+        assert panel.queries[0].by == ("version",) and panel.queries[0].match == (("task", task),)
+    for dialect in DIALECTS:
+        built = {p["title"]: p for p in build(_dashboard("validators"), dialect)["panels"]}
+        weights = built["Evaluated UID Weights"]
+        assert weights["options"]["sortBy"] == [{"displayName": "weight", "desc": True}]
+        matrix = {p["title"]: p for p in build(_dashboard("evaluators"), dialect)["panels"]}[
+            "All Evals – Latest scores"
+        ]
+        assert {
+            "id": "groupingToMatrix",
+            "options": {"rowField": "version", "columnField": "task", "valueField": "score"},
+        } in matrix["transformations"]
+        age = built["Last seen per uid"]["fieldConfig"]["overrides"][0]
+        assert age["matcher"]["options"] == "age"
+        steps = next(p["value"]["steps"] for p in age["properties"] if p["id"] == "thresholds")
+        assert [s["color"] for s in steps] == ["green", "yellow", "red"] and steps[1]["value"] == 2 * 84_000
+
+
+def _dashboard(slug: str) -> Any:
+    return next(d for d in all_dashboards() if d.slug == slug)
+
+
+def test_last_seen_and_latest_rows_carry_their_own_point_time(
+    influx1: InfluxDB1, simulated: tuple[str, int, int]
+) -> None:
+    """A selector alone keeps its point's time: each uid's last point, not the range's start."""
+    db, from_ms, to_ms = simulated
+    truth = {
+        s["tags"]["uid"]: s["values"][0][0]
+        for s in _run_influxql(influx1, db, 'SELECT last("loss") FROM "Mtraining_step_v2" GROUP BY "uid"')
+    }
+    truth = {uid: int(t) // 1_000_000 for uid, t in truth.items()}  # ns -> ms
+    for title in ("Last seen per uid", "Latest values per miner"):
+        text = panel_targets(_panel("miners", title), "influxql")[0]["query"]
+        series = _run_influxql(influx1, db, _expand(text, simulated, ALL_SELECTED))
+        seen = {s["tags"]["uid"]: int(s["values"][0][0]) // 1_000_000 for s in series}
+        assert seen == truth, title
+        assert all(t > from_ms for t in seen.values()), title  # not the range's start
+    staleness = panel_targets(_panel("miners", "Last seen per uid"), "influxql")[0]["query"]
+    rows = [s["values"][0] for s in _run_influxql(influx1, db, _expand(staleness, simulated, ALL_SELECTED))]
+    assert all(row[1] == to_ms and 0 <= row[1] - int(row[0]) // 1_000_000 < 5 * 60_000 for row in rows)

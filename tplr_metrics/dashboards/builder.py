@@ -10,7 +10,17 @@ from typing import Any
 
 from grafanalib._gen import DashboardEncoder
 from grafanalib.core import Dashboard as GrafanaDashboard
-from grafanalib.core import DashboardLink, GridPos, RowPanel, Stat, Table, Templating, Time, TimeSeries
+from grafanalib.core import (
+    DashboardLink,
+    GridPos,
+    RowPanel,
+    Stat,
+    Table,
+    TableSortByField,
+    Templating,
+    Time,
+    TimeSeries,
+)
 
 from . import flux, influxql
 from .definitions import all_dashboards
@@ -95,6 +105,52 @@ def _raw_overrides(panel: Panel, targets: list[dict[str, Any]]) -> list[dict[str
     ]
 
 
+#: The column of a last-seen table that holds how long ago each group's last point was.
+AGE = "age"
+
+
+def _table_transformations(panel: Panel, dialect: str) -> list[dict[str, Any]]:
+    """Rows merged into one table; a last-seen table also gets its age column.
+
+    Flux computes the age in the query; InfluxQL cannot use time in arithmetic, so its query
+    carries the range's end and Grafana subtracts the row's time from it.
+    """
+    steps: list[dict[str, Any]] = [{"id": "merge", "options": {}}]
+    if panel.matrix:
+        row, column, value = panel.matrix
+        steps.append(
+            {"id": "groupingToMatrix", "options": {"rowField": row, "columnField": column, "valueField": value}}
+        )
+    if dialect == "influxql" and any(q.shape == "lastseen" for q in panel.queries):
+        steps += [
+            {
+                "id": "calculateField",
+                "options": {
+                    "alias": AGE,
+                    "mode": "binary",
+                    "binary": {
+                        "left": {"matcher": {"id": "byName", "options": influxql.TO_MS}},
+                        "operator": "-",
+                        "right": {"matcher": {"id": "byName", "options": "Time"}},
+                    },
+                },
+            },
+            {"id": "organize", "options": {"excludeByName": {influxql.TO_MS: True}}},
+        ]
+    return steps
+
+
+def _age_overrides(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The age column in milliseconds (Grafana prints "2.5 min"), its cell coloured by ``steps``."""
+    properties: list[dict[str, Any]] = [
+        {"id": "unit", "value": "ms"},
+        {"id": "custom.cellOptions", "value": {"type": "color-background", "mode": "basic"}},
+    ]
+    if steps:
+        properties.append({"id": "thresholds", "value": {"mode": "absolute", "steps": steps}})
+    return [{"matcher": {"id": "byName", "options": AGE}, "properties": properties}]
+
+
 def _panel(panel: Panel, dialect: str, pos: GridPos) -> Any:
     targets = panel_targets(panel, dialect)
     common: dict[str, Any] = {
@@ -123,9 +179,14 @@ def _panel(panel: Panel, dialect: str, pos: GridPos) -> Any:
             **common,
         )
     if panel.kind == "table":
+        lastseen = any(q.shape == "lastseen" for q in panel.queries)
+        if lastseen:
+            common.pop("thresholds", None)  # they colour the age column only
         return Table(
             unit=panel.unit,
-            transformations=[{"id": "merge", "options": {}}],
+            transformations=_table_transformations(panel, dialect),
+            overrides=_age_overrides(steps) if lastseen else [],
+            sortBy=[TableSortByField(displayName=panel.sort_desc, desc=True)] if panel.sort_desc else [],
             filterable=True,
             **common,
         )
