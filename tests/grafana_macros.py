@@ -95,6 +95,7 @@ def expand_influxql(
     text: str, variables: Mapping[str, Sequence[str] | str], from_ms: int, to_ms: int, interval: int
 ) -> str:
     text = text.replace("$timeFilter", f"time >= {from_ms}ms and time <= {to_ms}ms")
+    text = text.replace("${__from}", str(from_ms)).replace("${__to}", str(to_ms))  # global variables: epoch ms
     text = text.replace("$__interval_ms", str(interval)).replace("$__interval", interval_text(interval))
     return expand_variables(text, variables)
 

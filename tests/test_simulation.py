@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tplr_metrics.catalog import BENCHMARK_TASKS
 from tplr_metrics.cli import main
 
 from .servers import InfluxDB1
@@ -78,7 +79,8 @@ def test_simulate_lands_every_point_with_catalog_shapes(
     loss = [r["loss"] for r in influx1.rows('SELECT "loss" FROM "Mtraining_step_v2" WHERE "uid" = \'1\'', db)]
     assert len(loss) == 6 and all(1.0 < x < 12.0 for x in loss)
     tasks = influx1.rows('SELECT "score" FROM "Ebenchmark_task" GROUP BY "task"', db)
-    assert len({r["task"] for r in tasks}) == 6 and len(tasks) == 6 * 3  # every 2nd window of 6
+    n = len(BENCHMARK_TASKS)  # Templar's 7 lm-eval tasks, openbookqa included
+    assert {r["task"] for r in tasks} == {t[0] for t in BENCHMARK_TASKS} and len(tasks) == n * 3  # every 2nd of 6
 
 
 def test_simulate_text_summary_and_bad_arguments(

@@ -16,7 +16,19 @@ ROLES: dict[str, dict[str, str]] = {
 }
 
 #: The logger's own measurements (tplr_metrics_health, system), named where they are produced.
-__all__ = ["HEALTH_FIELDS", "HEALTH_MEASUREMENT", "ROLES", "SYSTEM_MEASUREMENT", "measurement"]
+__all__ = ["BENCHMARK_TASKS", "HEALTH_FIELDS", "HEALTH_MEASUREMENT", "ROLES", "SYSTEM_MEASUREMENT", "measurement"]
+
+#: The lm-eval tasks Templar's evaluator scores (``benchmark_task`` points, tag ``task``), with the
+#: metric it reports for each and a typical score of a small model (the simulator's start).
+BENCHMARK_TASKS: tuple[tuple[str, str, float], ...] = (
+    ("arc_challenge", "acc_norm", 0.24),
+    ("arc_easy", "acc", 0.42),
+    ("hellaswag", "acc_norm", 0.30),
+    ("mmlu", "acc", 0.23),
+    ("openbookqa", "acc_norm", 0.27),
+    ("piqa", "acc", 0.60),
+    ("winogrande", "acc", 0.51),
+)
 
 
 def measurement(role: str, name: str) -> str:

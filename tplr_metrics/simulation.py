@@ -22,18 +22,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
 
-from .catalog import HEALTH_MEASUREMENT, ROLES, SYSTEM_MEASUREMENT
+from .catalog import BENCHMARK_TASKS, HEALTH_MEASUREMENT, ROLES, SYSTEM_MEASUREMENT
 from .collect.background import health_fields
 from .logger import MetricsLogger
 
-BENCHMARK_TASKS: tuple[tuple[str, str, float], ...] = (
-    ("arc_challenge", "acc_norm", 0.24),
-    ("arc_easy", "acc", 0.42),
-    ("hellaswag", "acc_norm", 0.30),
-    ("piqa", "acc", 0.60),
-    ("winogrande", "acc", 0.51),
-    ("mmlu", "acc", 0.23),
-)
 #: Operations a validator times, with their typical seconds.
 TIMED_OPERATIONS = {"gather": 3.0, "evaluation": 12.0, "model_update": 1.5, "peer_update": 1.0, "put": 0.8}
 

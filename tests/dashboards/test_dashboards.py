@@ -333,12 +333,12 @@ def test_stat_panels_and_healthy_range_thresholds(dialect: str) -> None:
     stats = [p for p in panels.values() if p["type"] == "stat"]
     assert len(stats) >= 6, [p["title"] for p in stats]
     for stat in stats:
-        assert stat["fieldConfig"]["defaults"]["thresholds"]["steps"][0]["value"] is None, stat["title"]
+        assert "value" not in stat["fieldConfig"]["defaults"]["thresholds"]["steps"][0], stat["title"]
         assert all(t["resultFormat"] == "time_series" for t in stat["targets"] if "resultFormat" in t)
 
     def steps(title: str) -> list[tuple[Any, str]]:
         found = panels[title]["fieldConfig"]["defaults"]["thresholds"]["steps"]
-        return [(s["value"], s["color"]) for s in found]
+        return [(s.get("value"), s["color"]) for s in found]
 
     # "should stay 0": red from the first point lost.
     zero = [p.title for d in all_dashboards() for p in d.panels() if "should stay 0" in p.description]
@@ -347,3 +347,110 @@ def test_stat_panels_and_healthy_range_thresholds(dialect: str) -> None:
         assert steps(title) == [(None, "green"), (1, "red")], title
         assert panels[title]["fieldConfig"]["defaults"]["custom"]["thresholdsStyle"]["mode"] == "line+area"
     assert steps("Gather success rate per miner")[0] == (None, "red")  # low gather is the bad end
+
+
+LEGACY_KEYS = {"rows", "hideControls", "sharedCrosshair", "style"}
+LEGACY_PANEL_KEYS = {"span", "height", "minSpan", "error"}
+
+
+def _walk(value: Any, path: str = "") -> Iterator[tuple[str, str, Any]]:
+    """(path, key, value) of every key in a JSON document, at any depth."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield path, key, item
+            yield from _walk(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _walk(item, f"{path}[{i}]")
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_generated_json_has_no_nulls_nor_legacy_keys(dialect: str) -> None:
+    """Every committed file: no null-valued key, no pre-5.0 key, the panel shapes Grafana 11 saves."""
+    files = sorted((REPO / "dashboards" / dialect).glob("*.json"))
+    assert len(files) == len(all_dashboards())
+    problems: list[str] = []
+    for path in files:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        for where, key, value in _walk(data):
+            if value is None:
+                problems.append(f"{path.name}: null at {where}.{key}")
+            if key in LEGACY_KEYS or key in LEGACY_PANEL_KEYS:
+                problems.append(f"{path.name}: legacy key {where}.{key}")
+        for panel in data["panels"]:
+            name = f"{path.name} / {panel['title']}"
+            if panel["type"] == "row":
+                assert not {"fieldConfig", "targets"} & set(panel), name
+                continue
+            if panel["type"] == "timeseries":
+                assert panel["options"]["legend"]["showLegend"] is True, name
+            if panel["type"] == "table":
+                custom = panel["fieldConfig"]["defaults"]["custom"]
+                assert "displayMode" not in custom and custom["cellOptions"]["type"], name
+                for override in panel["fieldConfig"].get("overrides", []):
+                    ids = {p["id"] for p in override["properties"]}
+                    assert "custom.displayMode" not in ids, name
+    assert not problems, "\n".join(problems[:40])
+
+
+def _panel(slug: str, title: str) -> Any:
+    dashboard = next(d for d in all_dashboards() if d.slug == slug)
+    return next(p for p in dashboard.panels() if p.title == title)
+
+
+def test_per_peer_benchmark_and_staleness_panels_exist() -> None:
+    titles = {d.slug: {p.title for p in d.panels()} for d in all_dashboards()}
+    assert {"Last seen per uid", "Latest values per miner", "Training Throughput – TOP 20"} <= titles["miners"]
+    assert {
+        "Last seen per uid",
+        "Evaluated UID Weights",
+        "Current scores per eval_uid",
+        "Current OpenSkill ordinal per eval_uid",
+        "Validator Loss – by window",
+    } <= titles["validators"]
+    tasks = ("hellaswag", "mmlu", "piqa", "arc_challenge", "arc_easy", "openbookqa", "winogrande")
+    benchmark = {t.split(" ")[0] for t in titles["evaluators"]}
+    assert set(tasks) <= benchmark and "All Evals – Latest scores" in titles["evaluators"]
+    for task in tasks:
+        panel = next(p for p in _dashboard("evaluators").panels() if p.title.startswith(task + " "))
+        assert panel.queries[0].by == ("version",) and panel.queries[0].match == (("task", task),)
+    for dialect in DIALECTS:
+        built = {p["title"]: p for p in build(_dashboard("validators"), dialect)["panels"]}
+        weights = built["Evaluated UID Weights"]
+        assert weights["options"]["sortBy"] == [{"displayName": "weight", "desc": True}]
+        matrix = {p["title"]: p for p in build(_dashboard("evaluators"), dialect)["panels"]}[
+            "All Evals – Latest scores"
+        ]
+        assert {
+            "id": "groupingToMatrix",
+            "options": {"rowField": "version", "columnField": "task", "valueField": "score"},
+        } in matrix["transformations"]
+        age = built["Last seen per uid"]["fieldConfig"]["overrides"][0]
+        assert age["matcher"]["options"] == "age"
+        steps = next(p["value"]["steps"] for p in age["properties"] if p["id"] == "thresholds")
+        assert [s["color"] for s in steps] == ["green", "yellow", "red"] and steps[1]["value"] == 2 * 84_000
+
+
+def _dashboard(slug: str) -> Any:
+    return next(d for d in all_dashboards() if d.slug == slug)
+
+
+def test_last_seen_and_latest_rows_carry_their_own_point_time(
+    influx1: InfluxDB1, simulated: tuple[str, int, int]
+) -> None:
+    """A selector alone keeps its point's time: each uid's last point, not the range's start."""
+    db, from_ms, to_ms = simulated
+    truth = {
+        s["tags"]["uid"]: s["values"][0][0]
+        for s in _run_influxql(influx1, db, 'SELECT last("loss") FROM "Mtraining_step_v2" GROUP BY "uid"')
+    }
+    truth = {uid: int(t) // 1_000_000 for uid, t in truth.items()}  # ns -> ms
+    for title in ("Last seen per uid", "Latest values per miner"):
+        text = panel_targets(_panel("miners", title), "influxql")[0]["query"]
+        series = _run_influxql(influx1, db, _expand(text, simulated, ALL_SELECTED))
+        seen = {s["tags"]["uid"]: int(s["values"][0][0]) // 1_000_000 for s in series}
+        assert seen == truth, title
+        assert all(t > from_ms for t in seen.values()), title  # not the range's start
+    staleness = panel_targets(_panel("miners", "Last seen per uid"), "influxql")[0]["query"]
+    rows = [s["values"][0] for s in _run_influxql(influx1, db, _expand(staleness, simulated, ALL_SELECTED))]
+    assert all(row[1] == to_ms and 0 <= row[1] - int(row[0]) // 1_000_000 < 5 * 60_000 for row in rows)

@@ -10,7 +10,17 @@ from typing import Any
 
 from grafanalib._gen import DashboardEncoder
 from grafanalib.core import Dashboard as GrafanaDashboard
-from grafanalib.core import DashboardLink, GridPos, RowPanel, Stat, Table, Templating, Time, TimeSeries
+from grafanalib.core import (
+    DashboardLink,
+    GridPos,
+    RowPanel,
+    Stat,
+    Table,
+    TableSortByField,
+    Templating,
+    Time,
+    TimeSeries,
+)
 
 from . import flux, influxql
 from .definitions import all_dashboards
@@ -29,6 +39,13 @@ LABELS = {"influxql": "InfluxQL", "flux": "Flux"}
 DATASOURCE_REGEX = {"influxql": "/^(?!.*(?:^|[^n])flux).*$/i", "flux": "/(?:^|[^n])flux/i"}
 DATASOURCE_REF = {"type": "influxdb", "uid": "${datasource}"}
 SCHEMA_VERSION = 39  # Grafana 10/11 dashboards
+#: Keys of the pre-5.0 dashboard model that grafanalib still writes; Grafana ignores them.
+LEGACY_DASHBOARD_KEYS = frozenset({"rows", "hideControls", "sharedCrosshair", "style"})
+LEGACY_PANEL_KEYS = frozenset({"span", "height", "minSpan", "error"})
+#: Keys of the old table panel (columns, styles, fontSize) that grafanalib's Table still writes.
+LEGACY_TABLE_KEYS = frozenset({"columns", "styles", "fontSize", "color", "mappings"})
+#: What a row panel is: anything else (fieldConfig, targets, datasource) is noise on a row.
+ROW_KEYS = frozenset({"type", "title", "collapsed", "gridPos", "id", "panels", "repeat"})
 
 
 def _check(dialect: str) -> None:
@@ -88,6 +105,52 @@ def _raw_overrides(panel: Panel, targets: list[dict[str, Any]]) -> list[dict[str
     ]
 
 
+#: The column of a last-seen table that holds how long ago each group's last point was.
+AGE = "age"
+
+
+def _table_transformations(panel: Panel, dialect: str) -> list[dict[str, Any]]:
+    """Rows merged into one table; a last-seen table also gets its age column.
+
+    Flux computes the age in the query; InfluxQL cannot use time in arithmetic, so its query
+    carries the range's end and Grafana subtracts the row's time from it.
+    """
+    steps: list[dict[str, Any]] = [{"id": "merge", "options": {}}]
+    if panel.matrix:
+        row, column, value = panel.matrix
+        steps.append(
+            {"id": "groupingToMatrix", "options": {"rowField": row, "columnField": column, "valueField": value}}
+        )
+    if dialect == "influxql" and any(q.shape == "lastseen" for q in panel.queries):
+        steps += [
+            {
+                "id": "calculateField",
+                "options": {
+                    "alias": AGE,
+                    "mode": "binary",
+                    "binary": {
+                        "left": {"matcher": {"id": "byName", "options": influxql.TO_MS}},
+                        "operator": "-",
+                        "right": {"matcher": {"id": "byName", "options": "Time"}},
+                    },
+                },
+            },
+            {"id": "organize", "options": {"excludeByName": {influxql.TO_MS: True}}},
+        ]
+    return steps
+
+
+def _age_overrides(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The age column in milliseconds (Grafana prints "2.5 min"), its cell coloured by ``steps``."""
+    properties: list[dict[str, Any]] = [
+        {"id": "unit", "value": "ms"},
+        {"id": "custom.cellOptions", "value": {"type": "color-background", "mode": "basic"}},
+    ]
+    if steps:
+        properties.append({"id": "thresholds", "value": {"mode": "absolute", "steps": steps}})
+    return [{"matcher": {"id": "byName", "options": AGE}, "properties": properties}]
+
+
 def _panel(panel: Panel, dialect: str, pos: GridPos) -> Any:
     targets = panel_targets(panel, dialect)
     common: dict[str, Any] = {
@@ -116,9 +179,14 @@ def _panel(panel: Panel, dialect: str, pos: GridPos) -> Any:
             **common,
         )
     if panel.kind == "table":
+        lastseen = any(q.shape == "lastseen" for q in panel.queries)
+        if lastseen:
+            common.pop("thresholds", None)  # they colour the age column only
         return Table(
             unit=panel.unit,
-            transformations=[{"id": "merge", "options": {}}],
+            transformations=_table_transformations(panel, dialect),
+            overrides=_age_overrides(steps) if lastseen else [],
+            sortBy=[TableSortByField(displayName=panel.sort_desc, desc=True)] if panel.sort_desc else [],
             filterable=True,
             **common,
         )
@@ -223,6 +291,41 @@ def build(dashboard: Dashboard, dialect: str) -> dict[str, Any]:
         ],
     ).auto_panel_ids()
     data: dict[str, Any] = json.loads(json.dumps(grafana.to_json_data(), cls=DashboardEncoder))
+    return clean(data)
+
+
+def _drop_nulls(value: Any) -> Any:
+    """Every null-valued key removed, at any depth: Grafana reads a missing key as its default.
+
+    A threshold base step loses its ``"value": null`` too; Grafana sets the first step to
+    -Infinity whatever it holds.
+    """
+    if isinstance(value, dict):
+        return {k: _drop_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_nulls(v) for v in value]
+    return value
+
+
+def _clean_panel(panel: dict[str, Any]) -> dict[str, Any]:
+    if panel.get("type") == "row":
+        return {k: v for k, v in panel.items() if k in ROW_KEYS}
+    panel = {k: v for k, v in panel.items() if k not in LEGACY_PANEL_KEYS}
+    if panel.get("type") == "timeseries":
+        panel.setdefault("options", {}).setdefault("legend", {}).setdefault("showLegend", True)
+    if panel.get("type") == "table":
+        panel = {k: v for k, v in panel.items() if k not in LEGACY_TABLE_KEYS}
+        custom = panel.setdefault("fieldConfig", {}).setdefault("defaults", {}).setdefault("custom", {})
+        display = custom.pop("displayMode", "auto")
+        custom.setdefault("cellOptions", {"type": display})
+    return panel
+
+
+def clean(data: dict[str, Any]) -> dict[str, Any]:
+    """grafanalib's model without nulls or legacy keys, in the shape Grafana 10/11 saves."""
+    data = _drop_nulls(data)
+    data = {k: v for k, v in data.items() if k not in LEGACY_DASHBOARD_KEYS}
+    data["panels"] = [_clean_panel(panel) for panel in data.get("panels", [])]
     return data
 
 

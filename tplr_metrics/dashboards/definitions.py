@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from ..catalog import HEALTH_MEASUREMENT, SYSTEM_MEASUREMENT, measurement
+from ..catalog import BENCHMARK_TASKS, HEALTH_MEASUREMENT, SYSTEM_MEASUREMENT, measurement
 from .model import Dashboard, Panel, Query, Row
 
 #: Curves that jump window to window get a moving average of this many intervals.
@@ -40,6 +40,35 @@ def _floor(warn: float, bad: float) -> tuple[tuple[float | None, str], ...]:
 def _ceiling(warn: float, bad: float) -> tuple[tuple[float | None, str], ...]:
     """Green under ``warn``, yellow up to ``bad``, red above."""
     return ((None, "green"), (warn, "yellow"), (bad, "red"))
+
+
+#: A Templar window (about 7 blocks of 12 s), for staleness: green under 2 windows, red from 5.
+WINDOW_MS = 84_000
+STALE = _ceiling(2 * WINDOW_MS, 5 * WINDOW_MS)
+
+
+def _last_seen(measurement_name: str, field: str, who: str) -> Panel:
+    """When each uid's last point landed, and how long before the range's end (coloured)."""
+    return Panel(
+        "Last seen per uid",
+        f"Time of each {who}'s last {measurement_name} point and its age at the end of the range: green "
+        "under 2 windows (168 s), yellow, red from 5 windows (420 s). A silent node stays listed, ageing.",
+        (Query(measurement_name, (field,), "last", ("uid",), shape="lastseen"),),
+        kind="table",
+        thresholds=STALE,
+        sort_desc="age",
+    )
+
+
+def _per_peer(title: str, description: str, measurement_name: str, *fields: str) -> Panel:
+    """A sortable table: the latest point per evaluated peer (and validator), by its first field."""
+    return Panel(
+        title,
+        description,
+        (Query(measurement_name, fields, "last", ("eval_uid", "uid"), shape="latest"),),
+        kind="table",
+        sort_desc=fields[0],
+    )
 
 
 PER_UID = "$tag_uid"
@@ -171,10 +200,19 @@ def miners() -> Dashboard:
                             ),
                         ),
                         kind="table",
-                        width=24,
+                        width=12,
+                    ),
+                    Panel(
+                        "Training Throughput – TOP 20",
+                        "The 20 miners with the highest mean tokens/s over the range, fastest first.",
+                        (Query(step, ("tokens_per_sec",), "mean", ("uid",), shape="latest", top=20),),
+                        unit="short",
+                        kind="table",
+                        sort_desc="tokens_per_sec",
                     ),
                 ),
             ),
+            Row("Staleness", (_last_seen(step, "loss", "miner"),)),
         ),
     )
 
@@ -257,6 +295,50 @@ def validators() -> Dashboard:
                     ),
                 ),
             ),
+            Row(
+                "Per-peer tables",
+                (
+                    _per_peer(
+                        "Evaluated UID Weights",
+                        "The latest weight each validator gives each evaluated peer (eval_uid), highest first.",
+                        V_SCORES,
+                        "weight",
+                    ),
+                    _per_peer(
+                        "Current scores per eval_uid",
+                        "The latest final, gradient and sync score of each evaluated peer; sort by any column.",
+                        V_SCORES,
+                        "final_score",
+                        "gradient_score",
+                        "sync_score",
+                        "binary_moving_avg",
+                    ),
+                    _per_peer(
+                        "Current OpenSkill ordinal per eval_uid",
+                        "The latest OpenSkill rating of each evaluated peer: ordinal (mu - 3 sigma), mu, sigma.",
+                        V_OPENSKILL,
+                        "ordinal",
+                        "mu",
+                        "sigma",
+                    ),
+                    Panel(
+                        "Validator Loss – by window",
+                        "Loss before and after the update, one row per window and validator, newest first.",
+                        (
+                            Query(
+                                V_WINDOW,
+                                ("loss_own_before", "loss_own_after", "loss_random_before", "loss_random_after"),
+                                "last",
+                                ("window", "uid"),
+                                shape="latest",
+                            ),
+                        ),
+                        kind="table",
+                        sort_desc="window",
+                    ),
+                ),
+            ),
+            Row("Staleness", (_last_seen(V_WINDOW, "current_block", "validator"),)),
             Row(
                 "Slashes and inactivity",
                 (
@@ -363,6 +445,39 @@ def evaluators() -> Dashboard:
                         "The most recent score of every task.",
                         (Query(E_TASK, ("score",), "last", ("task", "metric"), shape="latest"),),
                         kind="table",
+                    ),
+                ),
+            ),
+            Row(
+                "Per benchmark",
+                tuple(
+                    Panel(
+                        f"{task} ({metric})",
+                        f"The {task} score ({metric}) of each evaluated checkpoint, one line per version.",
+                        (
+                            Query(
+                                E_TASK,
+                                ("score",),
+                                "mean",
+                                ("version",),
+                                alias="$tag_version",
+                                match=(("task", task),),
+                            ),
+                        ),
+                        unit="percentunit",
+                        width=8,
+                    )
+                    for task, metric, _ in BENCHMARK_TASKS
+                )
+                + (
+                    Panel(
+                        "All Evals – Latest scores",
+                        "The latest score of every task (columns) for every version (rows).",
+                        (Query(E_TASK, ("score",), "last", ("version", "task"), shape="latest"),),
+                        unit="percentunit",
+                        kind="table",
+                        width=24,
+                        matrix=("version", "task", "score"),
                     ),
                 ),
             ),

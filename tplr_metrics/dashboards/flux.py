@@ -48,6 +48,8 @@ def _selection(query: Query) -> list[str]:
     if query.fields:
         fields = " or ".join(f"r._field == {string(f)}" for f in query.fields)
         lines.append(f"  |> filter(fn: (r) => {fields})")
+    for tag, value in query.match:
+        lines.append(f"  |> filter(fn: (r) => r[{string(tag)}] == {string(value)})")
     lines.append(f"  |> filter(fn: (r) => {variable_predicate()})")
     return lines
 
@@ -65,14 +67,34 @@ def render(query: Query, smooth: int = 0) -> str:
             '  |> sort(columns: ["_time"], desc: true)',
         ]
         return "\n".join(lines)
+    if query.shape == "lastseen":
+        lines += [
+            f"  |> group(columns: {_columns(by)})",
+            '  |> max(column: "_time")',  # the newest point, whatever order the merged series are in
+            "  |> map(fn: (r) => ({r with age: float(v: int(v: v.timeRangeStop) - int(v: r._time)) / 1000000.0}))",
+            "  |> group()",
+            f"  |> keep(columns: {_columns(['_time', *by, 'age'])})",
+        ]
+        return "\n".join(lines)
+    if query.shape == "latest" and query.top:
+        field = query.fields[0]
+        lines += [
+            f"  |> group(columns: {_columns(by)})",
+            f"  |> {query.aggregate}()",
+            "  |> group()",
+            f"  |> top(n: {query.top})",
+            f"  |> rename(columns: {{_value: {string(field)}}})",
+            f"  |> keep(columns: {_columns([*by, field])})",
+        ]
+        return "\n".join(lines)
     if query.shape == "latest":
         lines += [
             f"  |> group(columns: {_columns([*by, '_field'])})",
             f"  |> {query.aggregate}()",
-            # pivot drops _field from the group key: one row per group, one column per field
-            f'  |> pivot(rowKey: {_columns(by)}, columnKey: ["_field"], valueColumn: "_value")',
+            # pivot drops _field from the group key: one row per group (and time), one column per field
+            f'  |> pivot(rowKey: {_columns([*by, "_time"])}, columnKey: ["_field"], valueColumn: "_value")',
             "  |> group()",
-            f"  |> keep(columns: {_columns([*by, *query.fields])})",
+            f"  |> keep(columns: {_columns(['_time', *by, *query.fields])})",
         ]
         return "\n".join(lines)
     series = ["_measurement", "_field", *by] if query.regex else ["_field", *by]

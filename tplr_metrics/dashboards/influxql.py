@@ -10,6 +10,8 @@ from __future__ import annotations
 from .model import VARIABLE_PARENTS, VARIABLES, Query
 
 DIALECT = "influxql"
+#: The column a last-seen query fills with the range's end, for Grafana to compute the age.
+TO_MS = "range_end_ms"
 
 
 def ident(name: str) -> str:
@@ -39,13 +41,32 @@ def _selectors(query: Query, smooth: int) -> str:
 def render(query: Query, smooth: int = 0) -> str:
     """The InfluxQL text of a query; ``smooth`` > 0 renders its moving average instead."""
     where = f"$timeFilter AND {variable_filter()}"
+    for tag, value in query.match:
+        where += f" AND {ident(tag)} = '" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
     by = ", ".join(ident(tag) for tag in query.by)
     if query.shape == "events":
         fields = ", ".join(ident(f) for f in query.fields)
         group = f" GROUP BY {by}" if by else ""
         return f"SELECT {fields} FROM {source(query)} WHERE {where}{group}"
+    group = f" GROUP BY {by}" if by else ""
+    if query.shape == "lastseen":
+        # A selector alone keeps its point's own time; "* 0 + ${__to}" carries the range's end
+        # (epoch ms) so Grafana can subtract the time from it (InfluxQL cannot use time in math).
+        field = ident(query.fields[0])
+        return f"SELECT last({field}) * 0 + ${{__to}} AS {ident(TO_MS)} FROM {source(query)} WHERE {where}{group}"
+    if query.shape == "latest" and query.top:
+        # Rank the groups by their aggregate over the range; top() names the group by its tag.
+        field = ident(query.fields[0])
+        inner = f"SELECT {query.aggregate}({field}) AS {field} FROM {source(query)} WHERE {where}{group}"
+        tags = "".join(f", {ident(tag)}" for tag in query.by)
+        return f"SELECT top({field}{tags}, {query.top}) AS {field} FROM ({inner})"
     if query.shape == "latest":
-        group = f" GROUP BY {by}" if by else ""
+        if len(query.fields) > 1:
+            # One selector and plain fields: the other fields of that same point, at its own time
+            # (several selectors would all be stamped with the range's start).
+            first, *rest = query.fields
+            columns = ", ".join([f"{query.aggregate}({ident(first)}) AS {ident(first)}", *map(ident, rest)])
+            return f"SELECT {columns} FROM {source(query)} WHERE {where}{group}"
         return f"SELECT {_selectors(query, 0)} FROM {source(query)} WHERE {where}{group}"
     group = "time($__interval)" + (f", {by}" if by else "")
     return f"SELECT {_selectors(query, smooth)} FROM {source(query)} WHERE {where} GROUP BY {group} fill(none)"

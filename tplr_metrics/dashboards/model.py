@@ -32,7 +32,9 @@ class Query:
 
     ``fields=()`` means every field of the measurement. ``smooth=N`` adds a second target with an
     N-point moving average next to the raw one. ``shape`` is "timeseries" (aggregated per
-    interval), "latest" (the last value per group, for tables) or "events" (raw points).
+    interval), "latest" (the last value per group, for tables, each row at its own point's time),
+    "lastseen" (the time of each group's last point and its age at the range's end) or "events"
+    (raw points).
     """
 
     measurement: str
@@ -45,14 +47,21 @@ class Query:
     regex: bool = False
     #: Legend for InfluxQL ($col, $tag_<name>, $m); Flux legends come from field and tags.
     alias: str = ""
+    #: "latest" only: keep the ``top`` groups with the highest aggregate of the first field over
+    #: the range (e.g. the 20 fastest miners by mean tokens/s).
+    top: int = 0
+    #: Tag equalities every point must meet, e.g. (("task", "hellaswag"),).
+    match: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.aggregate not in AGGREGATES:
             raise ValueError(f"aggregate must be one of {AGGREGATES}, not {self.aggregate!r}")
-        if self.shape not in ("timeseries", "latest", "events"):
+        if self.shape not in ("timeseries", "latest", "lastseen", "events"):
             raise ValueError(f"unknown shape {self.shape!r}")
         if self.shape != "timeseries" and self.smooth:
             raise ValueError("only time series are smoothed")
+        if self.shape == "lastseen" and len(self.fields) != 1:
+            raise ValueError("a last-seen query names the one field whose points it dates")
 
 
 @dataclass(frozen=True)
@@ -74,6 +83,10 @@ class Panel:
     width: int = 12
     height: int = 8
     thresholds: tuple[tuple[float | None, str], ...] = ()
+    #: Tables: the column sorted by default, highest first (a header click sorts any column).
+    sort_desc: str = ""
+    #: Tables: Grafana's grouping-to-matrix (row field, column field, value field), e.g. version x task.
+    matrix: tuple[str, str, str] | None = None
 
 
 @dataclass(frozen=True)
