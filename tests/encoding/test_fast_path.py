@@ -39,7 +39,7 @@ tag_values = st.one_of(
     st.integers(0, 300),
     ints,
     st.text(max_size=6),
-    st.sampled_from(["", "back\\", "x\\", "ctl\x01", "nl\n", "v a,l=ue", "x" * 9_000, "y" * 70_000]),
+    st.sampled_from(["", "back\\", "x\\", "ctl\x01", "nl\n", "v a,l=ue", "x" * 9_000, "y" * 6_000, "y" * 70_000]),
     st.none(),
     st.booleans(),
     floats,
@@ -50,6 +50,7 @@ standard_sets = st.sampled_from(
         {"uid": "17", "prefix": "V", "role": "validator", "runtime_id": "r1", "job_type": "validator"},
         {"uid": "3", "role": "va lid,ator", "group": "g=1", "version": ""},
         {"role": "back\\", "time": "t"},
+        {"uid": "1", "group": "g" * 60_000},  # a caller's tag of 6,000 more: the series key is cut
     ]
 )
 
@@ -141,3 +142,15 @@ def test_the_validator_scores_shape_takes_the_fast_path() -> None:
         "gradient_score=0.5,binary_indicator=1.0,weight=0.25 1"
         for uid in range(3)
     ]
+
+
+def test_a_known_shape_still_has_its_series_key_cut() -> None:
+    """The fast path's bound counts the standard tags' values too: 60,000 of them and a caller's
+    6,000 are past 64 KiB, so the caller's value is cut, as the general path cuts it."""
+    issues: list[tuple[str, ...]] = []
+    builder = PointBuilder({"uid": "1", "group": "g" * 60_000}, "", lambda *issue: issues.append(issue))
+    first = builder.build(("m", {"run": "short"}, {"x": 1.0}, 1, None, None))
+    assert first is not None and type(first.tags) is StandardTags and not issues
+    cut = builder.build(("m", {"run": "y" * 6_000}, {"x": 2.0}, 1, None, None))
+    assert cut is not None and len(cut.tags["run"]) < 6_000 and cut.tags["group"] == "g" * 60_000
+    assert [issue[0] for issue in issues] == ["series_key_truncated"]
