@@ -7,6 +7,7 @@ raise early), never on the caller's hot path.
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import re
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
@@ -14,11 +15,17 @@ from typing import Any, NamedTuple
 from .line_protocol import (
     MAX_SERIES_KEY_BYTES,
     MAX_STRING_BYTES,
+    FloatFields,
+    StandardTags,
     clean_key,
     clean_measurement,
+    field_keys_text,
     fit_series_key,
+    standard_tags_text,
     truncate_string,
 )
+from .values import INT64_MAX as FIELD_INT_MAX
+from .values import INT64_MIN as FIELD_INT_MIN
 from .values import FieldValue, free_name, process_fields, tag_value
 
 #: Prefix that keeps a caller's tag which shares its name with a standard tag (e.g. ``uid``).
@@ -164,6 +171,25 @@ def _rfc3339_ns(text: str) -> int | None:
     return seconds * 1_000_000_000 + int((fraction or "").ljust(9, "0"))
 
 
+class _Shape(NamedTuple):
+    """What a (measurement, field keys, tag keys) seen before needs no second look at: its names
+    were clean as given (no issue, no collision, no standard tag among the caller's)."""
+
+    measurement: str
+    #: Every field's key as encode_lines writes it, when a point of this shape had only floats
+    #: (all of them now known float or int fields of the measurement); else None.
+    key_texts: tuple[str, ...] | None
+    types: tuple[type, ...]  # the field value types of that point: all float
+    float_fields: set[str]
+    #: The series key bound's part that does not change (measurement, every tag key, the standard
+    #: tags' values, 2 a tag, 64): each point adds its caller tags' values.
+    budget: int
+
+
+_FALL_BACK = object()
+_new_point = tuple.__new__  # Point(...) without NamedTuple's __new__ in Python: 100 ns less
+
+
 class PointBuilder:
     """Turns queued records into Points with Templar's rules.
 
@@ -186,8 +212,10 @@ class PointBuilder:
             if value:
                 clean, _ = clean_key(key)
                 self._standard[clean] = clean_key(value, is_tag_value=True)[0]
+        self._tail = (len(self._standard), standard_tags_text(self._standard))
         self._names: dict[str, str] = {}
         self._keys: dict[str, tuple[str, str | None]] = {}
+        self._shapes: dict[tuple[str, tuple[Any, ...], tuple[Any, ...]], _Shape] = {}
         self._float_fields: dict[str, set[str]] = {}  # measurement -> fields seen as float
         self._int_fields: dict[str, set[str]] = {}  # measurement -> fields the server holds as integer
 
@@ -220,6 +248,113 @@ class PointBuilder:
         return hit[0]
 
     def build(self, record: Record) -> Point | None:
+        raw_measurement, raw_tags, raw_fields, time_ns, host_fields, host_tags = record
+        if (
+            type(raw_measurement) is str
+            and type(time_ns) is int
+            and type(raw_fields) is dict
+            and (type(raw_tags) is dict or not raw_tags)
+            and not host_fields
+            and not host_tags
+        ):
+            shape_key = (raw_measurement, tuple(raw_fields), tuple(raw_tags) if raw_tags else ())
+            shape = self._shapes.get(shape_key)
+            if shape is not None:
+                point = self._build_shaped(shape, raw_tags, raw_fields, time_ns)
+                if point is not _FALL_BACK:
+                    return point  # type: ignore[return-value]
+                return self._build(record)
+            point = self._build(record)
+            if point is not None:
+                self._learn_shape(shape_key, raw_tags, raw_fields, point)
+            return point
+        return self._build(record)
+
+    def _learn_shape(
+        self, shape_key: tuple[str, tuple[Any, ...], tuple[Any, ...]], raw_tags: Any, raw_fields: Any, point: Point
+    ) -> None:
+        """Remember a shape whose names all came through unchanged and alone (see _Shape)."""
+        raw_measurement, field_keys, tag_keys = shape_key
+        name = f"{self._prefix}{raw_measurement}"
+        if clean_measurement(name) != (name, None) or point.measurement != name or type(point.tags) is not StandardTags:
+            return  # a name that changed, or a series key that was cut
+        for key in field_keys:
+            if type(key) is not str or not key or clean_key(key) != (key, None):
+                return
+        for key in tag_keys:
+            if type(key) is not str or not key or key in self._standard or clean_key(key) != (key, None):
+                return
+        values = tuple(raw_fields.values())
+        types = tuple(map(type, values))
+        all_float = bool(types) and all(kind is float for kind in types) and tuple(point.fields) == field_keys
+        if len(self._shapes) > 10_000:
+            self._shapes.clear()
+        self._shapes[shape_key] = _Shape(
+            name,
+            field_keys_text(field_keys) if all_float else None,
+            types,
+            self._float_fields[name],
+            len(name)
+            + sum(map(len, tag_keys))
+            + sum(map(len, self._standard))
+            + sum(map(len, self._standard.values()))
+            + 2 * (len(tag_keys) + len(self._standard))
+            + 64,
+        )
+
+    def _build_shaped(self, shape: _Shape, raw_tags: Any, raw_fields: dict[str, Any], time_ns: int) -> Point | object:
+        """A point of a known shape: only its values are checked. _FALL_BACK (before any issue was
+        reported) when one needs the general path: a value to convert, drop or cut."""
+        measurement = shape.measurement
+        values = raw_fields.values()
+        fields: dict[str, FieldValue]
+        if shape.key_texts is not None and tuple(map(type, values)) == shape.types and math.isfinite(sum(values)):
+            floats = FloatFields(raw_fields)  # all finite floats (a sum past the float range: the loop)
+            floats.key_texts = shape.key_texts
+            fields = floats
+        else:
+            fields = {}
+            float_fields = shape.float_fields
+            int_fields = self._int_fields
+            isfinite = math.isfinite
+            for key, value in raw_fields.items():
+                kind = type(value)
+                if kind is float:
+                    if not isfinite(value):
+                        return _FALL_BACK
+                    if not int_fields or key not in int_fields.get(measurement, ()):
+                        float_fields.add(key)
+                elif kind is int:
+                    if not FIELD_INT_MIN <= value <= FIELD_INT_MAX:
+                        return _FALL_BACK
+                    if key in float_fields:
+                        value = float(value)
+                elif kind is not str or len(value) * 4 > MAX_STRING_BYTES:
+                    return _FALL_BACK
+                fields[key] = value
+        tags = StandardTags()
+        size = shape.budget
+        if raw_tags:
+            for key, value in raw_tags.items():
+                kind = type(value)
+                if kind is int:
+                    text = str(value)
+                else:
+                    text = value if kind is str else tag_value(value)
+                    if not text:
+                        continue
+                    if "\\" in text or not text.isprintable():
+                        text = self._clean_key(text, measurement, is_tag_value=True)
+                tags[key] = text
+                size += len(text)
+        tags.update(self._standard)
+        tags.tail = self._tail
+        if 8 * size > MAX_SERIES_KEY_BYTES:
+            return self._fit(measurement, tags, fields, time_ns)
+        return _new_point(Point, (measurement, tags, fields, time_ns))
+
+    def _build(self, record: Record) -> Point | None:
+        """The general path: every rule, every name looked at."""
         raw_measurement, raw_tags, raw_fields, time_ns, host_fields, host_tags = record
         if type(raw_measurement) is not str:
             raw_measurement = tag_value(raw_measurement)
@@ -278,7 +413,7 @@ class PointBuilder:
             self._on_issue("no_fields", measurement, "", "no storable field left; point dropped")
             return None
 
-        tags: dict[str, str] = {}
+        tags = StandardTags()
         standard = self._standard
         for raw_tags_part in (raw_tags, host_tags):
             if not raw_tags_part:
@@ -307,13 +442,17 @@ class PointBuilder:
                     clean = free_name(tags, clean, field_issue)
                 tags[clean] = text
         tags.update(standard)
+        tags.tail = self._tail
+        return self._fit(measurement, tags, fields, time_ns)
+
+    def _fit(self, measurement: str, tags: StandardTags, fields: dict[str, FieldValue], time_ns: int) -> Point:
         # A series key past 64 KiB makes InfluxDB refuse the line: cut the longest caller tag
         # values to fit (rare: a cheap bound first; 8 = 4 UTF-8 bytes, each maybe escaped).
         if (
             8 * (len(measurement) + sum(map(len, tags)) + sum(map(len, tags.values())) + 2 * len(tags) + 64)
             > MAX_SERIES_KEY_BYTES
         ):
-            fitted = fit_series_key(measurement, tags, frozenset(standard), fields)
+            fitted = fit_series_key(measurement, tags, frozenset(self._standard), fields)
             if fitted is not None:
                 self._on_issue(
                     "series_key_truncated",
