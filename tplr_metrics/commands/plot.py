@@ -20,7 +20,7 @@ from ..viz.plotting import (
 from ..viz.run_data import RunData
 from . import CommandError
 from ._run_inputs import add_source_arguments, read_runs, report_inputs, save_figure, warn
-from ._store_cli import positive_int
+from ._store_cli import non_empty_run_id, positive_int
 
 
 def register(subparsers: Any) -> None:
@@ -42,6 +42,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--run-id",
+        type=non_empty_run_id,
         nargs="+",
         action="extend",
         default=[],
