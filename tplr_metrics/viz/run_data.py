@@ -248,9 +248,13 @@ def newest_log(directory: Path) -> Path:
     return max(candidates, key=lambda p: (p.stat().st_mtime_ns, str(p)))
 
 
+#: File names (before the suffix) that say nothing about the run: such a log is named by its directory.
+GENERIC_LOG_NAMES = ("metrics", "log", "logs", "events", "tables", "train", "training", "history")
+
+
 def run_label(path: Path) -> str:
-    """outputs/run-001/logs/metrics.jsonl -> run-001; runs/a.jsonl -> a."""
-    if path.name.split(".", 1)[0] not in ("metrics", "log", "logs", "events", "tables"):
+    """outputs/run-001/logs/metrics.jsonl -> run-001; exp_a/train.jsonl -> exp_a; runs/a.jsonl -> a."""
+    if path.name.split(".", 1)[0] not in GENERIC_LOG_NAMES:
         return path.name.split(".", 1)[0]
     return directory_label(path)
 
