@@ -74,6 +74,8 @@ class RunData:
     series: dict[str, list[Sample]] = field(default_factory=dict)
     tables: list[TableRecord] = field(default_factory=list)
     bad_lines: int = 0
+    #: The local store's run_id, for a run read from there (two runs of one name are told apart by it).
+    run_id: str = ""
 
     def metric_names(self) -> list[str]:
         return sorted(self.series)
@@ -327,7 +329,8 @@ def read_store_run(store: Any, run_id: str, rows: Iterable[Any]) -> RunData:
     rows = list(rows)
     first = rows[0]
     who = " ".join(part for part in (first.role, first.uid) if part)
-    data = RunData(f"{first.run_id[:8]}" + (f" ({who})" if who else ""), f"run {first.run_id}")
+    data = RunData(first.name or first.run_id[:8] + (f" ({who})" if who else ""), f"run {first.run_id}")
+    data.run_id = first.run_id
     for row in rows:
         for key, value in row.config.items():
             data.config[key[len("config_") :] if key.startswith("config_") else key] = value
