@@ -523,3 +523,42 @@ def test_a_selection_that_matches_nothing_says_so(
     # A measurement the run has: no such warning, and its points print.
     code, out, err = watch_one_poll(monkeypatch, capsys, "--run-id", "aaaa", "--measurement", "Mloss", "--last", "1")
     assert code == 0 and "Mloss" in out and "has no measurement" not in err
+
+
+def test_watch_of_a_missing_store_named_by_store_is_an_error(
+    isolated_env: Path, capsys: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    missing = tmp_path / "nonexistent" / "x.sqlite"
+    code, out, err = watch_one_poll(monkeypatch, capsys, "--store", str(missing))
+    assert code == 1 and out == "", (out, err)
+    assert f"no local store at {missing}" in err and len(err.strip().splitlines()) == 1, err
+    assert not missing.parent.exists()
+    # The default store may be missing (a fresh machine): watch waits for it.
+    code, out, err = watch_one_poll(monkeypatch, capsys)
+    assert code == 0 and "waiting for points in" in err, err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("runs", "--run-id", ""),
+        ("export", "--run-id", ""),
+        ("export", "--run-id", " ", "--format", "csv"),
+        ("replay", "--run-id", ""),
+        ("watch", "--run-id", ""),
+        ("plot", "--run-id", ""),
+        ("plot", "--run-id", "aaaa", ""),
+        ("compare", "", "aaaa"),
+        ("table", "--run-id", ""),
+        ("delete", ""),
+    ],
+)
+def test_an_empty_run_id_is_one_line_and_exit_code_2(
+    filled: dict[str, Any], capsys: Any, monkeypatch: pytest.MonkeyPatch, argv: tuple[str, ...]
+) -> None:
+    # Before: runs/export took "" for every run, watch followed the newest, compare read ".".
+    code, out, err = watch_one_poll(monkeypatch, capsys, *argv[1:]) if argv[0] == "watch" else cli(capsys, *argv)
+    assert code == 2 and out == "", (out, err)
+    assert "empty run id" in err and len(err.strip().splitlines()) == 1, err
+    with Store(filled["path"], create=False) as store:
+        assert len(store.runs()) == 2  # delete "" deleted nothing

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tplr_metrics import open_log_store
+from tplr_metrics import MetricsLogger, open_log_store
 from tplr_metrics.cli import main
 from tplr_metrics.commands.compare import config_diff
 from tplr_metrics.simulation import SimulationOptions, run_simulation
@@ -44,7 +44,8 @@ def test_compare_two_simulated_runs(isolated_env: Path, tmp_path: Path, capsys: 
     captured = capsys.readouterr()
     lines = captured.out.splitlines()
     assert lines[0] == "config differences (1 of 3 keys):"
-    assert lines[1].split() == ["KEY", f"{first[:8]}", "(miner", "0)", f"{second[:8]}", "(miner", "0)"]
+    # Runs labelled by name (role/uid by default), the short id added as both are miner/0.
+    assert lines[1].split() == ["KEY", "miner/0", f"({first[:8]})", "miner/0", f"({second[:8]})"]
     assert lines[2].split() == ["lr", "0.0003", "0.001"]
     assert len(lines) == 3  # batch_size and optimizer are the same: not listed
     if plotting:
@@ -66,7 +67,7 @@ def test_compare_overlays_the_same_metric(isolated_env: Path) -> None:
     runs = read_named(args, [first, second])
     figure = plot_runs(runs, ["training_step_v2.loss"], x_key="window")
     lines = figure.axes[0].get_lines()
-    assert [str(line.get_label()).split()[0] for line in lines] == [first[:8], second[:8]]
+    assert [str(line.get_label()) for line in lines] == [f"miner/0 ({first[:8]})", f"miner/0 ({second[:8]})"]
     assert all(len(line.get_xdata()) == 8 for line in lines)
 
 
@@ -101,3 +102,20 @@ def test_compare_json_keeps_value_types_and_null_for_missing(
     assert main(["compare", str(tmp_path / "run-a"), str(tmp_path / "run-b"), "--no-plot", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["differences"] == {"layers": [2, 4], "lr": [0.1, 0.2], "warmup": [True, None]}
+
+
+def test_store_runs_are_labelled_by_name(isolated_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--list and compare show a run's name (its run_name), not its run_id's first 8 characters."""
+    ids = []
+    for name, lr in (("baseline", 0.1), ("bigger-lr", 0.2)):
+        logger = MetricsLogger(
+            role="miner", uid=0, prefix="M", run_name=name, config={"lr": lr}, runtime_id=f"{name}-0000-id"
+        )
+        logger.log("loss", {"window": 1}, {"loss": lr})
+        logger.close(10)
+        ids.append(logger.runtime_id)
+    assert main(["plot", "--run-id", ids[0], ids[1], "--list"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].startswith(f"baseline  (run {ids[0]})") and f"bigger-lr  (run {ids[1]})" in out
+    assert main(["compare", ids[0], ids[1], "--no-plot"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split() == ["KEY", "baseline", "bigger-lr"]

@@ -175,3 +175,21 @@ def test_two_runs_of_one_file_name_are_labelled_by_directory(tmp_path: Path, fig
     ((a, b),) = line_data(figures[-1])
     assert (a[0], b[0]) == ("exp_a", "exp_b") and b[2] == pytest.approx([2 * y for y in a[2]])
     assert [t.get_text() for t in figures[-1].axes[0].get_legend().get_texts()] == ["exp_a", "exp_b"]
+
+
+def test_plot_without_metrics_takes_two_spellings_of_a_metric_as_one(
+    tmp_path: Path, figures: list[Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A nested run (train.loss) and a flat one (train/loss): one subplot per metric, both runs in it."""
+    nested = nested_run(tmp_path / "exp_a" / "train.jsonl")
+    write_lines(
+        tmp_path / "exp_b" / "train.jsonl.gz",
+        [{"step": s * 10, "train/loss": 3.0 - s / 45, "val/loss": 2.0, "lr": 1e-4} for s in range(20)],
+    )
+    argv = ["plot", "--input", str(nested), str(tmp_path / "exp_b"), "--out", str(tmp_path / "p.png")]
+    assert main(argv) == 0
+    assert "plotting train.loss, val.loss (choose with --metrics)" in capsys.readouterr().err
+    axes = figures[-1].axes
+    assert [ax.get_title(loc="left") for ax in axes] == ["train.loss", "val.loss"]
+    for ax in axes:
+        assert len(ax.get_lines()) == 2  # each run once

@@ -221,3 +221,26 @@ def test_without_the_plot_extra_one_line_and_exit_1(
     assert len(err) == 1 and "needs the optional extra 'plot' (pip install 'tplr_metrics[plot]')" in err[0]
     assert main(["plot", "--input", str(logged_run), "--list"]) == 0  # listing needs no matplotlib
     shutil.rmtree(logged_run)
+
+
+def test_list_warns_of_lines_it_skipped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"step": 1, "note": "x"}\nnot json\n', encoding="utf-8")
+    assert main(["plot", "--input", str(bad), "--list"]) == 0
+    captured = capsys.readouterr()
+    assert "(no metrics)" in captured.out
+    assert f"{bad}: 2 line(s) are not metric objects; skipped" in captured.err, captured.err
+
+
+def test_an_x_key_no_point_has_is_exit_1_and_no_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("matplotlib")
+    log = tmp_path / "exp_a" / "train.jsonl"
+    log.parent.mkdir()
+    log.write_text("".join(json.dumps({"step": s, "epoch": 0, "train/loss": 1.0}) + "\n" for s in range(5)))
+    out = tmp_path / "w.png"
+    assert main(["plot", "--input", str(log), "--x-key", "window", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == (
+        "tplr-metrics plot: no point of train/loss has a window (see --x-key); nothing to plot"
+    ), err
+    assert not out.exists()

@@ -78,7 +78,8 @@ def read_named(args: argparse.Namespace, names: Sequence[str]) -> list[RunData]:
 
 def _unique_labels(runs: list[RunData]) -> None:
     """Two inputs both called run-001 (or the same run twice) still get a legend each: logs of
-    one file name (exp_a/train.jsonl, exp_b/train.jsonl) by their directories, the rest numbered."""
+    one file name (exp_a/train.jsonl, exp_b/train.jsonl) by their directories, store runs of one
+    name by name and short id, the rest numbered."""
     by_label: dict[str, list[RunData]] = {}
     for run in runs:
         by_label.setdefault(run.label, []).append(run)
@@ -88,6 +89,9 @@ def _unique_labels(runs: list[RunData]) -> None:
             if len(set(names)) == len(names):
                 for run, name in zip(same, names, strict=True):
                     run.label = name
+        elif len(same) > 1 and all(run.run_id for run in same) and len({run.run_id for run in same}) == len(same):
+            for run in same:  # runs of the store with one name: the name and the short id
+                run.label = f"{run.label} ({run.run_id[:8]})"
     seen: dict[str, int] = {}
     for run in runs:
         n = seen.get(run.label, 0)

@@ -124,6 +124,13 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_empty_run_id(text: str) -> str:
+    """A --run-id / RUN (argparse type): an empty one names no run (it must not mean "every run")."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"{text!r}: an empty run id names no run")
+    return text
+
+
 def positive_float(text: str) -> float:
     try:
         value = float(text)

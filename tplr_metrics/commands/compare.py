@@ -13,7 +13,7 @@ from ..viz.plotting import DEFAULT_METRICS, default_metrics
 from ..viz.run_data import RunData
 from . import CommandError
 from ._run_inputs import add_source_arguments, read_named, report_inputs, warn
-from ._store_cli import print_json, print_table
+from ._store_cli import non_empty_run_id, print_json, print_table
 from .plot import add_plot_arguments, draw
 
 _ABSENT = object()  # a key a run does not have
@@ -27,7 +27,9 @@ def register(subparsers: Any) -> None:
         "their metrics on shared axes. A RUN is a JSONL log or directory, or a run id of the local "
         "store (of InfluxDB with --from-influx).",
     )
-    parser.add_argument("runs", nargs="+", metavar="RUN", help="a JSONL path, or a run id (or unique prefix)")
+    parser.add_argument(
+        "runs", nargs="+", type=non_empty_run_id, metavar="RUN", help="a JSONL path, or a run id (or unique prefix)"
+    )
     parser.add_argument(
         "--metrics",
         nargs="+",

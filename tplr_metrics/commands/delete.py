@@ -7,7 +7,7 @@ from typing import Any
 
 from ..store.database import StoreError
 from . import CommandError
-from ._store_cli import add_store_argument, is_live, open_store, store_error, store_path
+from ._store_cli import add_store_argument, is_live, non_empty_run_id, open_store, store_error, store_path
 
 
 def register(subparsers: Any) -> None:
@@ -17,7 +17,9 @@ def register(subparsers: Any) -> None:
         description="Delete a run (its runtime_id, exactly: no prefixes, as this cannot be undone) and "
         "all its points from the local store. A run still being written is refused unless --force.",
     )
-    parser.add_argument("run_id", metavar="RUN_ID", help="the run's runtime_id (see tplr-metrics runs)")
+    parser.add_argument(
+        "run_id", type=non_empty_run_id, metavar="RUN_ID", help="the run's runtime_id (see tplr-metrics runs)"
+    )
     parser.add_argument("--force", action="store_true", help="delete it even while its logger still runs")
     add_store_argument(parser)
     parser.set_defaults(func=run)

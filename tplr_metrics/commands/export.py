@@ -23,6 +23,7 @@ from ._store_cli import (
     add_tag_argument,
     described_tags,
     iso,
+    non_empty_run_id,
     open_output,
     open_store,
     parse_time,
@@ -56,7 +57,10 @@ def register(subparsers: Any) -> None:
 
 def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--run-id", metavar="ID", help="one run: its run_id, its id from runs --json, its name, or a unique prefix"
+        "--run-id",
+        type=non_empty_run_id,
+        metavar="ID",
+        help="one run: its run_id, its id from runs --json, its name, or a unique prefix",
     )
     parser.add_argument(
         "--measurement", action="append", metavar="NAME", help="only this measurement (repeat for several)"

@@ -16,11 +16,12 @@ from ..viz.plotting import (
     parse_smoothing,
     plot_runs,
     rank_metrics,
+    xy,
 )
 from ..viz.run_data import RunData
 from . import CommandError
 from ._run_inputs import add_source_arguments, read_runs, report_inputs, save_figure, warn
-from ._store_cli import positive_int
+from ._store_cli import non_empty_run_id, positive_int
 
 
 def register(subparsers: Any) -> None:
@@ -42,6 +43,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--run-id",
+        type=non_empty_run_id,
         nargs="+",
         action="extend",
         default=[],
@@ -107,6 +109,8 @@ def draw(
     """Plot, then save to --out (or the default) unless only --show was asked; exit code."""
     smoothing, window = smoothing_window(args)
     check_x_key(args.x_key, runs)
+    if not any(xy(run, metric, args.x_key)[0] for run in runs for metric in metrics):
+        raise CommandError(f"no point of {', '.join(metrics)} has a {args.x_key} (see --x-key); nothing to plot", 1)
     try:
         plt = import_pyplot(args.show)
         show = args.show and has_display(plt)
@@ -152,10 +156,10 @@ def run(args: argparse.Namespace) -> int:
     if not args.input and not args.run_id:
         raise CommandError("name what to plot: --input PATH... and/or --run-id ID...", 2)
     runs = read_runs(args, args.input, args.run_id)
+    report_inputs("plot", runs)
     if args.list:
         print_listing(runs)
         return 0
-    report_inputs("plot", runs)
     metrics = list(dict.fromkeys(args.metrics))
     if not metrics:
         # Like compare: what every input has, losses first; else what any of them has.

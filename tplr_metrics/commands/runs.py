@@ -17,6 +17,7 @@ from ._store_cli import (
     described_tags,
     human_duration,
     local_time,
+    non_empty_run_id,
     open_store,
     parse_duration,
     positive_int,
@@ -64,7 +65,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--limit", type=positive_int, default=20, metavar="N", help="at most N runs (default 20)")
     add_tag_argument(parser, "runs with a point")
     parser.add_argument(
-        "--run-id", metavar="ID", help="one run: its run_id, its id from runs --json, its name, or a unique prefix"
+        "--run-id",
+        type=non_empty_run_id,
+        metavar="ID",
+        help="one run: its run_id, its id from runs --json, its name, or a unique prefix",
     )
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print JSON")

@@ -10,7 +10,7 @@ from typing import Any
 from ..viz.run_data import RunData, TableRecord
 from . import CommandError
 from ._run_inputs import add_source_arguments, read_path, read_run_id
-from ._store_cli import local_time, print_json, print_table, survives_closed_pipe
+from ._store_cli import local_time, non_empty_run_id, print_json, print_table, survives_closed_pipe
 
 
 def register(subparsers: Any) -> None:
@@ -23,7 +23,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("name", nargs="?", metavar="NAME", help="the table's name")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--input", metavar="PATH", help="a JSONL log directory (or its metrics/tables file)")
-    source.add_argument("--run-id", metavar="ID", help="a run of the local store (or InfluxDB with --from-influx)")
+    source.add_argument(
+        "--run-id",
+        type=non_empty_run_id,
+        metavar="ID",
+        help="a run of the local store (or InfluxDB with --from-influx)",
+    )
     parser.add_argument("--all", action="store_true", help="every logged version of the table, not only the last")
     parser.add_argument("--json", action="store_true", help="print JSON")
     add_source_arguments(parser)

@@ -13,10 +13,12 @@ import time
 from typing import Any
 
 from ..store.database import RunRow, Store, StoredPoint, StoreError
+from . import CommandError
 from ._store_cli import (
     add_store_argument,
     add_tag_argument,
     iso,
+    non_empty_run_id,
     open_store,
     positive_float,
     select_run,
@@ -41,6 +43,7 @@ def register(subparsers: Any) -> None:
     target = parser.add_mutually_exclusive_group()
     target.add_argument(
         "--run-id",
+        type=non_empty_run_id,
         metavar="ID",
         help="follow this run: its run_id, its id from runs --json, its name, or a unique prefix",
     )
@@ -67,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
 def _watch(args: argparse.Namespace) -> int:
     path = store_path(args)
     if not path.exists():
+        if args.store:  # a path the user typed: a typo must not wait forever
+            raise CommandError(f"no local store at {path}", 1)
         print(f"waiting for points in {path} ...", file=sys.stderr)
         while not path.exists():
             time.sleep(args.poll_seconds)

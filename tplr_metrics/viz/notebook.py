@@ -3,7 +3,7 @@ installed (the ``plot`` extra) and a list of dicts otherwise, so a notebook filt
 smooths with the tools it already has.
 
     df = read_jsonl("runs/exp_a")                  # run, metric, step, epoch, window, time_s, value
-    loss = df[df.metric == "train/loss"]
+    loss = df[df.metric == "train/loss"]           # nested, flat and our own logs alike
     loss.assign(smooth=loss.value.rolling(20, min_periods=1).mean()).plot(x="step", y=["value", "smooth"])
 
 For the RunData itself (what ``tplr-metrics plot`` draws, with :func:`..plotting.plot_runs`),
@@ -24,10 +24,17 @@ from .run_data import read_jsonl as read_run
 COLUMNS = ("run", "metric", "step", "epoch", "window", "time_s", "value")
 
 
+def frame_name(name: str) -> str:
+    """A metric's name in a frame: its parts joined by ``/`` whatever the log wrote, so a nested
+    ``{"metrics": {"train": {"loss": ..}}}``, a flat ``{"train/loss": ..}`` and our own
+    ``train.loss`` are all ``train/loss`` (``lr`` stays ``lr``)."""
+    return name.replace(".", "/")
+
+
 def rows(run: RunData, metrics: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """One dict per point of ``run`` (of ``metrics`` only, names found as :meth:`RunData.find`
-    finds them), metric by metric in the order logged; ``None`` where a point has no step,
-    epoch or window."""
+    finds them), metric by metric in the order logged, named as :func:`frame_name` says;
+    ``None`` where a point has no step, epoch or window."""
     names = run.metric_names() if metrics is None else [n for n in (run.find(m) for m in metrics) if n]
     out: list[dict[str, Any]] = []
     for name in names:
@@ -36,7 +43,7 @@ def rows(run: RunData, metrics: Sequence[str] | None = None) -> list[dict[str, A
             out.append(
                 {
                     "run": run.label,
-                    "metric": name,
+                    "metric": frame_name(name),
                     "step": s.step,
                     "epoch": None if epoch is None else int(epoch) if epoch.is_integer() else epoch,
                     "window": s.window,
@@ -58,4 +65,4 @@ def read_jsonl(path: str | os.PathLike[str], metrics: Sequence[str] | None = Non
     return pandas.DataFrame(table, columns=list(COLUMNS))
 
 
-__all__ = ["COLUMNS", "read_jsonl", "read_run", "rows"]
+__all__ = ["COLUMNS", "frame_name", "read_jsonl", "read_run", "rows"]

@@ -106,19 +106,30 @@ def smooth(values: Sequence[float], kind: str | None, window: int) -> list[float
         raise ValueError(f"unknown smoothing {kind!r} (use {', '.join(SMOOTHINGS)})") from None
 
 
+def metric_key(name: str) -> str:
+    """What two spellings of one metric share: ``train.loss`` and ``train/loss`` are one metric."""
+    return name.replace("/", ".")
+
+
 def rank_metrics(names: Iterable[str], limit: int = DEFAULT_METRICS) -> list[str]:
-    """Losses first (what a look at training runs is usually about), then by name."""
-    return sorted(set(names), key=lambda name: (0 if "loss" in name.split(".")[-1] else 1, name))[:limit]
+    """Losses first (what a look at training runs is usually about), then by name; of two
+    spellings of one metric (``train.loss``, ``train/loss``) the first seen."""
+    spelled: dict[str, str] = {}
+    for name in names:
+        spelled.setdefault(metric_key(name), name)
+    ranked = sorted(spelled, key=lambda key: (0 if "loss" in key.split(".")[-1] else 1, key))
+    return [spelled[key] for key in ranked[:limit]]
 
 
 def default_metrics(runs: Sequence[RunData], limit: int = DEFAULT_METRICS) -> list[str]:
-    """Up to ``limit`` metrics every run has, losses first."""
+    """Up to ``limit`` metrics every run has, losses first; a metric one run names
+    ``train.loss`` and another ``train/loss`` is one of them (named as the first run has it)."""
     if not runs:
         return []
-    common = set(runs[0].series)
+    common = {metric_key(name) for name in runs[0].series}
     for run in runs[1:]:
-        common &= set(run.series)
-    return rank_metrics(common, limit)
+        common &= {metric_key(name) for name in run.series}
+    return rank_metrics((name for name in runs[0].series if metric_key(name) in common), limit)
 
 
 def xy(run: RunData, metric: str, x_key: str) -> tuple[list[float], list[float], int]:
@@ -253,6 +264,7 @@ __all__ = [
     "X_KEYS",
     "default_metrics",
     "ema",
+    "metric_key",
     "gaussian",
     "has_display",
     "import_pyplot",

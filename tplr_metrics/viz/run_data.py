@@ -74,6 +74,8 @@ class RunData:
     series: dict[str, list[Sample]] = field(default_factory=dict)
     tables: list[TableRecord] = field(default_factory=list)
     bad_lines: int = 0
+    #: The local store's run_id, for a run read from there (two runs of one name are told apart by it).
+    run_id: str = ""
 
     def metric_names(self) -> list[str]:
         return sorted(self.series)
@@ -248,9 +250,13 @@ def newest_log(directory: Path) -> Path:
     return max(candidates, key=lambda p: (p.stat().st_mtime_ns, str(p)))
 
 
+#: File names (before the suffix) that say nothing about the run: such a log is named by its directory.
+GENERIC_LOG_NAMES = ("metrics", "log", "logs", "events", "tables", "train", "training", "history")
+
+
 def run_label(path: Path) -> str:
-    """outputs/run-001/logs/metrics.jsonl -> run-001; runs/a.jsonl -> a."""
-    if path.name.split(".", 1)[0] not in ("metrics", "log", "logs", "events", "tables"):
+    """outputs/run-001/logs/metrics.jsonl -> run-001; exp_a/train.jsonl -> exp_a; runs/a.jsonl -> a."""
+    if path.name.split(".", 1)[0] not in GENERIC_LOG_NAMES:
         return path.name.split(".", 1)[0]
     return directory_label(path)
 
@@ -323,7 +329,8 @@ def read_store_run(store: Any, run_id: str, rows: Iterable[Any]) -> RunData:
     rows = list(rows)
     first = rows[0]
     who = " ".join(part for part in (first.role, first.uid) if part)
-    data = RunData(f"{first.run_id[:8]}" + (f" ({who})" if who else ""), f"run {first.run_id}")
+    data = RunData(first.name or first.run_id[:8] + (f" ({who})" if who else ""), f"run {first.run_id}")
+    data.run_id = first.run_id
     for row in rows:
         for key, value in row.config.items():
             data.config[key[len("config_") :] if key.startswith("config_") else key] = value
