@@ -579,7 +579,8 @@ def open_log_store(
     if kind is None:
         key, detected, why = pick_sink()
         params = {**detected, **params}
-        logger.info("LogStore: no sink kind named; %s, so %r", why, key)
+        if not disabled():  # disabled: the only thing said is that nothing is logged
+            logger.info("LogStore: no sink kind named; %s, so %r", why, key)
         if why.startswith(CONFIG_VARIABLE):
             where = CONFIG_VARIABLE
     elif not isinstance(kind, str) or not kind.strip():
