@@ -57,6 +57,7 @@ from .encoding.values import coerce_scalar
 from .logger import MetricsLogger
 from .sinks.base import Sink
 from .sinks.registry import check_params, factory_params, get_factory, normalize_kind
+from .sinks.user_store import UserStoreSink
 
 logger = logging.getLogger("tplr_metrics")
 
@@ -207,47 +208,72 @@ class LogStore:
 
     # --- the facade ---------------------------------------------------------------------
 
-    def log_scalar(self, key: str, value: Any, step: int, *, split: str = "train") -> None:
-        """One named scalar at a step."""
+    def log_scalar(self, key: str, value: Any, step: int, split: str = "train") -> None:
+        """One named scalar at a step (a user's own LogStore gets it back as ``log_scalar``)."""
         self._check_open("log_scalar")
         if self._sink is None:
             return
-        self._log_metrics({key: value}, step, split)
+        self._log_metrics({key: value}, step, split, scalar=True)
 
-    def log_metrics(self, metrics: Mapping[str, Any], step: int, *, split: str = "train") -> None:
-        """A dict of metrics at a step; ``split`` tags train vs validation rows."""
+    def log_metrics(self, metrics: Mapping[str, Any], step: int, split: str = "train") -> None:
+        """A dict of metrics at a step; ``split`` (keyword or third argument) tags train vs
+        validation rows. A nested dict is flattened (``{"opt": {"lr": 1}}`` -> ``opt/lr``); a value
+        that is not a number (None, text, a list) is left out, counted in ``stats()["sanitized"]``."""
         self._check_open("log_metrics")
         if self._sink is None:
             return
         self._log_metrics(metrics, step, split)
 
-    def _log_metrics(self, metrics: Mapping[str, Any], step: Any, split: Any) -> None:
+    def _note(self, cause: str, detail: str) -> None:
+        """A metric left out of a point that is still logged: counted as sanitized, said once."""
+        with self._lock:
+            self._sanitized[cause] += 1
+            first = cause not in self._warned
+            self._warned.add(cause)
+        if first:
+            logger.warning("LogStore: %s; left out (further cases are only counted in stats())", detail)
+
+    def _log_metrics(self, metrics: Mapping[str, Any], step: Any, split: Any, *, scalar: bool = False) -> bool:
+        """Log one metrics point; False where the call was dropped."""
         try:
             step_value = _as_step(step)
             if step_value is None:
                 self._bad("bad_step", f"step must be an integer, not {step!r}")
-                return
+                return False
             if not isinstance(metrics, Mapping):
                 self._bad("not_a_mapping", f"metrics must be a dict, not {type(metrics).__name__}")
-                return
+                return False
             split_text = split if isinstance(split, str) and split else str(split or "train")
             fields: dict[str, Any] = {}
-            for key, value in metrics.items():
+            for key, value in _flatten(metrics).items():
                 number = _metric_value(value)
-                if isinstance(number, float) and not math.isfinite(number):
+                if number is None:
+                    self._note("none_value", f"metric {key!r} is None")
+                    continue
+                if not isinstance(number, float):
+                    self._note("not_numeric", f"metric {key!r} is not a number ({type(value).__name__})")
+                    continue
+                if not math.isfinite(number):
                     with self._lock:
                         self._sanitized["nan"] += 1  # InfluxDB cannot store it; the value rules say so too
                     continue
-                fields[str(key)] = number
+                fields[key] = number
             if not fields:
-                self._bad("no_metrics", "a log_metrics call with no storable metric (empty, or only NaN/inf)")
-                return
+                self._bad("no_metrics", "a log_metrics call with no storable metric (empty, or only NaN/inf/None)")
+                return False
             fields[log_points.STEP] = step_value  # the step argument wins over a metric named "step"
             started = self._started()
-            if started is not None:
-                started.log(log_points.METRICS, {log_points.SPLIT: split_text}, fields)
+            if started is None:
+                return False
+            at = time.time_ns()
+            if scalar and len(fields) == 2:
+                for store in _user_stores(self._sink):
+                    store.expect_scalar(at, next(iter(fields)))
+            started.log(log_points.METRICS, {log_points.SPLIT: split_text}, fields, timestamp=at)
+            return True
         except Exception as exc:
             self._bad("log_error", f"log_metrics failed: {type(exc).__name__}: {exc}")
+            return False
 
     def __call__(self, data: Mapping[str, Any], step: int | None = None, *, split: str | None = None) -> None:
         """``store({"train/loss": 0.5, "lr": 1e-4})``, as with ``wandb.log``: at the store's own
@@ -258,27 +284,46 @@ class LogStore:
         self._check_open("__call__")
         with self._lock:
             at = self._next_step if step is None else _as_step(step)
-            if at is not None:
-                self._next_step = at + 1
-        if self._sink is None:
-            return
         if at is None:
-            self._bad("bad_step", f"step must be an integer, not {step!r}")
+            if self._sink is not None:
+                self._bad("bad_step", f"step must be an integer, not {step!r}")
+            return
+        if self._sink is None:
+            with self._lock:
+                self._next_step = at + 1
             return
         if not isinstance(data, Mapping):
             self._bad("not_a_mapping", f"a call-style log takes a dict, not {type(data).__name__}")
             return
+        logged = False
         by_split: dict[str, dict[str, Any]] = {}
-        for key, value in data.items():
-            name = str(key)
-            if _is_table(value):
-                self.log_table(name, value, step=at)
-                continue
-            head = name.partition("/")[0] if "/" in name else ""
-            chosen = split if split is not None else (head if head in KNOWN_SPLITS else "train")
-            by_split.setdefault(chosen, {})[name] = value
+        try:
+            for key, value in data.items():
+                name = str(key)
+                if _is_table(value):
+                    logged = self._log_table(name, value, step=at) or logged
+                    continue
+                if isinstance(value, Mapping):  # {"val": {"loss": 1}} is val/loss, as wandb.log does
+                    for inner, leaf in _flatten(value, name).items():
+                        by_split.setdefault(self._split_of(inner, split), {})[inner] = leaf
+                    continue
+                by_split.setdefault(self._split_of(name, split), {})[name] = value
+        except Exception as exc:
+            self._bad("log_error", f"a call-style log failed: {type(exc).__name__}: {exc}")
+        if not by_split and not logged:
+            if not data:
+                self._bad("no_metrics", "a call-style log of an empty dict")
+            return
         for chosen, metrics in by_split.items():
-            self._log_metrics(metrics, at, chosen)
+            logged = self._log_metrics(metrics, at, chosen) or logged
+        if logged:  # a dropped call takes no step: the next call gets the one it would have had
+            with self._lock:
+                self._next_step = at + 1
+
+    @staticmethod
+    def _split_of(name: str, split: str | None) -> str:
+        head = name.partition("/")[0] if "/" in name else ""
+        return split if split is not None else (head if head in KNOWN_SPLITS else "train")
 
     def log_hyperparams(self, params: Mapping[str, Any]) -> None:
         """JSON-serializable values, merged across calls: a later value for a key wins, and nested
@@ -336,17 +381,28 @@ class LogStore:
         self._check_open("log_table")
         if self._sink is None:
             return
+        self._log_table(name, rows, columns=columns, step=step)
+
+    def _log_table(
+        self,
+        name: str,
+        rows: Sequence[Mapping[str, Any]] | Sequence[Sequence[Any]],
+        *,
+        columns: Sequence[str] | None = None,
+        step: int | None = None,
+    ) -> bool:
+        """Log one table; False where the call was dropped."""
         try:
             if not isinstance(name, str) or not name:
                 self._bad("bad_table", f"a table needs a name, not {name!r}")
-                return
+                return False
             step_value = None if step is None else _as_step(step)
             if step is not None and step_value is None:
                 self._bad("bad_step", f"step must be an integer, not {step!r}")
-                return
+                return False
             if isinstance(rows, (str, bytes, Mapping)) or not isinstance(rows, Sequence):
                 self._bad("bad_table", f"table {name!r}: rows must be a list, not {type(rows).__name__}")
-                return
+                return False
             prepared: list[dict[str, Any]] = []
             for row in rows:
                 if isinstance(row, Mapping):
@@ -356,23 +412,25 @@ class LogStore:
                         self._bad(
                             "bad_table", f"table {name!r}: a row has {len(row)} values for {len(columns)} columns"
                         )
-                        return
+                        return False
                     cells = {str(c): v for c, v in zip(columns, row, strict=True)}
                 else:
                     self._bad("bad_table", f"table {name!r}: rows are dicts, or sequences with columns=")
-                    return
+                    return False
                 fields = {k: _cell(v) for k, v in cells.items() if v is not None}
                 if step_value is not None:
                     fields[log_points.STEP] = step_value
                 prepared.append(fields)
             started = self._started()
             if started is None:
-                return
+                return False
             now = time.time_ns()
             for index, fields in enumerate(prepared):
                 started.log(log_points.TABLE, {"table": name, "row": index}, fields, timestamp=now)
+            return bool(prepared)
         except Exception as exc:
             self._bad("log_error", f"log_table failed: {type(exc).__name__}: {exc}")
+            return False
 
     # --- flush, close, stats ------------------------------------------------------------
 
@@ -438,6 +496,28 @@ def _deep_merge(old: Any, new: Any) -> Any:
     return new
 
 
+def _flatten(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as ``outer/inner`` keys, as ``wandb.log`` names them."""
+    flat: dict[str, Any] = {}
+    for key, value in metrics.items():
+        name = f"{prefix}/{key}" if prefix else str(key)
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, name))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _user_stores(sink: Any) -> list[UserStoreSink]:
+    """The user's own LogStores behind a sink (itself, or a multiplex's children)."""
+    if isinstance(sink, UserStoreSink):
+        return [sink]
+    found: list[UserStoreSink] = []
+    for child in getattr(sink, "children", None) or ():
+        found.extend(_user_stores(child))
+    return found
+
+
 def _is_table(value: Any) -> bool:
     """A list of dicts (one per row) in a call-style log."""
     return (
@@ -499,7 +579,8 @@ def open_log_store(
     if kind is None:
         key, detected, why = pick_sink()
         params = {**detected, **params}
-        logger.info("LogStore: no sink kind named; %s, so %r", why, key)
+        if not disabled():  # disabled: the only thing said is that nothing is logged
+            logger.info("LogStore: no sink kind named; %s, so %r", why, key)
         if why.startswith(CONFIG_VARIABLE):
             where = CONFIG_VARIABLE
     elif not isinstance(kind, str) or not kind.strip():

@@ -229,3 +229,25 @@ def test_templar_call_site_with_only_host_and_port_writes_into_tplr(
     m.log("templar_default", {}, {"f": 1.0})
     assert m.close(timeout=30)
     assert influx1.count("templar_default", "f", "tplr", f"runtime_id = '{m.runtime_id}'") == 1
+
+
+@pytest.mark.parametrize("spool", [False, True])
+def test_the_v2_api_on_a_1_6_server_names_the_fix_and_is_not_retried(
+    influx1: InfluxDB1, unique_db: str, tmp_path: Path, spool: bool
+) -> None:
+    import time
+
+    m = MetricsLogger(
+        url=influx1.url, database=unique_db, flush_interval=100, spool=spool, spool_dir=str(tmp_path / "spool")
+    )
+    m.log("loss", {}, {"value": 1.0})
+    started = time.monotonic()
+    m.flush(timeout=30)
+    m.close(timeout=10)
+    stats = m.stats()
+    assert 'set INFLUXDB_API=v1 (api="v1")' in str(stats["last_error"]), stats["last_error"]
+    if not spool:
+        assert stats["dropped"] == {"destination_error": 1} and time.monotonic() - started < 20
+    else:
+        assert stats["spooled"] == 1
+    assert stats["written"] == 0

@@ -85,3 +85,25 @@ def test_picked_when_only_the_tracking_uri_is_set(tmp_path: Path, monkeypatch: p
     assert experiment is not None
     (run,) = client.search_runs([experiment.experiment_id])
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == [0, 1, 2, 3, 4]
+
+
+def test_the_experiment_name_comes_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _extra_or_skip()
+    from mlflow.tracking import MlflowClient
+
+    uri = (tmp_path / "mlruns").as_uri()
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "from-env")
+    store = open_log_store("mlflow", tracking_uri=uri)
+    store({"train/loss": 0.5})
+    assert store.close(10)
+    store = open_log_store("mlflow", tracking_uri=uri, experiment="named")  # the param wins
+    store({"train/loss": 0.25})
+    assert store.close(10)
+    client = MlflowClient(tracking_uri=uri)
+    for name, value in (("from-env", 0.5), ("named", 0.25)):
+        experiment = client.get_experiment_by_name(name)
+        assert experiment is not None, name
+        (run,) = client.search_runs([experiment.experiment_id])
+        assert [m.value for m in client.get_metric_history(run.info.run_id, "train/loss")] == [value]
+    assert client.get_experiment_by_name("tplr_metrics") is None

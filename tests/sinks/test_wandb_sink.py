@@ -101,6 +101,32 @@ def test_an_offline_run_directory_that_reads_back(tmp_path: Path, monkeypatch: p
     assert summary["artifacts/ckpt"] == "/ckpt/29.pt"
 
 
+def test_wandb_dir_is_where_the_run_goes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _extra_or_skip()
+    import wandb
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_API_KEY", "")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wdir"))
+    monkeypatch.setenv("TPLR_METRICS_HOME", str(tmp_path / "home"))
+    store = open_log_store("wandb", project="unit")
+    try:
+        store.log_metrics({"loss": 1.5}, 0)
+        assert store.close(30)
+        run_dir = store.sink.run_dir  # type: ignore[union-attr]
+    finally:
+        wandb.teardown()
+    assert run_dir is not None and run_dir.parent == tmp_path / "wdir" / "wandb"
+    (log,) = run_dir.glob("run-*.wandb")
+    history = [
+        {item_key(i): json.loads(i.value_json) for i in r.history.item}
+        for r in wandb_records(log)
+        if r.WhichOneof("record_type") == "history"
+    ]
+    assert [h["train/loss"] for h in history if "train/loss" in h] == [1.5]
+    assert not (tmp_path / "home" / "wandb").exists()
+
+
 def test_without_the_extra_one_clear_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -298,7 +298,7 @@ def test_a_call_style_log_never_raises(tmp_path: Path) -> None:
     assert store.close(10)
     assert store.stats()["dropped"]["not_a_mapping"] == 1 and store.stats()["dropped"]["bad_step"] == 1
     (line,) = (tmp_path / "metrics.jsonl").read_text().splitlines()
-    assert json.loads(line)["step"] == 1  # the call with a bad mapping still took step 0
+    assert json.loads(line)["step"] == 0  # the dropped calls took no step
     with pytest.raises(LogStoreClosedError):
         store({"loss": 3.0})
 
@@ -373,8 +373,8 @@ def test_disabled_does_nothing_and_says_so_once(
         store({"loss": 1.0})
         store.log_metrics({"loss": 1.0}, 1)
         assert store.close()
-    said = [r.getMessage() for r in caplog.records if "TPLR_METRICS_DISABLED" in r.getMessage()]
-    assert said == ["LogStore: TPLR_METRICS_DISABLED is set; nothing is logged"]
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("LogStore")]
+    assert said == ["LogStore: TPLR_METRICS_DISABLED is set; nothing is logged"]  # not "... so 'local'" first
     assert not (tmp_path / "logs").exists() and not (isolated_env / "metrics.sqlite").exists()
     with pytest.raises(ConfigurationError, match="unknown param logdir"):
         open_log_store("jsonl", logdir="x")  # a bad config still fails
@@ -470,7 +470,7 @@ def test_a_users_log_store_class_plugs_in(tmp_path: Path, isolated_env: Path, ca
         assert calls == [
             ["log_hyperparams", {"lr": 0.1}],
             ["log_metrics", {"loss": 0.5}, 1, "train"],
-            ["log_metrics", {"val/loss": 0.25}, 2, "val"],
+            ["log_metrics", {"loss": 0.25}, 2, "val"],  # the store names val/loss itself
             ["log_artifact", "ckpt", "/ckpt/1.pt"],
             ["close"],
         ]
@@ -492,3 +492,69 @@ def test_a_users_log_store_class_plugs_in(tmp_path: Path, isolated_env: Path, ca
         assert failing.read_text().splitlines() == ['["close"]']
     finally:
         unregister_sink("mine")
+
+
+def test_a_users_log_store_gets_each_call_as_it_was_made(
+    tmp_path: Path, isolated_env: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tplr_metrics.sinks.registry import register_sink, unregister_sink
+
+    register_sink("mine")(FileStore)
+    try:
+        caplog.set_level("WARNING", logger="tplr_metrics")
+        out = tmp_path / "mine.jsonl"
+        store = open_log_store("mine", path=str(out))
+        store.log_scalar("lr", 0.1, 0)
+        store({"train/loss": 0.5, "val/loss": 0.6}, step=5)
+        store.log_table("t", [{"a": 1}, {"a": 2}], step=2)  # FileStore has no log_table
+        store.log_table("t", [{"a": 3}], step=3)
+        assert store.close(10) is False  # the table rows were refused, see stats()
+        calls = [json.loads(line) for line in out.read_text().splitlines()]
+        assert calls == [
+            ["log_scalar", "lr", 0.1, 0],
+            ["log_metrics", {"loss": 0.5}, 5, "train"],
+            ["log_metrics", {"loss": 0.6}, 5, "val"],
+            ["close"],
+        ]
+        stats = store.stats()
+        assert stats["rejected"] == {"log_store_unsupported": 3} and stats["written"] == 3
+        warned = [r.getMessage() for r in caplog.records if "has no log_table" in r.getMessage()]
+        assert len(warned) == 1, warned
+    finally:
+        unregister_sink("mine")
+
+
+def test_call_style_bad_values_are_left_out_and_take_no_step(
+    tmp_path: Path, isolated_env: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("WARNING", logger="tplr_metrics")
+    db = tmp_path / "store.sqlite"
+    store = open_log_store("local", path=str(db))
+    store({"nested": {"a": 1.0}, "val": {"loss": 0.5}})  # step 0: nested/a in train, val/loss in val
+    store({})  # dropped: takes no step
+    store({"loss": float("nan")})
+    store([1])  # type: ignore[arg-type]
+    store({"loss": None, "acc": "high", "ok": 2})  # step 1: only ok
+    store({"loss": None})
+    store({"b": 3.0})  # step 2
+    store.log_metrics({"loss": 1.0}, 7, "")  # split as the third argument, never a TypeError
+    store.log_scalar("x", "abc", 8)  # text: dropped
+    store.log_scalar("y", 1.0, 9, "val")
+    assert store.close(10)
+    rows = query(
+        db,
+        "SELECT json_extract(tags, '$.split'), fields FROM points WHERE measurement = 'metrics' ORDER BY id",
+    )
+    assert [(split, json.loads(fields)) for split, fields in rows] == [
+        ("train", {"nested/a": 1.0, "step": 0}),
+        ("val", {"val/loss": 0.5, "step": 0}),
+        ("train", {"ok": 2.0, "step": 1}),
+        ("train", {"b": 3.0, "step": 2}),
+        ("train", {"loss": 1.0, "step": 7}),
+        ("val", {"y": 1.0, "step": 9}),
+    ]
+    stats = store.stats()
+    assert stats["dropped"]["no_metrics"] == 4 and stats["dropped"]["not_a_mapping"] == 1
+    assert stats["sanitized"]["none_value"] == 2 and stats["sanitized"]["not_numeric"] == 2
+    said = [r.getMessage() for r in caplog.records]
+    assert sum("is None" in m for m in said) == 1 and sum("is not a number" in m for m in said) == 1, said

@@ -276,6 +276,11 @@ class Lane:
             result = self._write(pending)
             if result is None or not result.retry:
                 return True  # None: close() gave up on this request and accounted for it
+            if result.hopeless and spool is None:  # no retry can succeed: count it now, say the fix
+                self.stats.drop("destination_error", len(result.retry), maybe_stored=unanswered)
+                self.stats.error(str(result.error)[:500])
+                self.stats.warn_once("destination_error", "%s: %s", self.name, result.error)
+                return True
             pending = [pending[i] for i in result.retry]
             unanswered = unanswered or result.unanswered
             if spool is not None:

@@ -45,6 +45,10 @@ class WriteResult:
     # counted in ``dropped_maybe_stored`` too.
     unanswered: bool = False
     sanitized: dict[str, int] = field(default_factory=dict)  # values the sink had to change, by cause
+    # The retry can never succeed (e.g. the v2 write path on an InfluxDB 1.x server): without a
+    # spool the points are counted dropped (``destination_error``) at once, not retried for
+    # the whole retry time; with one they are spooled as any retry is, ``error`` naming the fix.
+    hopeless: bool = False
 
     @classmethod
     def all_stored(cls, n: int, nbytes: int = 0) -> WriteResult:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import gzip
 import ipaddress
 import logging
+import re
 import threading
 import urllib.parse
 from collections.abc import Iterator, Sequence
@@ -139,6 +140,10 @@ class InfluxSink:
         """Called on a 404; True when the condition was fixed and the write can be repeated."""
         return False
 
+    def not_found_hint(self, headers: dict[str, str]) -> str | None:
+        """On a 404 that no retry can fix: what to change (the write is then not retried)."""
+        return None
+
     # --- HTTP ---------------------------------------------------------------------------
 
     def post(
@@ -227,6 +232,9 @@ class InfluxSink:
             return WriteResult(stored=len(batch), nbytes=len(body), sanitized=changed)
         if status == 404 and self.handle_not_found(message):
             return self._write(points, indices)
+        hint = self.not_found_hint(headers) if status == 404 else None
+        if hint is not None:
+            message = f"{message}; {hint}"
         if status in _RETRY_STATUSES or status >= 500 or status < 200 or 300 <= status < 400:
             if 300 <= status < 400:
                 where = redact(_header(headers, "location") or "nowhere", self._secrets)[:200]
@@ -236,6 +244,7 @@ class InfluxSink:
                 error=f"HTTP {status} from {self.url}: {message}",
                 retry_after=_retry_after(headers),
                 nbytes=len(body),
+                hopeless=hint is not None,
             )
         return self._refused(points, indices, batch, encoded, status, answer, len(body))
 
@@ -422,6 +431,7 @@ class InfluxV2Sink(InfluxSink):
         super().__init__(url, **kwargs)
         self.bucket = bucket
         self.org = org or ""
+        self._server_version: str | None = None  # X-Influxdb-Version, learnt on a 404
 
     kind = "influxdb-v2"
 
@@ -430,6 +440,26 @@ class InfluxV2Sink(InfluxSink):
 
     def describe_target(self) -> str:
         return f"org={self.org!r}, bucket={self.bucket!r}"
+
+    def not_found_hint(self, headers: dict[str, str]) -> str | None:
+        """A 404 from an InfluxDB older than 1.8 (no /api/v2/write; /ping's X-Influxdb-Version
+        says so, as ``tplr-metrics check`` reads it): name the fix, once asked, then remembered."""
+        if self._server_version is None:
+            version = _header(headers, "x-influxdb-version")
+            if version is None:
+                try:
+                    version = _header(dict(self._request("GET", "/ping").headers), "x-influxdb-version")
+                except Exception:  # unreachable now: ask again on the next 404
+                    return None
+            self._server_version = version or ""
+        version = self._server_version
+        numbers = [int(part) for part in re.findall(r"\d+", version)[:2]]
+        if version.lstrip("v").startswith("1.") and len(numbers) == 2 and tuple(numbers) < (1, 8):
+            return (
+                f"the server is InfluxDB {version}, which has no v2 API (it came with 1.8): "
+                'set INFLUXDB_API=v1 (api="v1")'
+            )
+        return None
 
     def query_params(self) -> list[tuple[str, str]]:
         params = [("bucket", self.bucket), ("precision", "ns")]

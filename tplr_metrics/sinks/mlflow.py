@@ -1,7 +1,8 @@
 """The ``mlflow`` sink (extra ``mlflow``): one MLflow run, through ``MlflowClient``; never starts a server.
 
 The tracking URI is the ``tracking_uri`` param, else ``MLFLOW_TRACKING_URI``, else an offline
-file store at ``$TPLR_METRICS_HOME/mlruns``. For a ``file:`` store this sink sets
+file store at ``$TPLR_METRICS_HOME/mlruns``. The experiment is the ``experiment`` param, else
+``MLFLOW_EXPERIMENT_NAME``, else ``tplr_metrics``. For a ``file:`` store this sink sets
 ``MLFLOW_ALLOW_FILE_STORE=true`` in the process when it is unset (MLflow 3 refuses file stores
 without it); set it to ``false`` yourself to refuse them.
 
@@ -69,7 +70,7 @@ class MlflowSink:
         self,
         *,
         tracking_uri: str | None = None,
-        experiment: str = "tplr_metrics",
+        experiment: str | None = None,
         run_name: str | None = None,
         tags: Mapping[str, str] | None = None,
         copy_artifacts: bool = True,
@@ -84,7 +85,7 @@ class MlflowSink:
             raise ValueError(f"tags must be a mapping of names to text, not {type(tags).__name__}")
         uri = tracking_uri or (environ.get("MLFLOW_TRACKING_URI") or "").strip()
         self.tracking_uri = uri or (tplr_home(environ) / "mlruns").absolute().as_uri()
-        self.experiment = experiment
+        self.experiment = experiment or (environ.get("MLFLOW_EXPERIMENT_NAME") or "").strip() or "tplr_metrics"
         self.run_name = run_name
         self.tags = {str(k): str(v) for k, v in (tags or {}).items()}
         self.copy_artifacts = bool(copy_artifacts)

@@ -6,11 +6,15 @@ that what the factory built is a LogStore rather than a Sink and wraps it here, 
 ``open_log_store("mine", **params)`` and a ``multiplex`` child ``{kind: mine}`` both work. Each
 point the facade logged is handed back to the store as the call it came from:
 
-* ``metrics`` points: ``log_metrics(metrics, step, split=split)`` (a store whose ``log_metrics``
-  takes no ``split`` gets ``val/loss`` for ``loss`` in split ``val``; ``train`` keys as they are);
+* ``metrics`` points: ``log_metrics(metrics, step, split=split)``, a key that carries its split
+  (``train/loss`` from a call-style ``store({"train/loss": ..})``) without it, as the store builds
+  ``split/key`` itself (a store whose ``log_metrics`` takes no ``split`` gets ``val/loss`` for
+  ``loss`` in split ``val``; ``train`` keys as they are); a facade ``log_scalar(k, v, step)`` in
+  split ``train``: ``log_scalar(k, v, step)``;
 * ``hyperparams``: ``log_hyperparams(merged)``; ``artifacts``: ``log_artifact(name, path, kind=)``
   (``kind`` only if it takes it); ``table`` rows: ``log_table(name, rows, step=)`` where the store
-  has one, the rows of one call that arrive in one batch together;
+  has one, the rows of one call that arrive in one batch together; a store with no ``log_table``
+  cannot take them: each row is counted rejected (cause ``log_store_unsupported``, warned once);
 * a plain ``MetricsLogger.log`` point: ``log_metrics({"<measurement>/<field>": value}, step)``
   with its numeric fields, at its ``step`` field (else 0).
 
@@ -39,6 +43,10 @@ logger = logging.getLogger("tplr_metrics")
 LOG_STORE_METHODS = ("log_scalar", "log_metrics", "log_hyperparams", "log_artifact", "close")
 
 ERROR_CAUSE = "log_store_error"
+UNSUPPORTED_CAUSE = "log_store_unsupported"
+
+#: How many facade log_scalar calls are remembered until their point arrives.
+_SCALARS_KEPT = 4096
 
 
 def is_log_store(obj: object) -> bool:
@@ -65,6 +73,9 @@ class UserStoreSink:
         self._metrics_split = _takes(store.log_metrics, "split")
         self._artifact_kind = _takes(store.log_artifact, "kind")
         self._lock = threading.Lock()
+        #: (time_ns, key) of the facade's log_scalar points not yet written, oldest first.
+        self._scalars: dict[tuple[int, str], None] = {}
+        self._scalars_lock = threading.Lock()
         #: Calls forwarded, and calls that raised, by method name.
         self.calls: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
@@ -74,6 +85,19 @@ class UserStoreSink:
 
     def after_fork(self) -> None:
         self._lock = threading.Lock()
+        self._scalars_lock = threading.Lock()
+
+    def expect_scalar(self, time_ns: int, key: str) -> None:
+        """The facade's ``log_scalar`` is about to log ``key`` at ``time_ns``: that point goes back
+        to the store as ``log_scalar``, not as a one-key ``log_metrics``."""
+        with self._scalars_lock:
+            self._scalars[(time_ns, key)] = None
+            while len(self._scalars) > _SCALARS_KEPT:  # a point that never came (dropped, strict)
+                del self._scalars[next(iter(self._scalars))]
+
+    def _was_scalar(self, time_ns: int, key: str) -> bool:
+        with self._scalars_lock:
+            return self._scalars.pop((time_ns, key), 0) is None
 
     def write(self, points: Sequence[Point]) -> WriteResult:
         rejected: list[Rejection] = []
@@ -90,14 +114,21 @@ class UserStoreSink:
                 if callable(getattr(self.store, "log_table", None)):
                     values = [row for _, row in rows]
                     self._call([i for i, _ in rows], rejected, "log_table", (table, values), {"step": step})
+                else:
+                    reason = f"{type(self.store).__name__} has no log_table; table {table!r} is not stored there"
+                    rejected.extend(Rejection(i, UNSUPPORTED_CAUSE, reason) for i, _ in rows)
         return WriteResult(stored=len(points) - len(rejected), rejected=rejected)
 
     def _as_call(self, point: Point) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
         row = log_points.as_metrics(point)
         if row is not None:
             step = 0 if row.step is None else row.step
+            if row.split == "train" and len(row.metrics) == 1:
+                ((key, value),) = row.metrics.items()
+                if self._was_scalar(point.time_ns, key):
+                    return "log_scalar", (key, value, step), {}
             if self._metrics_split:
-                return "log_metrics", (row.metrics, step), {"split": row.split}
+                return "log_metrics", (_without_split(row.metrics, row.split), step), {"split": row.split}
             named = (
                 row.metrics
                 if row.split == "train"
@@ -155,4 +186,14 @@ class UserStoreSink:
                     logger.warning("%s: %s.%s raised %r", self.name, type(self.store).__name__, method, exc)
 
 
-__all__ = ["ERROR_CAUSE", "LOG_STORE_METHODS", "UserStoreSink", "is_log_store"]
+def _without_split(metrics: dict[str, Any], split: str) -> dict[str, Any]:
+    """``train/loss`` in split ``train`` as ``loss`` (unless the call also had a ``loss``)."""
+    head = f"{split}/"
+    named: dict[str, Any] = {}
+    for key, value in metrics.items():
+        bare = key[len(head) :] if key.startswith(head) and len(key) > len(head) else key
+        named[bare if bare == key or bare not in metrics else key] = value
+    return named
+
+
+__all__ = ["ERROR_CAUSE", "UNSUPPORTED_CAUSE", "LOG_STORE_METHODS", "UserStoreSink", "is_log_store"]

@@ -2,7 +2,8 @@
 
 The project is the ``project`` param, else ``WANDB_PROJECT``, else ``tplr_metrics``. The mode is
 the ``mode`` param, else ``WANDB_MODE``, else ``offline``: the run is written to
-``<log_dir>/wandb/offline-run-*`` and nothing leaves the machine. This sink never calls
+``<log_dir>/wandb/offline-run-*`` and nothing leaves the machine. ``log_dir`` is the param, else
+``WANDB_DIR`` (as ``wandb.init`` reads it), else ``$TPLR_METRICS_HOME/wandb``. This sink never calls
 ``wandb sync`` or any upload; ``wandb sync <dir>`` later is the user's choice.
 
 * a LogStore metrics point: ``<split>/<metric>`` values with ``<split>/step`` as their step
@@ -58,6 +59,8 @@ class WandbSink:
         self.mode = (mode or environ.get("WANDB_MODE") or "offline").strip().lower()
         if self.mode not in ("offline", "online", "disabled"):
             raise ValueError(f"mode must be offline, online or disabled, not {self.mode!r}")
+        if log_dir is None and (environ.get("WANDB_DIR") or "").strip():
+            log_dir = environ["WANDB_DIR"].strip()
         self.log_dir = Path(log_dir).expanduser() if log_dir is not None else tplr_home(environ) / "wandb"
         self.project = project or (environ.get("WANDB_PROJECT") or "").strip() or "tplr_metrics"
         self.run_name = run_name
