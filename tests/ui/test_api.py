@@ -40,7 +40,7 @@ def store(isolated_env: Path) -> Path:
 
 def store_client(path: Path, **kwargs: Any) -> Any:
     need_ui_extra()
-    from tplr_metrics.ui.data import StoreSource
+    from tplr_metrics.ui.sources import StoreSource
 
     return client_for(StoreSource(path), **kwargs)
 
@@ -112,7 +112,7 @@ def test_a_token_is_checked_on_pages_and_api(store: Path) -> None:
 
 def test_jsonl_inputs_are_read_only(tmp_path: Path) -> None:
     need_ui_extra()
-    from tplr_metrics.ui.data import JsonlSource
+    from tplr_metrics.ui.sources import JsonlSource
 
     log = tmp_path / "run-001" / "metrics.jsonl"
     log.parent.mkdir()
@@ -224,7 +224,7 @@ def test_run_ids_with_a_slash_answer(isolated_env: Path) -> None:
 
 def test_the_run_cache_holds_at_most_its_bound(isolated_env: Path) -> None:
     need_ui_extra()
-    from tplr_metrics.ui.data import StoreSource
+    from tplr_metrics.ui.sources import StoreSource
 
     for name in ("c-1", "c-2", "c-3"):
         logger = MetricsLogger(role="miner", uid=1, runtime_id=name)

@@ -71,8 +71,8 @@ def run(args: argparse.Namespace) -> int:
         import uvicorn
 
         from ..ui.app import create_app
-        from ..ui.data import InfluxSource, JsonlSource, RunSource, SourceError, StoreSource
         from ..ui.security import is_loopback
+        from ..ui.sources import InfluxSource, JsonlSource, RunSource, SourceError, StoreSource
     except ImportError as exc:
         raise CommandError(f"ui {UI_EXTRA_HINT} ({exc})", 2) from None
 

@@ -17,9 +17,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .data import NotDeletable, RunSource, SourceError, UnknownRun
 from .downsample import DEFAULT_MAX_POINTS, LIMIT_MAX_POINTS
 from .security import AccessControl
+from .sources import NotDeletable, RunSource, SourceError, UnknownRun
 
 #: name -> content type; nothing else under /static/ (or anywhere) is served.
 STATIC_FILES = {

@@ -1,0 +1,223 @@
+"""The UI's runs from the local store; a run id is a logger's runtime_id (all its rows together).
+
+A store run is read once and then only its new rows (``points_after``) on each poll, so a live
+chart polled every second costs what arrived since the last poll, not the whole run. Runs are
+the only thing the UI can delete.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ...commands._store_cli import is_live
+from ...store.database import RunRow, Store, StoreError
+from ...viz.run_data import RunData
+from .common import (
+    MAX_CACHED_POINTS,
+    NotDeletable,
+    SourceError,
+    UnknownRun,
+    display_name,
+    headline,
+    metric_list,
+    points_held,
+    series_of,
+    table_list,
+    table_page,
+    trim_cache,
+)
+
+logger = logging.getLogger("tplr_metrics")
+
+
+@dataclass
+class _CachedRun:
+    data: RunData
+    last_id: int
+
+
+def _config_of(rows: Sequence[RunRow]) -> dict[str, Any]:
+    config: dict[str, Any] = {}
+    for row in rows:
+        for key, value in row.config.items():
+            config[key[len("config_") :] if key.startswith("config_") else key] = value
+    return config
+
+
+class StoreSource:
+    """Runs of one store file; a run id is a logger's runtime_id (all its rows together)."""
+
+    deletable = True
+
+    def __init__(self, path: Path, max_cached_points: int = MAX_CACHED_POINTS) -> None:
+        self.path = path
+        self._store: Store | None = None
+        self._cache: OrderedDict[str, _CachedRun] = OrderedDict()
+        self.max_cached_points = max_cached_points
+        self._lock = threading.Lock()  # the cache; the store serializes its own calls
+
+    def describe(self) -> str:
+        return f"store {self.path}"
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+
+    def _open(self) -> Store | None:
+        """The store, opened on first use: the UI may start before anything is logged."""
+        if self._store is None:
+            if not self.path.is_file():
+                return None
+            try:
+                self._store = Store(self.path, create=False)
+            except StoreError as exc:
+                raise SourceError(f"local store {exc}") from None
+        return self._store
+
+    def _rows(self, store: Store, run_id: str) -> list[RunRow]:
+        try:
+            rows = [r for r in store.find_runs(run_id) if r.run_id == run_id]  # exact ids only
+        except ValueError:
+            rows = []
+        if not rows:
+            raise UnknownRun(f"no run {run_id!r} in {self.path}")
+        return rows
+
+    def _summary(self, rows: Sequence[RunRow], points: int, head: dict[str, Any] | None) -> dict[str, Any]:
+        first = rows[0]
+        live = any(is_live(r) for r in rows)
+        running = any(r.status == "running" for r in rows)
+        status = "running" if live else ("crashed" if running else rows[-1].status)
+        started = min(r.started_at for r in rows)
+        ended = None if running else max((r.ended_at or r.started_at) for r in rows)
+        end = ended if ended is not None else (time.time_ns() if live else None)
+        config = _config_of(rows)
+        return {
+            "run_id": first.run_id,
+            "name": display_name(config, first.role, first.uid, first.run_id[:8]),
+            "status": status,
+            "live": live,
+            "role": first.role,
+            "uid": first.uid,
+            "prefix": first.prefix,
+            "group": first.group,
+            "job_type": first.job_type,
+            "version": first.version,
+            "host": first.host,
+            "started_at": started,
+            "ended_at": ended,
+            "duration_s": None if end is None else round((end - started) / 1e9, 3),
+            "points": points,
+            "headline": head,
+            "config": config,
+        }
+
+    def _headline(self, store: Store, ids: Sequence[int]) -> dict[str, Any] | None:
+        point = store.last_point_with_field(ids, "%loss%")
+        if point is None:
+            return None
+        data = RunData("", "")
+        data.add_point(point.to_point())
+        return headline(data)
+
+    def runs(self) -> list[dict[str, Any]]:
+        with self._lock:
+            store = self._open()
+            if store is None:
+                return []
+            try:
+                rows = store.runs()
+                counts = store.point_counts([r.id for r in rows])
+                grouped: dict[str, list[RunRow]] = {}
+                for row in rows:  # newest first, as store.runs() orders them
+                    grouped.setdefault(row.run_id, []).append(row)
+                out = []
+                for group in grouped.values():
+                    group.sort(key=lambda r: r.id)
+                    ids = [r.id for r in group]
+                    points = sum(counts.get(i, 0) for i in ids)
+                    out.append(self._summary(group, points, self._headline(store, ids)))
+                return out
+            except StoreError as exc:
+                raise SourceError(f"local store {exc}") from None
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        with self._lock:
+            store = self._existing()
+            try:
+                rows = self._rows(store, run_id)
+                ids = [r.id for r in rows]
+                points = sum(store.point_counts(ids).values())
+                return self._summary(rows, points, self._headline(store, ids))
+            except StoreError as exc:
+                raise SourceError(f"local store {exc}") from None
+
+    def _existing(self) -> Store:
+        store = self._open()
+        if store is None:
+            raise UnknownRun(f"no local store at {self.path} yet")
+        return store
+
+    def _data(self, run_id: str) -> RunData:
+        """The run's points, topped up with the rows written since the last call."""
+        with self._lock:
+            store = self._existing()
+            try:
+                rows = self._rows(store, run_id)
+                cached = self._cache.get(run_id)
+                if cached is None:
+                    cached = _CachedRun(RunData(run_id[:8], f"run {run_id}"), 0)
+                    self._cache[run_id] = cached
+                cached.data.config = _config_of(rows)
+                ids = [r.id for r in rows]
+                while True:
+                    batch = store.points_after(cached.last_id, ids, limit=10_000)
+                    for point in batch:
+                        cached.data.add_point(point.to_point())
+                    if batch:
+                        cached.last_id = batch[-1].id
+                    if len(batch) < 10_000:
+                        break
+                trim_cache(self._cache, run_id, self.max_cached_points, lambda c: points_held(c.data))
+                return cached.data
+            except StoreError as exc:
+                raise SourceError(f"local store {exc}") from None
+
+    def metrics(self, run_id: str) -> list[dict[str, Any]]:
+        return metric_list(self._data(run_id))
+
+    def series(
+        self, run_id: str, metric: str, x: str, max_points: int, smoothing: str | None, window: int
+    ) -> dict[str, Any]:
+        return series_of(self._data(run_id), metric, x, max_points, smoothing, window)
+
+    def tables(self, run_id: str) -> list[dict[str, Any]]:
+        return table_list(self._data(run_id))
+
+    def table(self, run_id: str, name: str, offset: int, limit: int, query: str, version: int) -> dict[str, Any]:
+        return table_page(self._data(run_id), name, offset, limit, query, version)
+
+    def delete(self, run_id: str) -> int:
+        """Delete the run's rows and points; the number of points deleted."""
+        with self._lock:
+            store = self._existing()
+            try:
+                rows = self._rows(store, run_id)
+                if any(is_live(r) for r in rows):
+                    raise NotDeletable(f"run {run_id!r} is still being written; stop it first")
+                deleted = store.delete_runs([r.id for r in rows])
+            except StoreError as exc:
+                raise SourceError(f"local store {exc}") from None
+            self._cache.pop(run_id, None)
+            logger.info("ui: deleted run %s (%d points) from %s", run_id, deleted, self.path)
+            return deleted
+
+
+__all__ = ["StoreSource"]
