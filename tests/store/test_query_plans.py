@@ -122,3 +122,26 @@ def test_watch_on_an_old_run_reads_only_that_run(isolated_env: Path, traced: lis
         plan = _plan(conn, sql)
         assert all("USING INDEX points_run_id (run=? AND id>?)" in step for step in plan), (plan, sql)
     store.close()
+
+
+def test_the_uis_preview_of_a_large_run_seeks_along_its_index(isolated_env: Path, traced: list[str]) -> None:
+    """The web UI's first look at a large run (``count_points_upto``, ``sample_points``): each
+    query seeks along the (run, measurement) index; none scans the points or sorts them."""
+    store = Store(isolated_env / "metrics.sqlite", create=False)
+    run = [r.id for r in store.find_runs("cccc-new")]
+    traced.clear()
+    assert store.count_points_upto(run, 1_000) == 1_000
+    sample = store.sample_points(run, 100)
+    by_measurement = {m: [p for p in sample if p.measurement == m] for m in ("validator_scores", "timing")}
+    assert all(90 <= len(found) <= 100 for found in by_measurement.values()), {
+        k: len(v) for k, v in by_measurement.items()
+    }
+    assert [p.id for p in sample] == sorted({p.id for p in sample})
+    conn = sqlite3.connect(isolated_env / "metrics.sqlite")
+    last = conn.execute("SELECT max(id) FROM points WHERE run = ?", run).fetchone()[0]
+    assert sample[-1].id == last
+    for sql in dict.fromkeys(s for s in traced if "FROM points" in s):
+        plan = _plan(conn, sql)
+        assert not [step for step in plan if step.startswith(("SCAN points", "SCAN p "))], (plan, sql)
+        assert not [step for step in plan if "TEMP B-TREE" in step], (plan, sql)
+    store.close()

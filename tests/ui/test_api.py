@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -240,3 +242,52 @@ def test_the_run_cache_holds_at_most_its_bound(isolated_env: Path) -> None:
     tiny = StoreSource(isolated_env / "metrics.sqlite", max_cached_points=10)
     assert tiny.series("c-2", "train.loss", "step", 2000, None, 10)["total"] == 200  # the last run stays
     assert list(tiny._cache) == ["c-2"]
+
+
+def test_a_large_run_answers_from_a_preview_then_whole(isolated_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run above PREVIEW_ABOVE points is not read in the request: the first answers come from
+    a preview (its small measurements whole, an even sample of the large one, the ends kept)
+    marked ``partial``, and once the background read is done the answers are the whole run's,
+    the same as a source that read it in the request."""
+    need_ui_extra()
+    from tplr_metrics.ui.sources import StoreSource
+    from tplr_metrics.ui.sources import store as store_source
+
+    logger = MetricsLogger(role="miner", uid=2, runtime_id="big-run", config={"lr": 0.1})
+    for step in range(6_000):
+        logger.log("train", {"window": step // 100}, {"loss": 1.0 / (1 + step), "step": step})
+        if step % 200 == 0:
+            logger.log("eval", {}, {"accuracy": step / 6_000, "step": step})
+    assert logger.close(30)
+    path = isolated_env / "metrics.sqlite"
+    whole = client_for(StoreSource(path)).get("/api/runs/big-run/series", params={"metric": "train.loss"}).json()
+    assert whole["total"] == 6_000 and whole["partial"] is None
+
+    monkeypatch.setattr(store_source, "PREVIEW_ABOVE", 1_000)
+    monkeypatch.setattr(store_source, "PREVIEW_SAMPLES", 100)
+    reading = threading.Event()
+    read_whole = store_source.StoreSource._read_whole
+
+    def held_back(self: Any, *args: Any) -> None:
+        reading.wait(30)  # the preview is answered before the whole read starts
+        read_whole(self, *args)
+
+    monkeypatch.setattr(store_source.StoreSource, "_read_whole", held_back)
+    client = client_for(StoreSource(path))
+    metrics = client.get("/api/runs/big-run/metrics").json()
+    assert metrics["partial"] == {"read": 0, "of": 6_030}
+    counts = {m["name"]: m["points"] for m in metrics["metrics"]}
+    assert counts["eval.accuracy"] == 30  # a small measurement: whole in the preview
+    assert 90 <= counts["train.loss"] <= 100
+    preview = client.get("/api/runs/big-run/series", params={"metric": "train.loss"}).json()
+    assert preview["partial"] is not None and preview["total"] == counts["train.loss"]
+    assert preview["x"][0] == 0 and preview["x"][-1] == 5_999  # the ends of the run
+    reading.set()
+    deadline = time.monotonic() + 30
+    while client.get("/api/runs/big-run/metrics").json()["partial"] is not None:
+        assert time.monotonic() < deadline, "the whole run was never read"
+        time.sleep(0.05)
+    after = client.get("/api/runs/big-run/series", params={"metric": "train.loss"}).json()
+    assert after == whole
+    tables = client.get("/api/runs/big-run/tables").json()
+    assert tables["partial"] is None and tables["tables"] == []

@@ -855,6 +855,54 @@ class Store:
         rows = [r for run in runs for r in self._read(sql.format("run = ? AND id > ?"), [run, after_id, limit])]
         return [_stored_point(r) for r in sorted(rows)[:limit]]
 
+    def count_points_upto(self, runs: Sequence[int], cap: int) -> int:
+        """How many points these runs hold, counting no further than ``cap`` (a bounded walk
+        of each run's index: "is this run large?" costs the same for a run of any size)."""
+        sql = "SELECT count(*) FROM (SELECT 1 FROM points WHERE run = ? LIMIT ?)"
+        total = 0
+        for run in runs:
+            total += int(self._read(sql, (run, cap - total))[0][0])
+            if total >= cap:
+                break
+        return total
+
+    def sample_points(self, runs: Sequence[int], samples: int) -> list[StoredPoint]:
+        """An even sample of these runs' points, oldest first: every point of a measurement
+        that has at most ``samples``, else about ``samples`` of it spread evenly over its ids
+        (the first and the last kept). What the UI draws while it reads a large run whole.
+
+        Every step walks the (run, measurement) index a bounded way (the measurements one
+        seek each, a capped count, a seek per sample), so a 1M-point run costs what its sample
+        holds, not what the run holds."""
+        names = (
+            "WITH RECURSIVE m(name) AS (SELECT min(measurement) FROM points WHERE run = ?"
+            " UNION ALL SELECT (SELECT min(measurement) FROM points WHERE run = ? AND measurement > m.name)"
+            " FROM m WHERE m.name IS NOT NULL) SELECT name FROM m WHERE name IS NOT NULL"
+        )
+        capped = "SELECT count(*) FROM (SELECT 1 FROM points WHERE run = ? AND measurement = ? LIMIT ?)"
+        first = "SELECT id FROM points WHERE run = ? AND measurement = ? ORDER BY id LIMIT 1"
+        last = "SELECT id FROM points WHERE run = ? AND measurement = ? ORDER BY id DESC LIMIT 1"
+        columns = "SELECT id, run, measurement, time_ns, tags, fields FROM points"
+        every = f"{columns} WHERE run = ? AND measurement = ?"
+        seek = (
+            "WITH RECURSIVE t(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM t WHERE i < ?)"
+            f" {columns} WHERE id IN (SELECT"
+            " (SELECT id FROM points WHERE run = ? AND measurement = ? AND id >= ? + i * ? ORDER BY id LIMIT 1)"
+            " FROM t)"
+        )
+        rows: list[Any] = []
+        for run in runs:
+            for (measurement,) in self._read(names, (run, run)):
+                if self._read(capped, (run, measurement, samples + 1))[0][0] <= samples:
+                    rows.extend(self._read(every, (run, measurement)))
+                    continue
+                low = self._read(first, (run, measurement))[0][0]
+                high = self._read(last, (run, measurement))[0][0]
+                found = self._read(seek, (samples - 2, run, measurement, low, (high - low) / (samples - 2)))
+                ends = [] if found and found[-1][0] == high else self._read(f"{columns} WHERE id = ?", (high,))
+                rows.extend([*found, *ends])
+        return [_stored_point(r) for r in sorted(rows)]
+
     def last_point_with_field(self, runs: Sequence[int], like: str) -> StoredPoint | None:
         """The newest point of these runs with a field whose name matches the SQL LIKE pattern
         (the run list's headline loss); walks each run's (run, id) index backwards."""

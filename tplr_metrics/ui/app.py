@@ -102,10 +102,14 @@ def create_app(source: RunSource, *, token: str | None, loopback: bool) -> Starl
             return Response("not found\n", status_code=404, media_type="text/plain")
         return Response(files[name], media_type=STATIC_FILES[name])
 
-    def answer(work: Any) -> JSONResponse:
-        """Run a source call; its failures become JSON errors with the right status."""
+    def answer(work: Any, run_id: str | None = None) -> JSONResponse:
+        """Run a source call; its failures become JSON errors with the right status. An answer
+        about one run's points says when they come from a preview (``partial``)."""
         try:
-            return JSONResponse(work(), headers=_NO_STORE)
+            body = work()
+            if run_id is not None:
+                body["partial"] = source.progress(run_id)
+            return JSONResponse(body, headers=_NO_STORE)
         except UnknownRun as exc:
             return _error(404, str(exc))
         except NotDeletable as exc:
@@ -129,7 +133,7 @@ def create_app(source: RunSource, *, token: str | None, loopback: bool) -> Starl
 
     def api_metrics(request: Request) -> JSONResponse:
         run_id = _param(request, "run_id")
-        return answer(lambda: {"run_id": run_id, "metrics": source.metrics(run_id)})
+        return answer(lambda: {"run_id": run_id, "metrics": source.metrics(run_id)}, run_id)
 
     def api_series(request: Request) -> JSONResponse:
         run_id = _param(request, "run_id")
@@ -146,11 +150,11 @@ def create_app(source: RunSource, *, token: str | None, loopback: bool) -> Starl
             x = request.query_params.get("x", "step")
             return {"run_id": run_id, **source.series(run_id, metric, x, max_points, smoothing, window)}
 
-        return answer(read)
+        return answer(read, run_id)
 
     def api_tables(request: Request) -> JSONResponse:
         run_id = _param(request, "run_id")
-        return answer(lambda: {"run_id": run_id, "tables": source.tables(run_id)})
+        return answer(lambda: {"run_id": run_id, "tables": source.tables(run_id)}, run_id)
 
     def api_table(request: Request) -> JSONResponse:
         run_id = _param(request, "run_id")
@@ -163,7 +167,7 @@ def create_app(source: RunSource, *, token: str | None, loopback: bool) -> Starl
             query = request.query_params.get("q", "")
             return {"run_id": run_id, **source.table(run_id, name, offset, limit, query, version)}
 
-        return answer(read)
+        return answer(read, run_id)
 
     routes = [
         Route("/", index),

@@ -141,6 +141,9 @@ class InfluxSource:
     def table(self, run_id: str, name: str, offset: int, limit: int, query: str, version: int) -> dict[str, Any]:
         return table_page(self._cached(run_id, 0.5).data, name, offset, limit, query, version)
 
+    def progress(self, run_id: str) -> dict[str, int] | None:
+        return None  # read whole in the request
+
     def delete(self, run_id: str) -> int:
         self._cached(run_id, INFLUX_LIST_TTL_S)
         raise NotDeletable("runs read from InfluxDB are read only here")

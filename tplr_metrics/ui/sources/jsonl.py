@@ -135,6 +135,9 @@ class JsonlSource:
     def table(self, run_id: str, name: str, offset: int, limit: int, query: str, version: int) -> dict[str, Any]:
         return table_page(self._data(self._file(run_id))[0], name, offset, limit, query, version)
 
+    def progress(self, run_id: str) -> dict[str, int] | None:
+        return None  # read whole in the request
+
     def delete(self, run_id: str) -> int:
         self._file(run_id)
         raise NotDeletable("runs read from JSONL files cannot be deleted here; delete the file")

@@ -3,6 +3,11 @@
 A store run is read once and then only its new rows (``points_after``) on each poll, so a live
 chart polled every second costs what arrived since the last poll, not the whole run. Runs are
 the only thing the UI can delete.
+
+A large run (more than ``PREVIEW_ABOVE`` points) is not read in the request: the request gets a
+preview (``Store.sample_points``: every point of its small measurements, an even sample of the
+large ones) while one background thread reads the run whole; answers from the preview say so
+(``progress``), and the page keeps polling until the whole run is drawn.
 """
 
 from __future__ import annotations
@@ -37,10 +42,19 @@ from .common import (
 logger = logging.getLogger("tplr_metrics")
 
 
+#: A run with more points than this is drawn from a preview first (read whole in the background).
+PREVIEW_ABOVE = 200_000
+#: Points of each large measurement the preview holds (two per pixel of a wide chart).
+PREVIEW_SAMPLES = 4_000
+_PAGE = 10_000
+
+
 @dataclass
 class _CachedRun:
     data: RunData
     last_id: int
+    #: Set while ``data`` is a preview: (points read so far, points the run held at the start).
+    reading: tuple[int, int] | None = None
 
 
 def _config_of(rows: Sequence[RunRow]) -> dict[str, Any]:
@@ -62,11 +76,17 @@ class StoreSource:
         self._cache: OrderedDict[str, _CachedRun] = OrderedDict()
         self.max_cached_points = max_cached_points
         self._lock = threading.Lock()  # the cache; the store serializes its own calls
+        self._stop = threading.Event()
+        self._readers: list[threading.Thread] = []
+        self._one_reader = threading.Semaphore(1)  # large runs are read one at a time
 
     def describe(self) -> str:
         return f"store {self.path}"
 
     def close(self) -> None:
+        self._stop.set()
+        for reader in self._readers:
+            reader.join(5.0)
         if self._store is not None:
             self._store.close()
 
@@ -166,29 +186,99 @@ class StoreSource:
         return store
 
     def _data(self, run_id: str) -> RunData:
-        """The run's points, topped up with the rows written since the last call."""
+        """The run's points, topped up with the rows written since the last call (or its
+        preview while a large run is being read whole)."""
         with self._lock:
             store = self._existing()
             try:
                 rows = self._rows(store, run_id)
+                ids = [r.id for r in rows]
                 cached = self._cache.get(run_id)
                 if cached is None:
-                    cached = _CachedRun(RunData(run_id[:8], f"run {run_id}"), 0)
+                    cached = self._first_read(store, run_id, ids)
                     self._cache[run_id] = cached
                 cached.data.config = _config_of(rows)
-                ids = [r.id for r in rows]
-                while True:
-                    batch = store.points_after(cached.last_id, ids, limit=10_000)
-                    for point in batch:
-                        cached.data.add_point(point.to_point())
-                    if batch:
-                        cached.last_id = batch[-1].id
-                    if len(batch) < 10_000:
-                        break
+                if cached.reading is None:
+                    self._top_up(store, cached, ids)
                 trim_cache(self._cache, run_id, self.max_cached_points, lambda c: points_held(c.data))
                 return cached.data
             except StoreError as exc:
                 raise SourceError(f"local store {exc}") from None
+
+    def _first_read(self, store: Store, run_id: str, ids: list[int]) -> _CachedRun:
+        held = store.count_points_upto(ids, PREVIEW_ABOVE + 1)
+        if held <= PREVIEW_ABOVE:
+            return _CachedRun(RunData(run_id[:8], f"run {run_id}"), 0)
+        preview = RunData(run_id[:8], f"run {run_id} (preview)")
+        for point in store.sample_points(ids, PREVIEW_SAMPLES):
+            preview.add_point(point.to_point())
+        cached = _CachedRun(preview, 0, reading=(0, sum(store.point_counts(ids).values())))
+        reader = threading.Thread(
+            target=self._read_whole, args=(run_id, ids, cached), name="tplr-metrics-ui-reader", daemon=True
+        )
+        self._readers = [r for r in self._readers if r.is_alive()] + [reader]
+        reader.start()
+        return cached
+
+    @staticmethod
+    def _top_up(store: Store, cached: _CachedRun, ids: list[int]) -> None:
+        while True:
+            batch = store.points_after(cached.last_id, ids, limit=_PAGE)
+            for point in batch:
+                cached.data.add_point(point.to_point())
+            if batch:
+                cached.last_id = batch[-1].id
+            if len(batch) < _PAGE:
+                return
+
+    def _read_whole(self, run_id: str, ids: list[int], cached: _CachedRun) -> None:
+        """A large run, read whole on a connection of its own, then put in its preview's place
+        (unless the run was deleted, or dropped from the cache, meanwhile)."""
+        with self._one_reader:
+            whole = _CachedRun(RunData(run_id[:8], f"run {run_id}"), 0)
+            read, total = 0, cached.reading[1] if cached.reading else 0
+            try:
+                store = Store(self.path, create=False)
+            except StoreError as exc:
+                self._forget(run_id, cached, exc)
+                return
+            try:
+                while not self._stop.is_set():
+                    batch = store.points_after(whole.last_id, ids, limit=_PAGE)
+                    for point in batch:
+                        whole.data.add_point(point.to_point())
+                    if batch:
+                        whole.last_id = batch[-1].id
+                    read += len(batch)
+                    cached.reading = (read, total)
+                    if len(batch) < _PAGE:
+                        break
+                    time.sleep(0)  # let the requests in between pages
+                else:
+                    return
+            except StoreError as exc:
+                self._forget(run_id, cached, exc)
+                return
+            finally:
+                store.close()
+            with self._lock:
+                if self._cache.get(run_id) is cached:
+                    cached.data, cached.last_id, cached.reading = whole.data, whole.last_id, None
+
+    def _forget(self, run_id: str, cached: _CachedRun, exc: StoreError) -> None:
+        """A large run could not be read whole: drop its preview, so the next request tries again."""
+        logger.warning("ui: cannot read run %s: %s", run_id, exc)
+        with self._lock:
+            if self._cache.get(run_id) is cached:
+                del self._cache[run_id]
+
+    def progress(self, run_id: str) -> dict[str, int] | None:
+        """While a large run is read whole: how far (its answers come from a preview)."""
+        with self._lock:
+            cached = self._cache.get(run_id)
+            if cached is None or cached.reading is None:
+                return None
+            return {"read": cached.reading[0], "of": cached.reading[1]}
 
     def metrics(self, run_id: str) -> list[dict[str, Any]]:
         return metric_list(self._data(run_id))

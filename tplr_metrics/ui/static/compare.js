@@ -59,10 +59,15 @@
       const lines = having.map(([, i]) => ({ label: labels[i], stroke: COLORS[i % COLORS.length], width: 1.5 }));
       makeChart(plotBox, lines, data, { log: controls.log, xLabel: controls.x });
     }
+    return lists.some((l) => l.partial);  // a large run drawn from its preview: load again
   }
 
+  let timer = null;
   async function reload() {
-    try { await load(); showError(null); } catch (error) { showError(error); }
+    if (timer) clearTimeout(timer);
+    let again = false;
+    try { again = await load(); showError(null); } catch (error) { showError(error); }
+    timer = again ? setTimeout(reload, 1000) : null;
   }
 
   for (const id of ["x-key", "smoothing", "window", "log-scale"]) document.getElementById(id).addEventListener("change", reload);

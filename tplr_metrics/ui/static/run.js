@@ -1,5 +1,6 @@
 // One run: a uPlot chart per metric, each <div class="chart" data-metric data-points>; polled
-// every second while the run is live, so its charts grow as it logs.
+// every second while the run is live, so its charts grow as it logs, and while a large run's
+// charts are drawn from a preview (data-partial="true"), until the server has read it whole.
 "use strict";
 
 (() => {
@@ -65,8 +66,10 @@
     chart.box.dataset.points = String(series.x.length);
     const cut = series.total > series.x.length ? ` (downsampled from ${series.total})` : "";
     const last = series.y.length ? `last ${fmtValue(series.y[series.y.length - 1])} · ` : "";
+    const preview = series.partial ? ` · a preview: reading the whole run, ${series.partial.read} of ${series.partial.of} points` : "";
     chart.note.textContent = `${last}${series.x.length} points drawn${cut}` +
-      (series.missing_x ? ` · ${series.missing_x} without ${controls.x}` : "");
+      (series.missing_x ? ` · ${series.missing_x} without ${controls.x}` : "") + preview;
+    chart.box.dataset.partial = series.partial ? "true" : "false";
   }
 
   let tablesShown = "";
@@ -96,7 +99,7 @@
     renderTables((await api(`/api/runs/${encodeURIComponent(runId)}/tables`)).tables);
     const all = await Promise.all(answer.metrics.map((m) => api(seriesUrl(runId, m.name, controls))));
     all.forEach((series) => draw(chartFor(series.metric), series, controls));
-    return run.live;
+    return run.live || Boolean(answer.partial);  // a large run's preview: poll until it is read whole
   }
 
   async function poll() {
