@@ -32,6 +32,9 @@ HYPERPARAMS_JSON = "hyperparams_json"
 STEP = "step"
 SPLIT = "split"
 
+#: The measurements LogStore writes (a point of any other is read by its name).
+LOG_STORE_MEASUREMENTS = frozenset((METRICS, HYPERPARAMS, TABLE, ARTIFACTS))
+
 #: Names a point's x position may have, most specific first.
 STEP_KEYS = ("step", "global_step")
 WINDOW_KEYS = ("window", "sync_window", "current_window")

@@ -20,7 +20,7 @@ import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 from ..encoding import log_points
 from ..encoding.points import Point
@@ -46,8 +46,9 @@ class UnknownRunError(RunDataError):
     """A run id the server has no run for, or the prefix of several."""
 
 
-@dataclass(frozen=True)
-class Sample:
+class Sample(NamedTuple):
+    """One value of a metric (a tuple: a run's million samples are built fast and held small)."""
+
     value: float
     time_s: float  # unix seconds
     step: int | None = None
@@ -117,6 +118,10 @@ class RunData:
         for key, tag in point.tags.items():
             if key.startswith("config_"):  # config tags say the run's config on every point
                 self.config.setdefault(key[len("config_") :], tag)
+        measurement = log_points.base_measurement(point)
+        if measurement not in log_points.LOG_STORE_MEASUREMENTS:  # most points: one look decides
+            self._add_named(measurement, point, time_s)
+            return
         row = log_points.as_metrics(point)
         if row is not None:
             window = log_points.first_int(log_points.WINDOW_KEYS, point.tags)
@@ -136,12 +141,21 @@ class RunData:
             return
         if log_points.as_artifact(point) is not None:
             return
-        measurement = log_points.base_measurement(point)
-        step = log_points.first_int(log_points.STEP_KEYS, point.tags, point.fields)
-        window = log_points.first_int(log_points.WINDOW_KEYS, point.tags, point.fields)
-        coords = _numbers(point.fields)
-        for name, value in point.fields.items():
-            self.add_sample(f"{measurement}.{name}", value, time_s, step, window, coords)
+        self._add_named(measurement, point, time_s)
+
+    def _add_named(self, measurement: str, point: Point, time_s: float) -> None:
+        """Any other point: each numeric field is the metric ``measurement.field``."""
+        fields = point.fields
+        step = log_points.first_int(log_points.STEP_KEYS, point.tags, fields)
+        window = log_points.first_int(log_points.WINDOW_KEYS, point.tags, fields)
+        coords = _numbers(fields)
+        series = self.series
+        for name, number in coords.items():  # the numeric fields, in the point's order
+            key = f"{measurement}.{name}"
+            found = series.get(key)
+            if found is None:
+                found = series[key] = []
+            found.append(Sample(number, time_s, step, window, coords))
 
     def add_json_line(self, obj: Any) -> None:
         """One line of a metrics.jsonl (ours, another trainer's, or flat), a tables.jsonl or an export."""
