@@ -131,7 +131,8 @@ def test_the_uis_preview_of_a_large_run_seeks_along_its_index(isolated_env: Path
     run = [r.id for r in store.find_runs("cccc-new")]
     traced.clear()
     assert store.count_points_upto(run, 1_000) == 1_000
-    sample = store.sample_points(run, 100)
+    sampled = store.sample_points(run, 100)
+    sample = [point for point, _ in sampled]
     by_measurement = {m: [p for p in sample if p.measurement == m] for m in ("validator_scores", "timing")}
     assert all(90 <= len(found) <= 100 for found in by_measurement.values()), {
         k: len(v) for k, v in by_measurement.items()
@@ -140,6 +141,8 @@ def test_the_uis_preview_of_a_large_run_seeks_along_its_index(isolated_env: Path
     conn = sqlite3.connect(isolated_env / "metrics.sqlite")
     last = conn.execute("SELECT max(id) FROM points WHERE run = ?", run).fetchone()[0]
     assert sample[-1].id == last
+    orders = [order for point, order in sampled if point.measurement == "timing"]
+    assert orders[0] == 0 and orders[-1] == 2_999 and orders == sorted(orders)
     for sql in dict.fromkeys(s for s in traced if "FROM points" in s):
         plan = _plan(conn, sql)
         assert not [step for step in plan if step.startswith(("SCAN points", "SCAN p "))], (plan, sql)

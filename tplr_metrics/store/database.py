@@ -866,10 +866,12 @@ class Store:
                 break
         return total
 
-    def sample_points(self, runs: Sequence[int], samples: int) -> list[StoredPoint]:
+    def sample_points(self, runs: Sequence[int], samples: int) -> list[tuple[StoredPoint, float]]:
         """An even sample of these runs' points, oldest first: every point of a measurement
         that has at most ``samples``, else about ``samples`` of it spread evenly over its ids
         (the first and the last kept). What the UI draws while it reads a large run whole.
+        Each point comes with its position among its measurement's points of these runs
+        (exact where all are read, else estimated from its id between the first and last).
 
         Every step walks the (run, measurement) index a bounded way (the measurements one
         seek each, a capped count, a seek per sample), so a 1M-point run costs what its sample
@@ -890,18 +892,27 @@ class Store:
             " (SELECT id FROM points WHERE run = ? AND measurement = ? AND id >= ? + i * ? ORDER BY id LIMIT 1)"
             " FROM t)"
         )
-        rows: list[Any] = []
-        for run in runs:
+        count = "SELECT count(*) FROM points WHERE run = ? AND measurement = ?"
+        out: list[tuple[StoredPoint, float]] = []
+        before: dict[str, int] = {}  # a measurement's points in the runs already sampled
+        for run in sorted(runs):
             for (measurement,) in self._read(names, (run, run)):
+                offset = before.get(measurement, 0)
                 if self._read(capped, (run, measurement, samples + 1))[0][0] <= samples:
-                    rows.extend(self._read(every, (run, measurement)))
+                    rows = self._read(every, (run, measurement))
+                    out.extend((_stored_point(r), float(offset + i)) for i, r in enumerate(rows))
+                    before[measurement] = offset + len(rows)
                     continue
                 low = self._read(first, (run, measurement))[0][0]
                 high = self._read(last, (run, measurement))[0][0]
+                held = self._read(count, (run, measurement))[0][0]
                 found = self._read(seek, (samples - 2, run, measurement, low, (high - low) / (samples - 2)))
                 ends = [] if found and found[-1][0] == high else self._read(f"{columns} WHERE id = ?", (high,))
-                rows.extend([*found, *ends])
-        return [_stored_point(r) for r in sorted(rows)]
+                scale = (held - 1) / (high - low)
+                out.extend((_stored_point(r), offset + round((r[0] - low) * scale)) for r in [*found, *ends])
+                before[measurement] = offset + held
+        out.sort(key=lambda pair: pair[0].id)
+        return out
 
     def last_point_with_field(self, runs: Sequence[int], like: str) -> StoredPoint | None:
         """The newest point of these runs with a field whose name matches the SQL LIKE pattern

@@ -135,7 +135,8 @@ def default_metrics(runs: Sequence[RunData], limit: int = DEFAULT_METRICS) -> li
 def xy(run: RunData, metric: str, x_key: str) -> tuple[list[float], list[float], int]:
     """The metric's (x, y) in x order, and how many points had no x of that kind (left out).
 
-    ``step`` falls back to point order when a series has no step at all; ``time`` is seconds
+    ``step`` falls back to point order when a series has no step at all (a preview's samples:
+    their order in the whole run); ``time`` is seconds
     since the run's first point; ``window`` leaves out points without a window; any other key
     is the record's number of that name (``epoch``), points without it left out.
     """
@@ -148,7 +149,7 @@ def xy(run: RunData, metric: str, x_key: str) -> tuple[list[float], list[float],
         pairs = [(s.time_s - start, s.time_s, s.value) for s in samples]
     elif x_key == "step":
         if samples and all(s.step is None for s in samples):
-            pairs = [(float(i), s.time_s, s.value) for i, s in enumerate(samples)]
+            pairs = [(float(i) if s.order is None else s.order, s.time_s, s.value) for i, s in enumerate(samples)]
         else:
             for s in samples:
                 if s.step is None:

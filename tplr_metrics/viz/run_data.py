@@ -56,6 +56,9 @@ class Sample(NamedTuple):
     #: The record's numeric keys (epoch, lr, ...): any of them can be the x axis. One mapping
     #: is shared by every sample of a record.
     coords: Mapping[str, float] | None = None
+    #: In a sample of a longer run (the UI's preview): the point's position in the whole run,
+    #: what a series without steps is drawn at (else its position among the samples).
+    order: float | None = None
 
 
 @dataclass(frozen=True)
@@ -107,27 +110,30 @@ class RunData:
         step: int | None,
         window: int | None,
         coords: Mapping[str, float] | None = None,
+        order: float | None = None,
     ) -> None:
         number = _number(value)
         if number is not None:
-            self.series.setdefault(name, []).append(Sample(number, time_s, step, window, coords))
+            self.series.setdefault(name, []).append(Sample(number, time_s, step, window, coords, order))
 
-    def add_point(self, point: Point) -> None:
-        """A stored point: LogStore metrics, hyperparams and tables by shape, others by name."""
+    def add_point(self, point: Point, order: float | None = None) -> None:
+        """A stored point: LogStore metrics, hyperparams and tables by shape, others by name;
+        ``order``: its position in the whole run, when it is one of a sample of it."""
         time_s = point.time_ns / 1e9
         for key, tag in point.tags.items():
             if key.startswith("config_"):  # config tags say the run's config on every point
                 self.config.setdefault(key[len("config_") :], tag)
         measurement = log_points.base_measurement(point)
         if measurement not in log_points.LOG_STORE_MEASUREMENTS:  # most points: one look decides
-            self._add_named(measurement, point, time_s)
+            self._add_named(measurement, point, time_s, order)
             return
         row = log_points.as_metrics(point)
         if row is not None:
             window = log_points.first_int(log_points.WINDOW_KEYS, point.tags)
             coords = _numbers(point.fields)
-            for name, value in row.metrics.items():
-                self.add_sample(log_points.split_key(row.split, name, "."), value, time_s, row.step, window, coords)
+            for key, value in row.metrics.items():
+                metric = log_points.split_key(row.split, key, ".")
+                self.add_sample(metric, value, time_s, row.step, window, coords, order)
             return
         merged = log_points.as_hyperparams(point)
         if merged is not None:
@@ -141,9 +147,9 @@ class RunData:
             return
         if log_points.as_artifact(point) is not None:
             return
-        self._add_named(measurement, point, time_s)
+        self._add_named(measurement, point, time_s, order)
 
-    def _add_named(self, measurement: str, point: Point, time_s: float) -> None:
+    def _add_named(self, measurement: str, point: Point, time_s: float, order: float | None) -> None:
         """Any other point: each numeric field is the metric ``measurement.field``."""
         fields = point.fields
         step = log_points.first_int(log_points.STEP_KEYS, point.tags, fields)
@@ -155,7 +161,7 @@ class RunData:
             found = series.get(key)
             if found is None:
                 found = series[key] = []
-            found.append(Sample(number, time_s, step, window, coords))
+            found.append(Sample(number, time_s, step, window, coords, order))
 
     def add_json_line(self, obj: Any) -> None:
         """One line of a metrics.jsonl (ours, another trainer's, or flat), a tables.jsonl or an export."""

@@ -210,8 +210,8 @@ class StoreSource:
         if held <= PREVIEW_ABOVE:
             return _CachedRun(RunData(run_id[:8], f"run {run_id}"), 0)
         preview = RunData(run_id[:8], f"run {run_id} (preview)")
-        for point in store.sample_points(ids, PREVIEW_SAMPLES):
-            preview.add_point(point.to_point())
+        for point, order in store.sample_points(ids, PREVIEW_SAMPLES):
+            preview.add_point(point.to_point(), order)
         cached = _CachedRun(preview, 0, reading=(0, sum(store.point_counts(ids).values())))
         reader = threading.Thread(
             target=self._read_whole, args=(run_id, ids, cached), name="tplr-metrics-ui-reader", daemon=True
