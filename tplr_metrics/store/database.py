@@ -382,19 +382,29 @@ class PointFilter:
         if self.runs is not None:
             clauses.append(f"run IN ({','.join('?' * len(self.runs))})" if self.runs else "0")
             params.extend(self.runs)
-        if self.measurements:
-            clauses.append(f"measurement IN ({','.join('?' * len(self.measurements))})")
+        more, more_params = self.clauses(pin=False, measurements=True)
+        clauses.extend(more)
+        params.extend(more_params)
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+    def clauses(self, *, pin: bool, measurements: bool) -> tuple[list[str], list[Any]]:
+        """The measurement (when ``measurements``), time and tag tests. ``pin`` writes the
+        column tests as ``+column``, which keeps SQLite on the index a paged read walks (the
+        time index would make every page sort what it found)."""
+        plus = "+" if pin else ""
+        clauses: list[str] = []
+        params: list[Any] = []
+        if self.measurements and measurements:
+            clauses.append(f"{plus}measurement IN ({','.join('?' * len(self.measurements))})")
             params.extend(self.measurements)
         if self.since_ns is not None:
-            clauses.append("time_ns >= ?")
+            clauses.append(f"{plus}time_ns >= ?")
             params.append(self.since_ns)
         if self.until_ns is not None:
-            clauses.append("time_ns < ?")
+            clauses.append(f"{plus}time_ns < ?")
             params.append(self.until_ns)
         tag_sql, tag_params = tag_clauses(self.tags)
-        clauses.extend(tag_sql)
-        params.extend(tag_params)
-        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+        return [*clauses, *tag_sql], [*params, *tag_params]
 
 
 def tag_clauses(tags: Sequence[tuple[str, str]] | None) -> tuple[list[str], list[Any]]:
@@ -409,31 +419,6 @@ def tag_clauses(tags: Sequence[tuple[str, str]] | None) -> tuple[list[str], list
 
 def _and(clauses: Sequence[str]) -> str:
     return "".join(" AND " + c for c in clauses)
-
-
-class _PointClauses:
-    """A filter's time and measurement clauses for a read that pages along an index: ``+``
-    keeps SQLite on that index (the time index would make every page sort what it found)."""
-
-    def __init__(self, selection: PointFilter, on_index: bool) -> None:
-        self.selection = selection
-        self.on_index = on_index  # the measurement is in the index's key (see _per_measurement)
-
-    def sql(self) -> tuple[str, list[Any]]:
-        s = self.selection
-        clauses: list[str] = []
-        params: list[Any] = []
-        if s.measurements and not self.on_index:
-            clauses.append(f"+measurement IN ({','.join('?' * len(s.measurements))})")
-            params.extend(s.measurements)
-        if s.since_ns is not None:
-            clauses.append("+time_ns >= ?")
-            params.append(s.since_ns)
-        if s.until_ns is not None:
-            clauses.append("+time_ns < ?")
-            params.append(s.until_ns)
-        tag_sql, tag_params = tag_clauses(s.tags)
-        return _and([*clauses, *tag_sql]), [*params, *tag_params]
 
 
 def _per_measurement(measurements: Sequence[str] | None) -> list[tuple[str, list[Any]]]:
@@ -823,10 +808,12 @@ class Store:
         With runs chosen, each run (and measurement) is paged along its own index and the pages
         are merged by id: a run costs what it holds, not what the file holds."""
         if selection.runs is None:
-            where, params = _PointClauses(selection, on_index=False).sql()
+            clauses, params = selection.clauses(pin=True, measurements=True)
+            where = _and(clauses)
             yield from self._pages(f"id > ?{where}", [], params, chunk)
             return
-        where, params = _PointClauses(selection, on_index=True).sql()
+        clauses, params = selection.clauses(pin=True, measurements=False)  # in each part's index key
+        where = _and(clauses)
         parts = [
             self._pages(f"run = ?{measurement} AND id > ?{where}", [run, *named], params, chunk)
             for run in selection.runs
