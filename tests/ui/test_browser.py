@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tplr_metrics import MetricsLogger
+from tplr_metrics import MetricsLogger, open_log_store
 
 from .conftest import REPO, UiServer
 
@@ -209,6 +209,9 @@ def test_markup_in_names_and_tags_renders_as_text(
         logger.log("train", {"window": step, "tag": MARKUP}, {"loss": 1.0 / (1 + step), MARKUP: float(step)})
     logger.close(10)
     log_run("plain-run", config={"lr": 0.2})
+    artifacts = open_log_store("local", logger_options={"runtime_id": "xss-run", "role": MARKUP, "uid": MARKUP})
+    artifacts.log_artifact(MARKUP, f"/ckpt/{MARKUP}.pt", kind="checkpoint")
+    artifacts.close()
     server = ui_server("--store", str(isolated_env / "metrics.sqlite"))
     browser.get(server.url)
     wait(browser, lambda d: len(rows(d)) == 2)
@@ -225,6 +228,12 @@ def test_markup_in_names_and_tags_renders_as_text(
         for r in browser.find_elements(By.CSS_SELECTOR, "#config tr[data-config-key]")
     }
     assert config["note"] == f"note {MARKUP}"
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#artifacts tr[data-artifact]"))
+    artifact = browser.find_element(By.CSS_SELECTOR, "#artifacts tr[data-artifact]")
+    cells = [c.text for c in artifact.find_elements(By.TAG_NAME, "td")]
+    assert cells[:3] == [MARKUP, "checkpoint", f"/ckpt/{MARKUP}.pt"]
+    tags = {r.get_attribute("data-tag"): r.text for r in browser.find_elements(By.CSS_SELECTOR, "#tags tr[data-tag]")}
+    assert tags["role"] == f"role {MARKUP}" and tags["uid"] == f"uid {MARKUP}"
     browser.save_screenshot(str(screenshot_dir / "markup-run.png"))
     assert browser.find_elements(By.TAG_NAME, "img") == []
     assert_no_alert(browser)

@@ -156,6 +156,10 @@ def create_app(source: RunSource, *, token: str | None, loopback: bool) -> Starl
         run_id = _param(request, "run_id")
         return answer(lambda: {"run_id": run_id, "tables": source.tables(run_id)}, run_id)
 
+    def api_artifacts(request: Request) -> JSONResponse:
+        run_id = _param(request, "run_id")
+        return answer(lambda: {"run_id": run_id, "artifacts": source.artifacts(run_id)}, run_id)
+
     def api_table(request: Request) -> JSONResponse:
         run_id = _param(request, "run_id")
         name = _param(request, "name")
@@ -181,6 +185,7 @@ def create_app(source: RunSource, *, token: str | None, loopback: bool) -> Starl
         Route("/api/runs/{run_id}/metrics", api_metrics),
         Route("/api/runs/{run_id}/series", api_series),
         Route("/api/runs/{run_id}/tables", api_tables),
+        Route("/api/runs/{run_id}/artifacts", api_artifacts),
         Route("/api/runs/{run_id}/tables/{name}", api_table),
     ]
     middleware = [Middleware(AccessControl, token=token, loopback=loopback), Middleware(SegmentPaths)]

@@ -77,6 +77,8 @@ class RunData:
     config: dict[str, Any] = field(default_factory=dict)
     series: dict[str, list[Sample]] = field(default_factory=dict)
     tables: list[TableRecord] = field(default_factory=list)
+    #: LogStore.log_artifact records, in the order logged: {name, path, kind, time_ns}.
+    artifacts: list[dict[str, Any]] = field(default_factory=list)
     bad_lines: int = 0
     #: The local store's run_id, for a run read from there (two runs of one name are told apart by it).
     run_id: str = ""
@@ -145,7 +147,9 @@ class RunData:
                 TableRecord(table_row.table, point.time_ns, table_row.row, table_row.step, table_row.values)
             )
             return
-        if log_points.as_artifact(point) is not None:
+        artifact = log_points.as_artifact(point)
+        if artifact is not None:
+            self.artifacts.append({**artifact, "time_ns": point.time_ns})
             return
         self._add_named(measurement, point, time_s, order)
 

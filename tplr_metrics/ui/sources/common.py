@@ -46,6 +46,7 @@ class RunSource(Protocol):
         self, run_id: str, metric: str, x: str, max_points: int, smoothing: str | None, window: int
     ) -> dict[str, Any]: ...
     def tables(self, run_id: str) -> list[dict[str, Any]]: ...
+    def artifacts(self, run_id: str) -> list[dict[str, Any]]: ...
     def table(self, run_id: str, name: str, offset: int, limit: int, query: str, version: int) -> dict[str, Any]: ...
     def delete(self, run_id: str) -> int: ...
     def progress(self, run_id: str) -> dict[str, int] | None:
@@ -113,6 +114,12 @@ def table_list(data: RunData) -> list[dict[str, Any]]:
     return out
 
 
+def artifact_list(data: RunData) -> list[dict[str, Any]]:
+    """The run's artifacts (LogStore.log_artifact), the latest record of each name, by name."""
+    latest = {a["name"]: a for a in data.artifacts}
+    return [latest[name] for name in sorted(latest)]
+
+
 def _cell_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
@@ -175,6 +182,7 @@ __all__ = [
     "RunSource",
     "SourceError",
     "UnknownRun",
+    "artifact_list",
     "display_name",
     "headline",
     "metric_list",

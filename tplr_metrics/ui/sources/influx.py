@@ -15,6 +15,7 @@ from .common import (
     NotDeletable,
     SourceError,
     UnknownRun,
+    artifact_list,
     display_name,
     headline,
     metric_list,
@@ -137,6 +138,9 @@ class InfluxSource:
 
     def tables(self, run_id: str) -> list[dict[str, Any]]:
         return table_list(self._cached(run_id, 0.5).data)
+
+    def artifacts(self, run_id: str) -> list[dict[str, Any]]:
+        return artifact_list(self._cached(run_id, 0.5).data)
 
     def table(self, run_id: str, name: str, offset: int, limit: int, query: str, version: int) -> dict[str, Any]:
         return table_page(self._cached(run_id, 0.5).data, name, offset, limit, query, version)

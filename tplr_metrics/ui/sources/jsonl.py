@@ -17,6 +17,7 @@ from .common import (
     NotDeletable,
     SourceError,
     UnknownRun,
+    artifact_list,
     display_name,
     headline,
     metric_list,
@@ -131,6 +132,9 @@ class JsonlSource:
 
     def tables(self, run_id: str) -> list[dict[str, Any]]:
         return table_list(self._data(self._file(run_id))[0])
+
+    def artifacts(self, run_id: str) -> list[dict[str, Any]]:
+        return artifact_list(self._data(self._file(run_id))[0])
 
     def table(self, run_id: str, name: str, offset: int, limit: int, query: str, version: int) -> dict[str, Any]:
         return table_page(self._data(self._file(run_id))[0], name, offset, limit, query, version)

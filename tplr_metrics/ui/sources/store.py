@@ -29,6 +29,7 @@ from .common import (
     NotDeletable,
     SourceError,
     UnknownRun,
+    artifact_list,
     display_name,
     headline,
     metric_list,
@@ -290,6 +291,9 @@ class StoreSource:
 
     def tables(self, run_id: str) -> list[dict[str, Any]]:
         return table_list(self._data(run_id))
+
+    def artifacts(self, run_id: str) -> list[dict[str, Any]]:
+        return artifact_list(self._data(run_id))
 
     def table(self, run_id: str, name: str, offset: int, limit: int, query: str, version: int) -> dict[str, Any]:
         return table_page(self._data(run_id), name, offset, limit, query, version)

@@ -72,6 +72,35 @@
     chart.box.dataset.partial = series.partial ? "true" : "false";
   }
 
+  const TAG_KEYS = ["role", "uid", "prefix", "group", "job_type", "version", "host"];
+  function renderTags(run) {
+    const tbody = document.querySelector("#tags tbody");
+    tbody.replaceChildren(...TAG_KEYS.filter((key) => run[key]).map((key) => {
+      const tr = el("tr", { "data-tag": key });
+      tr.append(el("td", {}, key), el("td", {}, String(run[key])));
+      return tr;
+    }));
+  }
+
+  let artifactsShown = "";
+  function renderArtifacts(artifacts) {
+    const json = JSON.stringify(artifacts);
+    if (json === artifactsShown) return;
+    artifactsShown = json;
+    const tbody = document.querySelector("#artifacts tbody");
+    if (!artifacts.length) {
+      const none = el("tr");
+      none.append(el("td", { className: "muted", colspan: "4" }, "none logged"));
+      tbody.replaceChildren(none);
+      return;
+    }
+    tbody.replaceChildren(...artifacts.map((a) => {
+      const tr = el("tr", { "data-artifact": a.name });
+      tr.append(el("td", {}, a.name), el("td", {}, a.kind), el("td", {}, String(a.path)), el("td", {}, fmtTime(a.time_ns)));
+      return tr;
+    }));
+  }
+
   let tablesShown = "";
   function renderTables(tables) {
     const json = JSON.stringify(tables);
@@ -93,10 +122,13 @@
 
   async function refresh() {
     const controls = readControls();
-    const run = await api(`/api/runs/${encodeURIComponent(runId)}`);
+    const base = `/api/runs/${encodeURIComponent(runId)}`;
+    const [run, answer, tables, artifacts] = await Promise.all(
+      [base, `${base}/metrics`, `${base}/tables`, `${base}/artifacts`].map((url) => api(url)));
     renderRun(run);
-    const answer = await api(`/api/runs/${encodeURIComponent(runId)}/metrics`);
-    renderTables((await api(`/api/runs/${encodeURIComponent(runId)}/tables`)).tables);
+    renderTags(run);
+    renderTables(tables.tables);
+    renderArtifacts(artifacts.artifacts);
     const all = await Promise.all(answer.metrics.map((m) => api(seriesUrl(runId, m.name, controls))));
     all.forEach((series) => draw(chartFor(series.metric), series, controls));
     return run.live || Boolean(answer.partial);  // a large run's preview: poll until it is read whole
