@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from ._version import __version__
 from .commands import CommandError, load_commands
@@ -32,13 +32,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a line is logged, not the stream it was when
+    the handler was made: a caller that swaps stderr (pytest's capture, a redirect in a
+    notebook) and closes the old one later gets no "I/O operation on closed file" errors."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass  # StreamHandler.__init__ sets it; the property always answers the current stderr
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     # The CLI is an application, so it shows the library's log lines; the library never does.
     library_logger = logging.getLogger("tplr_metrics")
     if not any(getattr(h, "tplr_metrics_cli", False) for h in library_logger.handlers):
-        handler = logging.StreamHandler()
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         handler.tplr_metrics_cli = True  # type: ignore[attr-defined]
         library_logger.addHandler(handler)
