@@ -25,13 +25,14 @@ from tplr_metrics.cli import main
 from tplr_metrics.dashboards import DATASOURCES, DIALECTS, VARIABLES, all_dashboards, build, build_all, panel_targets
 from tplr_metrics.dashboards import flux as flux_dialect
 from tplr_metrics.dashboards import influxql as influxql_dialect
+from tplr_metrics.dashboards.model import VERSION_KIND, VERSION_KINDS
 
 from ..grafana_macros import ALL, expand_flux, expand_influxql, interval_ms
 from ..influx2_container import influx2_container
 from ..servers import InfluxDB1, http
 
 REPO = Path(__file__).resolve().parents[2]
-ALL_SELECTED: dict[str, Sequence[str] | str] = dict.fromkeys(VARIABLES, ALL)
+ALL_SELECTED: dict[str, Sequence[str] | str] = {**dict.fromkeys(VARIABLES, ALL), VERSION_KIND: VERSION_KINDS["all"]}
 # Enough time-compressed windows for a 5-point moving average at the 5-minute range's interval.
 SIMULATE = ["simulate", "--windows", "12", "--window-seconds", "0.25", "--peers", "8", "--seed", "11"]
 
@@ -177,7 +178,9 @@ def test_dashboard_json_shape(dialect: str) -> None:
         data = build(definition, dialect)
         assert data["uid"] == f"tplr-{definition.slug}-{dialect}" and len(data["uid"]) <= 40
         variables = {v["name"]: v for v in data["templating"]["list"]}
-        assert list(variables) == ["datasource", *VARIABLES]
+        names = [*VARIABLES]
+        names.insert(names.index("version"), VERSION_KIND)
+        assert list(variables) == ["datasource", *names]
         for name in VARIABLES:
             var = variables[name]
             assert var["multi"] and var["includeAll"] and var["allValue"] == ".*", name

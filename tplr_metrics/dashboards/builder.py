@@ -24,7 +24,7 @@ from grafanalib.core import (
 
 from . import flux, influxql
 from .definitions import all_dashboards
-from .model import ALL_VALUE, VARIABLES, Dashboard, Panel, Query
+from .model import ALL_VALUE, VARIABLES, VERSION_KIND, VERSION_KINDS, Annotation, Dashboard, Panel, Query
 
 DIALECTS = ("influxql", "flux")
 #: The data sources the local stack provisions; a user's own Grafana picks its own.
@@ -209,6 +209,75 @@ def _panel(panel: Panel, dialect: str, pos: GridPos) -> Any:
     )
 
 
+def render_annotation(annotation: Annotation, dialect: str) -> str:
+    _check(dialect)
+    if dialect == "influxql":
+        return influxql.annotation_query(annotation)
+    return flux.annotation_query(annotation)
+
+
+#: Grafana's own "Annotations & Alerts" entry, which a dashboard Grafana saves always has.
+BUILTIN_ANNOTATION: dict[str, Any] = {
+    "builtIn": 1,
+    "datasource": {"type": "grafana", "uid": "-- Grafana --"},
+    "enable": True,
+    "hide": True,
+    "iconColor": "rgba(0, 211, 255, 1)",
+    "name": "Annotations & Alerts",
+    "type": "dashboard",
+}
+
+
+def annotation_target(annotation: Annotation, dialect: str) -> dict[str, Any]:
+    """The annotation's query, as Grafana's InfluxDB data source stores it (``target``)."""
+    text = render_annotation(annotation, dialect)
+    if dialect == "flux":  # a frame of _time, text and tags: Grafana's annotation fields
+        return {"refId": "Anno", "query": text}
+    return {
+        "refId": "Anno",
+        "query": text,
+        "rawQuery": True,
+        "fromAnnotations": True,
+        "textColumn": annotation.text,
+        "tagsColumn": ",".join(annotation.tags),
+        "titleColumn": "",
+        "timeEndColumn": "",
+    }
+
+
+def _annotations(dashboard: Dashboard, dialect: str) -> dict[str, Any]:
+    entries = [dict(BUILTIN_ANNOTATION)]
+    for annotation in dashboard.annotations:
+        entries.append(
+            {
+                "name": annotation.name,
+                "datasource": DATASOURCE_REF,
+                "enable": True,
+                "hide": False,
+                "iconColor": annotation.color,
+                "target": annotation_target(annotation, dialect),
+            }
+        )
+    return {"list": entries}
+
+
+def _version_kind_variable() -> dict[str, Any]:
+    """A switch between every version and release versions only (see ``VERSION_KINDS``)."""
+    options = [{"text": text, "value": value, "selected": text == "all"} for text, value in VERSION_KINDS.items()]
+    return {
+        "name": VERSION_KIND,
+        "label": "version kind",
+        "description": "releases: hide dev, test, rc and local builds (versions other than digits and dots)",
+        "type": "custom",
+        "query": ",".join(f"{text} : {value}" for text, value in VERSION_KINDS.items()),
+        "current": {"text": "all", "value": VERSION_KINDS["all"]},
+        "options": options,
+        "multi": False,
+        "includeAll": False,
+        "hide": 0,
+    }
+
+
 def _variables(dialect: str) -> list[dict[str, Any]]:
     source = DATASOURCES[dialect]
     variables: list[dict[str, Any]] = [
@@ -228,6 +297,8 @@ def _variables(dialect: str) -> list[dict[str, Any]]:
     ]
     render = influxql.variable_query if dialect == "influxql" else flux.variable_query
     for name in VARIABLES:
+        if name == "version":
+            variables.append(_version_kind_variable())  # before the list it narrows
         text = render(name)
         variables.append(
             {
@@ -291,6 +362,7 @@ def build(dashboard: Dashboard, dialect: str) -> dict[str, Any]:
         ],
     ).auto_panel_ids()
     data: dict[str, Any] = json.loads(json.dumps(grafana.to_json_data(), cls=DashboardEncoder))
+    data["annotations"] = _annotations(dashboard, dialect)
     return clean(data)
 
 

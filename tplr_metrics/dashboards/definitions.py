@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from ..catalog import BENCHMARK_TASKS, HEALTH_MEASUREMENT, SYSTEM_MEASUREMENT, measurement
-from .model import Dashboard, Panel, Query, Row
+from .model import Annotation, Dashboard, Panel, Query, Row
 
 #: Curves that jump window to window get a moving average of this many intervals.
 SMOOTH = 5
@@ -71,6 +71,32 @@ def _per_peer(title: str, description: str, measurement_name: str, *fields: str)
     )
 
 
+def _runs_and_versions(measurement_name: str, field: str, regex: bool = False) -> tuple[Annotation, ...]:
+    """Run starts (each runtime_id's first point) and version changes (each version's first point)."""
+    return (
+        Annotation(
+            "Run starts",
+            measurement_name,
+            field,
+            text="runtime_id",
+            tags=("role", "uid", "version"),
+            first_of="runtime_id",
+            color="green",
+            regex=regex,
+        ),
+        Annotation(
+            "Version changes",
+            measurement_name,
+            field,
+            text="version",
+            tags=("role", "uid"),
+            first_of="version",
+            color="purple",
+            regex=regex,
+        ),
+    )
+
+
 PER_UID = "$tag_uid"
 PER_NODE = "$tag_role $tag_uid"
 
@@ -119,6 +145,7 @@ def miners() -> Dashboard:
         slug="miners",
         title="tplr-metrics / Miners",
         description=f"Templar miners ({step}): loss, throughput, gather and timings per miner uid.",
+        annotations=_runs_and_versions(step, "loss"),
         rows=(
             Row(
                 "Training",
@@ -223,6 +250,10 @@ def validators() -> Dashboard:
         title="tplr-metrics / Validators",
         description="Templar validators: window losses, improvement, per-peer scores and weights, slashes, "
         "inactivity and timings.",
+        annotations=(
+            *_runs_and_versions(V_WINDOW, "current_block"),
+            Annotation("Slashes", V_SLASH, "reason", text="reason", tags=("uid", "eval_uid"), color="red"),
+        ),
         rows=(
             Row(
                 "Now",
@@ -430,6 +461,7 @@ def evaluators() -> Dashboard:
         slug="evaluators",
         title="tplr-metrics / Evaluators",
         description="Templar evaluators: benchmark task scores per checkpoint, perplexity and bits per byte.",
+        annotations=_runs_and_versions(E_CUSTOM, "average_loss"),
         rows=(
             Row(
                 "Benchmarks",
@@ -527,6 +559,7 @@ def system() -> Dashboard:
         title="tplr-metrics / System & GPU",
         description="CPU, memory and GPU memory of every node, per role and uid (the system measurement, "
         "and the with_system_metrics / with_gpu_metrics fields of validators' windows).",
+        annotations=_runs_and_versions(SYSTEM_SOURCE, "sys_cpu_usage", regex=True),
         rows=(
             Row(
                 "Host",
@@ -578,6 +611,7 @@ def pipeline_health() -> Dashboard:
         title="tplr-metrics / Pipeline health",
         description=f"The logger's own measurement ({HEALTH_MEASUREMENT}): queue, throughput, drops, retries, "
         "rejections, write latency and spool, per role and uid.",
+        annotations=_runs_and_versions(HEALTH_SOURCE, "queue_depth", regex=True),
         rows=(
             Row(
                 "Flow",
