@@ -307,7 +307,6 @@ def _variables(dialect: str) -> list[dict[str, Any]]:
                 "type": "query",
                 "datasource": DATASOURCE_REF,
                 "query": text,
-                "definition": text,
                 "multi": True,
                 "includeAll": True,
                 "allValue": ALL_VALUE,
@@ -369,27 +368,47 @@ def build(dashboard: Dashboard, dialect: str) -> dict[str, Any]:
 def _drop_nulls(value: Any) -> Any:
     """Every null-valued key removed, at any depth: Grafana reads a missing key as its default.
 
-    A threshold base step loses its ``"value": null`` too; Grafana sets the first step to
-    -Infinity whatever it holds.
+    The one null the schema requires stays: a threshold base step's ``"value": null`` (Grafana
+    reads it as -Infinity; ``Threshold.value`` is ``number | null`` and not optional).
     """
     if isinstance(value, dict):
-        return {k: _drop_nulls(v) for k, v in value.items() if v is not None}
+        cleaned = {k: _drop_nulls(v) for k, v in value.items() if v is not None}
+        if isinstance(cleaned.get("steps"), list):
+            for step in cleaned["steps"]:
+                if isinstance(step, dict) and "color" in step:
+                    step.setdefault("value", None)
+        return cleaned
     if isinstance(value, list):
         return [_drop_nulls(v) for v in value]
     return value
 
 
+#: Keys grafanalib writes on panels that Grafana 11's panel model does not have.
+EXTRA_PANEL_KEYS = frozenset({"editable"})
+#: Required options of the panel plugins' published types (@grafana/schema) that grafanalib
+#: leaves out, at the defaults Grafana 11 saves.
+PANEL_OPTION_DEFAULTS: dict[str, dict[str, Any]] = {
+    "stat": {"percentChangeColorMode": "standard", "showPercentChange": False, "wideLayout": True},
+    "table": {"frameIndex": 0, "showHeader": True},
+}
+
+
 def _clean_panel(panel: dict[str, Any]) -> dict[str, Any]:
     if panel.get("type") == "row":
         return {k: v for k, v in panel.items() if k in ROW_KEYS}
-    panel = {k: v for k, v in panel.items() if k not in LEGACY_PANEL_KEYS}
+    panel = {k: v for k, v in panel.items() if k not in LEGACY_PANEL_KEYS and k not in EXTRA_PANEL_KEYS}
+    options = panel.setdefault("options", {})
+    for key, default in PANEL_OPTION_DEFAULTS.get(panel.get("type", ""), {}).items():
+        options.setdefault(key, default)
     if panel.get("type") == "timeseries":
-        panel.setdefault("options", {}).setdefault("legend", {}).setdefault("showLegend", True)
+        options.setdefault("legend", {}).setdefault("showLegend", True)
     if panel.get("type") == "table":
         panel = {k: v for k, v in panel.items() if k not in LEGACY_TABLE_KEYS}
         custom = panel.setdefault("fieldConfig", {}).setdefault("defaults", {}).setdefault("custom", {})
         display = custom.pop("displayMode", "auto")
         custom.setdefault("cellOptions", {"type": display})
+        custom.setdefault("align", "auto")
+        custom.setdefault("inspect", False)
     return panel
 
 
@@ -397,6 +416,8 @@ def clean(data: dict[str, Any]) -> dict[str, Any]:
     """grafanalib's model without nulls or legacy keys, in the shape Grafana 10/11 saves."""
     data = _drop_nulls(data)
     data = {k: v for k, v in data.items() if k not in LEGACY_DASHBOARD_KEYS}
+    if not data.get("__inputs"):  # an export's list of data sources to ask for on import; empty here
+        data.pop("__inputs", None)
     data["panels"] = [_clean_panel(panel) for panel in data.get("panels", [])]
     return data
 
