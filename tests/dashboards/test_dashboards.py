@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from tplr_metrics import MetricsLogger
+from tplr_metrics.catalog import BENCHMARK_TASKS
 from tplr_metrics.cli import main
 from tplr_metrics.dashboards import DATASOURCES, DIALECTS, VARIABLES, all_dashboards, build, build_all, panel_targets
 from tplr_metrics.dashboards import flux as flux_dialect
@@ -337,7 +338,10 @@ def test_stat_panels_and_healthy_range_thresholds(dialect: str) -> None:
     assert len(stats) >= 6, [p["title"] for p in stats]
     for stat in stats:
         assert stat["fieldConfig"]["defaults"]["thresholds"]["steps"][0]["value"] is None, stat["title"]
-        assert all(t["resultFormat"] == "time_series" for t in stat["targets"] if "resultFormat" in t)
+        # A number per series; a text stat (version, window) reads its tag from a table.
+        text = stat["options"]["reduceOptions"].get("fields", "")
+        expected = "table" if text else "time_series"
+        assert all(t["resultFormat"] == expected for t in stat["targets"] if "resultFormat" in t), stat["title"]
 
     def steps(title: str) -> list[tuple[Any, str]]:
         found = panels[title]["fieldConfig"]["defaults"]["thresholds"]["steps"]
@@ -459,3 +463,103 @@ def test_last_seen_and_latest_rows_carry_their_own_point_time(
     staleness = panel_targets(_panel("miners", "Last seen per uid"), "influxql")[0]["query"]
     rows = [s["values"][0] for s in _run_influxql(influx1, db, _expand(staleness, simulated, ALL_SELECTED))]
     assert all(row[1] == to_ms and 0 <= row[1] - int(row[0]) // 1_000_000 < 5 * 60_000 for row in rows)
+
+
+def test_by_window_and_global_step_panels_put_the_step_on_the_x_axis(
+    influx1: InfluxDB1, simulated: tuple[str, int, int]
+) -> None:
+    """A trend panel: one row per (step, uid) from the server, the step tag turned into the x number."""
+    trends = [(d.slug, p) for d in all_dashboards() for p in d.panels() if p.kind == "trend"]
+    assert {(slug, p.title) for slug, p in trends} >= {
+        ("validators", "Validator Loss – by window"),
+        ("miners", "Loss – by global_step"),
+    }
+    for slug, panel in trends:
+        for dialect in DIALECTS:
+            built = next(p for p in build(_dashboard(slug), dialect)["panels"] if p["title"] == panel.title)
+            assert built["type"] == "trend" and built["options"]["xField"] == panel.x
+            ids = [t["id"] for t in built["transformations"]]
+            assert ids[:2] == ["merge", "convertFieldType"] and ids[-1] == "partitionByValues"
+            assert built["transformations"][1]["options"]["conversions"] == [
+                {"targetField": panel.x, "destinationType": "number"}
+            ]
+        text = panel_targets(panel, "influxql")[0]["query"]
+        series = _run_influxql(influx1, simulated[0], _expand(text, simulated, ALL_SELECTED))
+        steps = {int(s["tags"][panel.x]) for s in series}  # every x value a number
+        uids = {s["tags"][panel.series] for s in series}
+        assert len(series) == _rows(series) == len(steps) * len(uids), panel.title  # one row per (step, uid)
+        if panel.x == "global_step":
+            assert steps == set(range(12)) and uids == {"0", "1"}  # 12 windows, 2 miners
+        else:
+            assert len(steps) == 12 and uids == {"8"}
+
+
+#: The panels of Templar's own Grafana dashboards that issue 17 lists, by dashboard and title.
+TEMPLAR_PANELS = {
+    "validators": (
+        "Version",  # the version banner
+        "Validator Loss – by window",
+        "Global Step",
+        "Window",
+        "Gather Success Rate",
+        "Learning Rate",
+        "Total Peers",
+        "Evaluated UIDs",
+        "Validator Gather Success Rate – Detailed",
+        "Evaluated UID Weights",
+    ),
+    "miners": ("Training Throughput – TOP 20",),
+    "evaluators": (
+        *(f"{task} ({metric})" for task, metric, _ in BENCHMARK_TASKS),
+        "All Evals – Latest scores",
+    ),
+}
+TEMPLAR_STATS = ("Version", "Global Step", "Window", "Gather Success Rate", "Learning Rate", "Total Peers")
+#: Fields Templar logs that the issue found shown nowhere: each is now in some panel's query.
+TEMPLAR_FIELDS = {
+    "Vvalidator_window_v2": ("gather_success_rate", "total_peers", "outer_lr", "inner_lr", "current_block"),
+    "Vvalidator_openskill": ("mu", "sigma"),
+    "Vvalidator_scores": ("sync_score", "binary_indicator", "binary_moving_avg"),
+    "Vvalidator_sync_score": ("max_steps_behind", "l2_norm", "avg_l2_norm", "avg_abs_diff", "max_diff"),
+    "Vvalidator_gradient_stats": ("min_grad_norm", "grad_norm_std", "mean_weight_norm", "grad_to_weight_ratio"),
+    "Vvalidator_inactivity": ("score_before",),
+    "Ecustom_evaluation": ("total_tokens", "total_bytes"),
+}
+
+
+def test_each_templar_panel_is_present_by_title() -> None:
+    missing = [
+        f"{slug}: {title}"
+        for slug, titles in TEMPLAR_PANELS.items()
+        for title in titles
+        if title not in {p.title for p in _dashboard(slug).panels()}
+    ]
+    assert not missing, missing
+    validators = {p.title: p for p in _dashboard("validators").panels()}
+    assert all(validators[t].kind == "stat" for t in (*TEMPLAR_STATS, "Evaluated UIDs"))
+    assert validators["Version"].text_field == "version" and validators["Validator Loss – by window"].x == "window"
+    for task, _, _ in BENCHMARK_TASKS:  # x = time, one line per version, as Templar's (whose x is global_step)
+        panel = next(p for p in _dashboard("evaluators").panels() if p.title.startswith(task + " "))
+        assert panel.queries[0].by == ("version",)
+
+
+def test_every_field_templar_logs_is_shown() -> None:
+    shown = {(q.measurement, f) for d in all_dashboards() for q in d.queries() for f in q.fields}
+    missing = [f"{m}.{f}" for m, fields in TEMPLAR_FIELDS.items() for f in fields if (m, f) not in shown]
+    assert not missing, missing
+
+
+def test_text_stats_read_their_tag(influx1: InfluxDB1, simulated: tuple[str, int, int]) -> None:
+    """The version banner and the window / global step stats: the tag's value of each validator's last point."""
+    truth = _run_influxql(
+        influx1,
+        simulated[0],
+        'SELECT last("current_block"), "version", "window", "global_step" FROM "Vvalidator_window_v2"',
+    )[0]["values"][0]
+    for title, tag in (("Version", "version"), ("Window", "window"), ("Global Step", "global_step")):
+        panel = _panel("validators", title)
+        text = panel_targets(panel, "influxql")[0]["query"]
+        series = _run_influxql(influx1, simulated[0], _expand(text, simulated, ALL_SELECTED))
+        assert len(series) == 1 and series[0]["tags"] == {"uid": "8"}, title
+        column = series[0]["columns"].index(tag)
+        assert series[0]["values"][0][column] == truth[{"version": 2, "window": 3, "global_step": 4}[tag]], title

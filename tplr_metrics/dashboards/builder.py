@@ -166,9 +166,10 @@ def _panel(panel: Panel, dialect: str, pos: GridPos) -> Any:
         common["thresholds"] = steps
     if panel.kind == "stat":
         # One value per series (per uid), each named by its alias; uncoloured without thresholds.
+        # A text stat reads its column from a table (a tag is no time series) and shows it as is.
         for target in targets:
             if "resultFormat" in target:
-                target["resultFormat"] = "time_series"
+                target["resultFormat"] = "table" if panel.text_field else "time_series"
         common["thresholds"] = steps or [{"color": "text", "value": None}]
         return Stat(
             format=panel.unit,
@@ -176,6 +177,8 @@ def _panel(panel: Panel, dialect: str, pos: GridPos) -> Any:
             reduceCalc="lastNotNull",
             graphMode="none",
             colorMode="value" if steps else "none",
+            fields=f"/^{panel.text_field}$/" if panel.text_field else "",
+            textMode="value" if panel.text_field else "auto",
             **common,
         )
     if panel.kind == "table":
@@ -191,6 +194,13 @@ def _panel(panel: Panel, dialect: str, pos: GridPos) -> Any:
             **common,
         )
     bars = panel.kind == "bars"
+    extra: dict[str, Any] = {}
+    if panel.kind == "trend":
+        for target in targets:
+            if "resultFormat" in target:
+                target["resultFormat"] = "table"
+        common["maxDataPoints"] = None  # one row per window: nothing to size to the panel
+        extra = {"type": "trend", "options": {"xField": panel.x}}
     return TimeSeries(
         unit=panel.unit,
         valueDecimals=panel.decimals,
@@ -205,8 +215,29 @@ def _panel(panel: Panel, dialect: str, pos: GridPos) -> Any:
         tooltipMode="multi",
         overrides=_raw_overrides(panel, targets),
         thresholdsStyleMode="line+area" if steps else "off",
+        transformations=_trend_transformations(panel) if panel.kind == "trend" else [],
+        extraJson=extra or None,
         **common,
     )
+
+
+def _trend_transformations(panel: Panel) -> list[dict[str, Any]]:
+    """Rows of (time, x, series, fields) into lines over x: the x tag as a number, sorted, and
+    one frame per value of the series tag; the time column is left out (x replaces it)."""
+    steps: list[dict[str, Any]] = [
+        {"id": "merge", "options": {}},
+        {
+            "id": "convertFieldType",
+            "options": {"conversions": [{"targetField": panel.x, "destinationType": "number"}], "fields": {}},
+        },
+        {"id": "sortBy", "options": {"sort": [{"field": panel.x}]}},
+        {"id": "organize", "options": {"excludeByName": {"Time": True, "_time": True}}},
+    ]
+    if panel.series:
+        steps.append(
+            {"id": "partitionByValues", "options": {"fields": [panel.series], "keepFields": False}},
+        )
+    return steps
 
 
 def render_annotation(annotation: Annotation, dialect: str) -> str:
@@ -400,7 +431,7 @@ def _clean_panel(panel: dict[str, Any]) -> dict[str, Any]:
     options = panel.setdefault("options", {})
     for key, default in PANEL_OPTION_DEFAULTS.get(panel.get("type", ""), {}).items():
         options.setdefault(key, default)
-    if panel.get("type") == "timeseries":
+    if panel.get("type") in ("timeseries", "trend"):
         options.setdefault("legend", {}).setdefault("showLegend", True)
     if panel.get("type") == "table":
         panel = {k: v for k, v in panel.items() if k not in LEGACY_TABLE_KEYS}

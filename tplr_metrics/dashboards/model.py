@@ -85,7 +85,9 @@ class Query:
 
 @dataclass(frozen=True)
 class Panel:
-    """A Grafana panel: ``kind`` is timeseries, bars (counts per interval), stat or table.
+    """A Grafana panel: ``kind`` is timeseries, bars (counts per interval), stat, table or trend
+    (a line over ``x``, a numeric tag such as window or global_step, instead of time; one line per
+    value of ``series`` and field).
 
     ``thresholds`` are Grafana's steps, (from value, colour), the first from ``None``: the healthy
     range of the panel's values, drawn as coloured bands (a stat panel is coloured by them).
@@ -106,6 +108,16 @@ class Panel:
     sort_desc: str = ""
     #: Tables: Grafana's grouping-to-matrix (row field, column field, value field), e.g. version x task.
     matrix: tuple[str, str, str] | None = None
+    #: Stat panels: show the latest value of this column as text (a tag such as version or
+    #: window, read next to the query's first field) instead of the numeric fields.
+    text_field: str = ""
+    #: Trend panels: the tag on the x axis and the tag that splits the lines.
+    x: str = ""
+    series: str = ""
+
+    def __post_init__(self) -> None:
+        if (self.kind == "trend") != bool(self.x):
+            raise ValueError("a trend panel, and only one, names its x tag")
 
 
 @dataclass(frozen=True)
