@@ -151,6 +151,8 @@ class Node:
         role = ROLES[self.role]
         options = dict(self.options.logger_options)
         options.setdefault("config", argparse.Namespace(netuid=self.options.netuid, project=self.options.project))
+        # The node logs its own health point each (time-compressed) window, not every 10 s.
+        options.setdefault("health_every", 0)
         return self.factory(
             uid=self.uid,
             role=self.role,
