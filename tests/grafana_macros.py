@@ -3,8 +3,9 @@
 What Grafana does before a query reaches InfluxDB: ``$__interval`` from the time range and the
 panel's width (kbn.calculateInterval / roundInterval), ``$timeFilter`` for InfluxQL, the Flux
 macros ``v.timeRangeStart`` ... (pkg/tsdb/influxdb/flux/macros.go), and template variables:
-``${name:regex}`` and ``$name`` become a regex-escaped value or ``(a|b)`` alternation, and a
-custom "All" value (``.*``) is inserted unformatted.
+``${name:regex}`` and ``$name`` become a regex-escaped value or ``(a|b)`` alternation, a
+custom "All" value (``.*``) is inserted unformatted, and ``${name:raw}`` is the value as it is
+(a custom variable whose values are regexes).
 """
 
 from __future__ import annotations
@@ -84,9 +85,12 @@ def expand_variables(text: str, variables: Mapping[str, Sequence[str] | str], al
         fmt = match.group(2)
         if name not in variables:
             return match.group(0)  # a macro or a legend token, not a variable
-        if fmt not in (None, "regex"):
+        if fmt not in (None, "regex", "raw"):
             raise ValueError(f"format {fmt!r} of ${name} is not emulated")
-        return format_variable(variables[name], all_value)
+        value = variables[name]
+        if fmt == "raw":
+            return value if isinstance(value, str) else ",".join(value)
+        return format_variable(value, all_value)
 
     return re.sub(r"\$\{(\w+)(?::(\w+))?\}|\[\[(\w+)\]\]|\$(\w+)", replace, text)
 

@@ -62,11 +62,18 @@ def process_runtime_id() -> str:
     return known if known is not None else _runtime_ids.setdefault(pid, str(uuid.uuid4()))
 
 
+#: ``health_every`` left unset: a tplr_metrics_health point every this many seconds when points
+#: go to an InfluxDB server (what the pipeline-health dashboard reads), none otherwise.
+DEFAULT_HEALTH_EVERY = 10.0
+
+
 class MetricsLogger:
     """Log training metrics to InfluxDB without slowing, breaking or losing them.
 
     The positional arguments are Templar's; everything after ``*`` is new. Unset server
     arguments come from INFLUXDB_* environment variables, read here (never at import).
+    ``health_every`` unset (None) is ``DEFAULT_HEALTH_EVERY`` seconds with an InfluxDB
+    destination and off for any other (local store, files, a ``sink=`` given); 0 turns it off.
     """
 
     def __init__(
@@ -220,6 +227,8 @@ class MetricsLogger:
         self.durable = durable and self._pipeline.durable
         self._submit = self._pipeline.submit
         self._builds_in_caller = self.durable or self._strict_builder is not None
+        if health_every is None and self.server is not None:
+            health_every = DEFAULT_HEALTH_EVERY  # the pipeline-health dashboard has data at defaults
         self._background = start_background(self, system_metrics_every, health_every)
         # Deliver at interpreter exit what an unclosed logger still holds (bounded by
         # close_timeout); a weak reference, so an abandoned logger can still be collected.

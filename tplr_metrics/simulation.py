@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
 
+from ._version import __version__
 from .catalog import BENCHMARK_TASKS, HEALTH_MEASUREMENT, ROLES, SYSTEM_MEASUREMENT
 from .collect.background import health_fields
 from .logger import MetricsLogger
@@ -49,7 +50,21 @@ class SimulationOptions:
     #: Evaluators score a checkpoint every N windows.
     eval_every: int = 2
     health: bool = True
+    #: The version tag every node logs (Templar's ``tplr.__version__``).
+    version: str = __version__
+    #: Failure/upgrade injection: before this window every node restarts as a new run (a new
+    #: runtime_id) logging ``upgrade_to`` (default: ``version`` with its last number bumped).
+    upgrade_at: int | None = None
+    upgrade_to: str | None = None
+    #: Templar passes its bittensor config to the logger (``config=``), whose scalars become
+    #: ``config_*`` tags: the dashboards filter on config_netuid and config_project. A ``config``
+    #: in ``logger_options`` replaces this one.
+    netuid: int = 3
+    project: str = "templar"
     logger_options: dict[str, Any] = field(default_factory=dict)
+
+    def upgrade_version(self) -> str:
+        return self.upgrade_to or next_version(self.version)
 
     def window_count(self) -> int:
         if self.windows is not None:
@@ -103,6 +118,14 @@ class SimulationSummary:
 LoggerFactory = Callable[..., MetricsLogger]
 
 
+def next_version(version: str) -> str:
+    """2.1.3 -> 2.1.4; a version not ending in a number gets ".1"."""
+    head, _, last = version.rpartition(".")
+    if last.isdigit():
+        return f"{head}.{int(last) + 1}" if head else str(int(last) + 1)
+    return f"{version}.1"
+
+
 class Node:
     """One simulated process: its logger, its random stream and its per-window behaviour."""
 
@@ -112,21 +135,43 @@ class Node:
         self.uid = uid
         self.options = options
         self.rng = rng
+        self.factory = factory
+        self.version = options.version
         self.runtime_id = str(uuid.uuid4())
+        #: Summaries and counters of the runs this node ended (an upgrade restarts it).
+        self.ended: list[tuple[RunSummary, dict[str, Any]]] = []
+        self.logger = self.open_logger()
+        self.gpu_total_mb = rng.choice((81_559.0, 143_771.0, 24_564.0))
+        self.mem_total_mb = rng.choice((257_000.0, 515_000.0, 1_031_000.0))
+        self._last_stats: dict[str, Any] = {}
+        self._last_stats_at = time.monotonic()
+
+    def open_logger(self) -> MetricsLogger:
+        """The node's logger, built as Templar builds it: role tags, version and its config."""
         role = ROLES[self.role]
-        self.logger = factory(
-            uid=uid,
+        options = dict(self.options.logger_options)
+        options.setdefault("config", argparse.Namespace(netuid=self.options.netuid, project=self.options.project))
+        # The node logs its own health point each (time-compressed) window, not every 10 s.
+        options.setdefault("health_every", 0)
+        return self.factory(
+            uid=self.uid,
             role=self.role,
             prefix=role["prefix"],
             group=role["group"],
             job_type=role["job_type"],
             runtime_id=self.runtime_id,
-            **options.logger_options,
+            version=self.version,
+            **options,
         )
-        self.gpu_total_mb = rng.choice((81_559.0, 143_771.0, 24_564.0))
-        self.mem_total_mb = rng.choice((257_000.0, 515_000.0, 1_031_000.0))
-        self._last_stats: dict[str, Any] = {}
-        self._last_stats_at = time.monotonic()
+
+    def restart(self, version: str, close_timeout: float) -> None:
+        """The process restarts on a new version: the run ends, a new one (runtime_id) begins."""
+        self.logger.close(timeout=close_timeout)
+        self.ended.append((self.summary(), self.logger.stats()))
+        self.version = version
+        self.runtime_id = str(uuid.uuid4())
+        self.logger = self.open_logger()
+        self._last_stats, self._last_stats_at = {}, time.monotonic()
 
     def step(self, index: int, window: int) -> None:
         raise NotImplementedError
@@ -493,6 +538,9 @@ def run_simulation(
     try:
         for index in range(total):
             window_started = time.monotonic()
+            if options.upgrade_at is not None and index == options.upgrade_at:
+                for node in nodes:
+                    node.restart(options.upgrade_version(), close_timeout)
             for node in nodes:
                 node.step(index, start_window + index)
             windows += 1
@@ -504,8 +552,8 @@ def run_simulation(
         bar.done()
         for node in nodes:
             node.logger.close(timeout=close_timeout)
-    runs = [node.summary() for node in nodes]
-    totals = [node.logger.stats() for node in nodes]
+    runs = [run for node in nodes for run in [*(ended for ended, _ in node.ended), node.summary()]]
+    totals = [stats for node in nodes for stats in [*(s for _, s in node.ended), node.logger.stats()]]
     return SimulationSummary(
         windows=windows,
         seconds=round(time.monotonic() - started, 3),
@@ -553,6 +601,27 @@ def add_arguments(parser: argparse.ArgumentParser, role: str | None = None) -> N
         parser.add_argument(
             "--eval-every", type=int, default=2, metavar="N", help="evaluators score a checkpoint every N windows"
         )
+    parser.add_argument(
+        "--templar-version",
+        default=__version__,
+        metavar="V",
+        help=f"the version tag the nodes log (default {__version__}, this library's)",
+    )
+    parser.add_argument(
+        "--upgrade-at",
+        type=int,
+        metavar="N",
+        help="before window N every node restarts as a new run on the version --upgrade-to",
+    )
+    parser.add_argument(
+        "--upgrade-to", metavar="V", help="the version after --upgrade-at (default: the last number bumped)"
+    )
+    parser.add_argument(
+        "--netuid", type=int, default=3, metavar="N", help="config.netuid (tag config_netuid; default 3)"
+    )
+    parser.add_argument(
+        "--project", default="templar", metavar="NAME", help="config.project (tag config_project; default templar)"
+    )
     parser.add_argument("--no-health", action="store_true", help=f"do not log {HEALTH_MEASUREMENT} points")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
 
@@ -575,6 +644,10 @@ def options_from_args(args: argparse.Namespace, role: str | None = None) -> Simu
     if args.duration is not None and args.duration <= 0:
         raise ValueError("--duration must be positive")
     silent = getattr(args, "silent_miner_after", None)
+    if args.upgrade_at is not None and args.upgrade_at < 1:
+        raise ValueError("--upgrade-at must be at least 1")
+    if not args.templar_version:
+        raise ValueError("--templar-version cannot be empty")
     return SimulationOptions(
         miners=counts["miners"],
         validators=counts["validators"],
@@ -588,6 +661,11 @@ def options_from_args(args: argparse.Namespace, role: str | None = None) -> Simu
         slash_every=getattr(args, "slash_every", 5),
         eval_every=getattr(args, "eval_every", 2),
         health=not args.no_health,
+        version=args.templar_version,
+        upgrade_at=args.upgrade_at,
+        upgrade_to=args.upgrade_to,
+        netuid=args.netuid,
+        project=args.project,
     )
 
 

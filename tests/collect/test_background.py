@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -88,8 +89,11 @@ def test_they_stop_at_close_and_take_the_loggers_prefix(influx1: InfluxDB1, uniq
     assert m.stats()["logged"] == landed
 
 
-def test_no_thread_unless_asked(influx1: InfluxDB1, unique_db: str) -> None:
-    with MetricsLogger(url=influx1.url, api="v1", database=unique_db, system_metrics_every=0, health_every=None):
+def test_no_thread_unless_asked(influx1: InfluxDB1, unique_db: str, isolated_env: Path) -> None:
+    """Both off: no thread. (health_every left unset is on with an InfluxDB destination.)"""
+    with MetricsLogger(url=influx1.url, api="v1", database=unique_db, system_metrics_every=0, health_every=0):
+        assert not background_threads()
+    with MetricsLogger():  # the local store: health is off by default there
         assert not background_threads()
 
 

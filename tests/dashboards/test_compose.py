@@ -20,7 +20,8 @@ import pytest
 import yaml
 
 from tplr_metrics.cli import main
-from tplr_metrics.dashboards import DATASOURCES, all_dashboards, panel_targets
+from tplr_metrics.dashboards import DATASOURCES, VARIABLES, all_dashboards, panel_targets
+from tplr_metrics.dashboards.model import VERSION_KIND, VERSION_KINDS
 
 from ..docker_engine import compose_unavailable
 from ..grafana_macros import ALL, expand_variables
@@ -195,7 +196,7 @@ def test_stack_serves_dashboards_and_panel_data(
 
     # One panel per dialect through Grafana's own query path: it expands the macros itself.
     loss = next(d for d in all_dashboards() if d.slug == "miners").panels()[0]
-    selected = {name: ALL for name in ("role", "uid", "group", "version", "runtime_id")}
+    selected: dict[str, str] = {**dict.fromkeys(VARIABLES, ALL), VERSION_KIND: VERSION_KINDS["all"]}
     for dialect, target in (("influxql", panel_targets(loss, "influxql")[0]), ("flux", panel_targets(loss, "flux")[0])):
         query = {
             "refId": "A",

@@ -21,17 +21,19 @@ from typing import Any
 import pytest
 
 from tplr_metrics import MetricsLogger
+from tplr_metrics.catalog import BENCHMARK_TASKS
 from tplr_metrics.cli import main
 from tplr_metrics.dashboards import DATASOURCES, DIALECTS, VARIABLES, all_dashboards, build, build_all, panel_targets
 from tplr_metrics.dashboards import flux as flux_dialect
 from tplr_metrics.dashboards import influxql as influxql_dialect
+from tplr_metrics.dashboards.model import VERSION_KIND, VERSION_KINDS
 
 from ..grafana_macros import ALL, expand_flux, expand_influxql, interval_ms
 from ..influx2_container import influx2_container
 from ..servers import InfluxDB1, http
 
 REPO = Path(__file__).resolve().parents[2]
-ALL_SELECTED: dict[str, Sequence[str] | str] = dict.fromkeys(VARIABLES, ALL)
+ALL_SELECTED: dict[str, Sequence[str] | str] = {**dict.fromkeys(VARIABLES, ALL), VERSION_KIND: VERSION_KINDS["all"]}
 # Enough time-compressed windows for a 5-point moving average at the 5-minute range's interval.
 SIMULATE = ["simulate", "--windows", "12", "--window-seconds", "0.25", "--peers", "8", "--seed", "11"]
 
@@ -177,7 +179,9 @@ def test_dashboard_json_shape(dialect: str) -> None:
         data = build(definition, dialect)
         assert data["uid"] == f"tplr-{definition.slug}-{dialect}" and len(data["uid"]) <= 40
         variables = {v["name"]: v for v in data["templating"]["list"]}
-        assert list(variables) == ["datasource", *VARIABLES]
+        names = [*VARIABLES]
+        names.insert(names.index("version"), VERSION_KIND)
+        assert list(variables) == ["datasource", *names]
         for name in VARIABLES:
             var = variables[name]
             assert var["multi"] and var["includeAll"] and var["allValue"] == ".*", name
@@ -333,8 +337,11 @@ def test_stat_panels_and_healthy_range_thresholds(dialect: str) -> None:
     stats = [p for p in panels.values() if p["type"] == "stat"]
     assert len(stats) >= 6, [p["title"] for p in stats]
     for stat in stats:
-        assert "value" not in stat["fieldConfig"]["defaults"]["thresholds"]["steps"][0], stat["title"]
-        assert all(t["resultFormat"] == "time_series" for t in stat["targets"] if "resultFormat" in t)
+        assert stat["fieldConfig"]["defaults"]["thresholds"]["steps"][0]["value"] is None, stat["title"]
+        # A number per series; a text stat (version, window) reads its tag from a table.
+        text = stat["options"]["reduceOptions"].get("fields", "")
+        expected = "table" if text else "time_series"
+        assert all(t["resultFormat"] == expected for t in stat["targets"] if "resultFormat" in t), stat["title"]
 
     def steps(title: str) -> list[tuple[Any, str]]:
         found = panels[title]["fieldConfig"]["defaults"]["thresholds"]["steps"]
@@ -366,14 +373,16 @@ def _walk(value: Any, path: str = "") -> Iterator[tuple[str, str, Any]]:
 
 @pytest.mark.parametrize("dialect", DIALECTS)
 def test_generated_json_has_no_nulls_nor_legacy_keys(dialect: str) -> None:
-    """Every committed file: no null-valued key, no pre-5.0 key, the panel shapes Grafana 11 saves."""
+    """Every committed file: no null-valued key (but a threshold base step's, which the schema
+    requires), no pre-5.0 key, the panel shapes Grafana 11 saves."""
     files = sorted((REPO / "dashboards" / dialect).glob("*.json"))
     assert len(files) == len(all_dashboards())
     problems: list[str] = []
     for path in files:
         data = json.loads(path.read_text(encoding="utf-8"))
         for where, key, value in _walk(data):
-            if value is None:
+            # The one null Grafana's schema requires: a threshold base step's value (-Infinity).
+            if value is None and not (key == "value" and re.search(r"\.steps\[0\]$", where)):
                 problems.append(f"{path.name}: null at {where}.{key}")
             if key in LEGACY_KEYS or key in LEGACY_PANEL_KEYS:
                 problems.append(f"{path.name}: legacy key {where}.{key}")
@@ -454,3 +463,103 @@ def test_last_seen_and_latest_rows_carry_their_own_point_time(
     staleness = panel_targets(_panel("miners", "Last seen per uid"), "influxql")[0]["query"]
     rows = [s["values"][0] for s in _run_influxql(influx1, db, _expand(staleness, simulated, ALL_SELECTED))]
     assert all(row[1] == to_ms and 0 <= row[1] - int(row[0]) // 1_000_000 < 5 * 60_000 for row in rows)
+
+
+def test_by_window_and_global_step_panels_put_the_step_on_the_x_axis(
+    influx1: InfluxDB1, simulated: tuple[str, int, int]
+) -> None:
+    """A trend panel: one row per (step, uid) from the server, the step tag turned into the x number."""
+    trends = [(d.slug, p) for d in all_dashboards() for p in d.panels() if p.kind == "trend"]
+    assert {(slug, p.title) for slug, p in trends} >= {
+        ("validators", "Validator Loss – by window"),
+        ("miners", "Loss – by global_step"),
+    }
+    for slug, panel in trends:
+        for dialect in DIALECTS:
+            built = next(p for p in build(_dashboard(slug), dialect)["panels"] if p["title"] == panel.title)
+            assert built["type"] == "trend" and built["options"]["xField"] == panel.x
+            ids = [t["id"] for t in built["transformations"]]
+            assert ids[:2] == ["merge", "convertFieldType"] and ids[-1] == "partitionByValues"
+            assert built["transformations"][1]["options"]["conversions"] == [
+                {"targetField": panel.x, "destinationType": "number"}
+            ]
+        text = panel_targets(panel, "influxql")[0]["query"]
+        series = _run_influxql(influx1, simulated[0], _expand(text, simulated, ALL_SELECTED))
+        steps = {int(s["tags"][panel.x]) for s in series}  # every x value a number
+        uids = {s["tags"][panel.series] for s in series}
+        assert len(series) == _rows(series) == len(steps) * len(uids), panel.title  # one row per (step, uid)
+        if panel.x == "global_step":
+            assert steps == set(range(12)) and uids == {"0", "1"}  # 12 windows, 2 miners
+        else:
+            assert len(steps) == 12 and uids == {"8"}
+
+
+#: The panels of Templar's own Grafana dashboards that issue 17 lists, by dashboard and title.
+TEMPLAR_PANELS = {
+    "validators": (
+        "Version",  # the version banner
+        "Validator Loss – by window",
+        "Global Step",
+        "Window",
+        "Gather Success Rate",
+        "Learning Rate",
+        "Total Peers",
+        "Evaluated UIDs",
+        "Validator Gather Success Rate – Detailed",
+        "Evaluated UID Weights",
+    ),
+    "miners": ("Training Throughput – TOP 20",),
+    "evaluators": (
+        *(f"{task} ({metric})" for task, metric, _ in BENCHMARK_TASKS),
+        "All Evals – Latest scores",
+    ),
+}
+TEMPLAR_STATS = ("Version", "Global Step", "Window", "Gather Success Rate", "Learning Rate", "Total Peers")
+#: Fields Templar logs that the issue found shown nowhere: each is now in some panel's query.
+TEMPLAR_FIELDS = {
+    "Vvalidator_window_v2": ("gather_success_rate", "total_peers", "outer_lr", "inner_lr", "current_block"),
+    "Vvalidator_openskill": ("mu", "sigma"),
+    "Vvalidator_scores": ("sync_score", "binary_indicator", "binary_moving_avg"),
+    "Vvalidator_sync_score": ("max_steps_behind", "l2_norm", "avg_l2_norm", "avg_abs_diff", "max_diff"),
+    "Vvalidator_gradient_stats": ("min_grad_norm", "grad_norm_std", "mean_weight_norm", "grad_to_weight_ratio"),
+    "Vvalidator_inactivity": ("score_before",),
+    "Ecustom_evaluation": ("total_tokens", "total_bytes"),
+}
+
+
+def test_each_templar_panel_is_present_by_title() -> None:
+    missing = [
+        f"{slug}: {title}"
+        for slug, titles in TEMPLAR_PANELS.items()
+        for title in titles
+        if title not in {p.title for p in _dashboard(slug).panels()}
+    ]
+    assert not missing, missing
+    validators = {p.title: p for p in _dashboard("validators").panels()}
+    assert all(validators[t].kind == "stat" for t in (*TEMPLAR_STATS, "Evaluated UIDs"))
+    assert validators["Version"].text_field == "version" and validators["Validator Loss – by window"].x == "window"
+    for task, _, _ in BENCHMARK_TASKS:  # x = time, one line per version, as Templar's (whose x is global_step)
+        panel = next(p for p in _dashboard("evaluators").panels() if p.title.startswith(task + " "))
+        assert panel.queries[0].by == ("version",)
+
+
+def test_every_field_templar_logs_is_shown() -> None:
+    shown = {(q.measurement, f) for d in all_dashboards() for q in d.queries() for f in q.fields}
+    missing = [f"{m}.{f}" for m, fields in TEMPLAR_FIELDS.items() for f in fields if (m, f) not in shown]
+    assert not missing, missing
+
+
+def test_text_stats_read_their_tag(influx1: InfluxDB1, simulated: tuple[str, int, int]) -> None:
+    """The version banner and the window / global step stats: the tag's value of each validator's last point."""
+    truth = _run_influxql(
+        influx1,
+        simulated[0],
+        'SELECT last("current_block"), "version", "window", "global_step" FROM "Vvalidator_window_v2"',
+    )[0]["values"][0]
+    for title, tag in (("Version", "version"), ("Window", "window"), ("Global Step", "global_step")):
+        panel = _panel("validators", title)
+        text = panel_targets(panel, "influxql")[0]["query"]
+        series = _run_influxql(influx1, simulated[0], _expand(text, simulated, ALL_SELECTED))
+        assert len(series) == 1 and series[0]["tags"] == {"uid": "8"}, title
+        column = series[0]["columns"].index(tag)
+        assert series[0]["values"][0][column] == truth[{"version": 2, "window": 3, "global_step": 4}[tag]], title

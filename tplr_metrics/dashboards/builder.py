@@ -24,7 +24,7 @@ from grafanalib.core import (
 
 from . import flux, influxql
 from .definitions import all_dashboards
-from .model import ALL_VALUE, VARIABLES, Dashboard, Panel, Query
+from .model import ALL_VALUE, VARIABLES, VERSION_KIND, VERSION_KINDS, Annotation, Dashboard, Panel, Query
 
 DIALECTS = ("influxql", "flux")
 #: The data sources the local stack provisions; a user's own Grafana picks its own.
@@ -166,9 +166,10 @@ def _panel(panel: Panel, dialect: str, pos: GridPos) -> Any:
         common["thresholds"] = steps
     if panel.kind == "stat":
         # One value per series (per uid), each named by its alias; uncoloured without thresholds.
+        # A text stat reads its column from a table (a tag is no time series) and shows it as is.
         for target in targets:
             if "resultFormat" in target:
-                target["resultFormat"] = "time_series"
+                target["resultFormat"] = "table" if panel.text_field else "time_series"
         common["thresholds"] = steps or [{"color": "text", "value": None}]
         return Stat(
             format=panel.unit,
@@ -176,6 +177,8 @@ def _panel(panel: Panel, dialect: str, pos: GridPos) -> Any:
             reduceCalc="lastNotNull",
             graphMode="none",
             colorMode="value" if steps else "none",
+            fields=f"/^{panel.text_field}$/" if panel.text_field else "",
+            textMode="value" if panel.text_field else "auto",
             **common,
         )
     if panel.kind == "table":
@@ -191,6 +194,13 @@ def _panel(panel: Panel, dialect: str, pos: GridPos) -> Any:
             **common,
         )
     bars = panel.kind == "bars"
+    extra: dict[str, Any] = {}
+    if panel.kind == "trend":
+        for target in targets:
+            if "resultFormat" in target:
+                target["resultFormat"] = "table"
+        common["maxDataPoints"] = None  # one row per window: nothing to size to the panel
+        extra = {"type": "trend", "options": {"xField": panel.x}}
     return TimeSeries(
         unit=panel.unit,
         valueDecimals=panel.decimals,
@@ -205,8 +215,98 @@ def _panel(panel: Panel, dialect: str, pos: GridPos) -> Any:
         tooltipMode="multi",
         overrides=_raw_overrides(panel, targets),
         thresholdsStyleMode="line+area" if steps else "off",
+        transformations=_trend_transformations(panel) if panel.kind == "trend" else [],
+        extraJson=extra or None,
         **common,
     )
+
+
+def _trend_transformations(panel: Panel) -> list[dict[str, Any]]:
+    """Rows of (time, x, series, fields) into lines over x: the x tag as a number, sorted, and
+    one frame per value of the series tag; the time column is left out (x replaces it)."""
+    steps: list[dict[str, Any]] = [
+        {"id": "merge", "options": {}},
+        {
+            "id": "convertFieldType",
+            "options": {"conversions": [{"targetField": panel.x, "destinationType": "number"}], "fields": {}},
+        },
+        {"id": "sortBy", "options": {"sort": [{"field": panel.x}]}},
+        {"id": "organize", "options": {"excludeByName": {"Time": True, "_time": True}}},
+    ]
+    if panel.series:
+        steps.append(
+            {"id": "partitionByValues", "options": {"fields": [panel.series], "keepFields": False}},
+        )
+    return steps
+
+
+def render_annotation(annotation: Annotation, dialect: str) -> str:
+    _check(dialect)
+    if dialect == "influxql":
+        return influxql.annotation_query(annotation)
+    return flux.annotation_query(annotation)
+
+
+#: Grafana's own "Annotations & Alerts" entry, which a dashboard Grafana saves always has.
+BUILTIN_ANNOTATION: dict[str, Any] = {
+    "builtIn": 1,
+    "datasource": {"type": "grafana", "uid": "-- Grafana --"},
+    "enable": True,
+    "hide": True,
+    "iconColor": "rgba(0, 211, 255, 1)",
+    "name": "Annotations & Alerts",
+    "type": "dashboard",
+}
+
+
+def annotation_target(annotation: Annotation, dialect: str) -> dict[str, Any]:
+    """The annotation's query, as Grafana's InfluxDB data source stores it (``target``)."""
+    text = render_annotation(annotation, dialect)
+    if dialect == "flux":  # a frame of _time, text and tags: Grafana's annotation fields
+        return {"refId": "Anno", "query": text}
+    return {
+        "refId": "Anno",
+        "query": text,
+        "rawQuery": True,
+        "fromAnnotations": True,
+        "textColumn": annotation.text,
+        "tagsColumn": ",".join(annotation.tags),
+        "titleColumn": "",
+        "timeEndColumn": "",
+    }
+
+
+def _annotations(dashboard: Dashboard, dialect: str) -> dict[str, Any]:
+    entries = [dict(BUILTIN_ANNOTATION)]
+    for annotation in dashboard.annotations:
+        entries.append(
+            {
+                "name": annotation.name,
+                "datasource": DATASOURCE_REF,
+                "enable": True,
+                "hide": False,
+                "iconColor": annotation.color,
+                "target": annotation_target(annotation, dialect),
+            }
+        )
+    return {"list": entries}
+
+
+def _version_kind_variable() -> dict[str, Any]:
+    """A switch between every version and release versions only (see ``VERSION_KINDS``)."""
+    options = [{"text": text, "value": value, "selected": text == "all"} for text, value in VERSION_KINDS.items()]
+    return {
+        "name": VERSION_KIND,
+        "label": "version kind",
+        "description": "releases: hide dev, test, rc and local builds (versions other than digits and dots)",
+        "type": "custom",
+        "query": ",".join(f"{text} : {value}" for text, value in VERSION_KINDS.items()),
+        "current": {"text": "all", "value": VERSION_KINDS["all"]},
+        "options": options,
+        "multi": False,
+        "includeAll": False,
+        "hide": 0,
+    }
 
 
 def _variables(dialect: str) -> list[dict[str, Any]]:
@@ -228,6 +328,8 @@ def _variables(dialect: str) -> list[dict[str, Any]]:
     ]
     render = influxql.variable_query if dialect == "influxql" else flux.variable_query
     for name in VARIABLES:
+        if name == "version":
+            variables.append(_version_kind_variable())  # before the list it narrows
         text = render(name)
         variables.append(
             {
@@ -236,7 +338,6 @@ def _variables(dialect: str) -> list[dict[str, Any]]:
                 "type": "query",
                 "datasource": DATASOURCE_REF,
                 "query": text,
-                "definition": text,
                 "multi": True,
                 "includeAll": True,
                 "allValue": ALL_VALUE,
@@ -291,33 +392,54 @@ def build(dashboard: Dashboard, dialect: str) -> dict[str, Any]:
         ],
     ).auto_panel_ids()
     data: dict[str, Any] = json.loads(json.dumps(grafana.to_json_data(), cls=DashboardEncoder))
+    data["annotations"] = _annotations(dashboard, dialect)
     return clean(data)
 
 
 def _drop_nulls(value: Any) -> Any:
     """Every null-valued key removed, at any depth: Grafana reads a missing key as its default.
 
-    A threshold base step loses its ``"value": null`` too; Grafana sets the first step to
-    -Infinity whatever it holds.
+    The one null the schema requires stays: a threshold base step's ``"value": null`` (Grafana
+    reads it as -Infinity; ``Threshold.value`` is ``number | null`` and not optional).
     """
     if isinstance(value, dict):
-        return {k: _drop_nulls(v) for k, v in value.items() if v is not None}
+        cleaned = {k: _drop_nulls(v) for k, v in value.items() if v is not None}
+        if isinstance(cleaned.get("steps"), list):
+            for step in cleaned["steps"]:
+                if isinstance(step, dict) and "color" in step:
+                    step.setdefault("value", None)
+        return cleaned
     if isinstance(value, list):
         return [_drop_nulls(v) for v in value]
     return value
 
 
+#: Keys grafanalib writes on panels that Grafana 11's panel model does not have.
+EXTRA_PANEL_KEYS = frozenset({"editable"})
+#: Required options of the panel plugins' published types (@grafana/schema) that grafanalib
+#: leaves out, at the defaults Grafana 11 saves.
+PANEL_OPTION_DEFAULTS: dict[str, dict[str, Any]] = {
+    "stat": {"percentChangeColorMode": "standard", "showPercentChange": False, "wideLayout": True},
+    "table": {"frameIndex": 0, "showHeader": True},
+}
+
+
 def _clean_panel(panel: dict[str, Any]) -> dict[str, Any]:
     if panel.get("type") == "row":
         return {k: v for k, v in panel.items() if k in ROW_KEYS}
-    panel = {k: v for k, v in panel.items() if k not in LEGACY_PANEL_KEYS}
-    if panel.get("type") == "timeseries":
-        panel.setdefault("options", {}).setdefault("legend", {}).setdefault("showLegend", True)
+    panel = {k: v for k, v in panel.items() if k not in LEGACY_PANEL_KEYS and k not in EXTRA_PANEL_KEYS}
+    options = panel.setdefault("options", {})
+    for key, default in PANEL_OPTION_DEFAULTS.get(panel.get("type", ""), {}).items():
+        options.setdefault(key, default)
+    if panel.get("type") in ("timeseries", "trend"):
+        options.setdefault("legend", {}).setdefault("showLegend", True)
     if panel.get("type") == "table":
         panel = {k: v for k, v in panel.items() if k not in LEGACY_TABLE_KEYS}
         custom = panel.setdefault("fieldConfig", {}).setdefault("defaults", {}).setdefault("custom", {})
         display = custom.pop("displayMode", "auto")
         custom.setdefault("cellOptions", {"type": display})
+        custom.setdefault("align", "auto")
+        custom.setdefault("inspect", False)
     return panel
 
 
@@ -325,6 +447,8 @@ def clean(data: dict[str, Any]) -> dict[str, Any]:
     """grafanalib's model without nulls or legacy keys, in the shape Grafana 10/11 saves."""
     data = _drop_nulls(data)
     data = {k: v for k, v in data.items() if k not in LEGACY_DASHBOARD_KEYS}
+    if not data.get("__inputs"):  # an export's list of data sources to ask for on import; empty here
+        data.pop("__inputs", None)
     data["panels"] = [_clean_panel(panel) for panel in data.get("panels", [])]
     return data
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from ..catalog import BENCHMARK_TASKS, HEALTH_MEASUREMENT, SYSTEM_MEASUREMENT, measurement
-from .model import Dashboard, Panel, Query, Row
+from .model import Annotation, Dashboard, Panel, Query, Row
 
 #: Curves that jump window to window get a moving average of this many intervals.
 SMOOTH = 5
@@ -71,6 +71,32 @@ def _per_peer(title: str, description: str, measurement_name: str, *fields: str)
     )
 
 
+def _runs_and_versions(measurement_name: str, field: str, regex: bool = False) -> tuple[Annotation, ...]:
+    """Run starts (each runtime_id's first point) and version changes (each version's first point)."""
+    return (
+        Annotation(
+            "Run starts",
+            measurement_name,
+            field,
+            text="runtime_id",
+            tags=("role", "uid", "version"),
+            first_of="runtime_id",
+            color="green",
+            regex=regex,
+        ),
+        Annotation(
+            "Version changes",
+            measurement_name,
+            field,
+            text="version",
+            tags=("role", "uid"),
+            first_of="version",
+            color="purple",
+            regex=regex,
+        ),
+    )
+
+
 PER_UID = "$tag_uid"
 PER_NODE = "$tag_role $tag_uid"
 
@@ -113,12 +139,19 @@ def _stat(
     )
 
 
+def _text_stat(title: str, tag: str, description: str, width: int = 4) -> Panel:
+    """A stat panel showing a tag of each validator's latest window as text (version, window)."""
+    query = Query(V_WINDOW, ("current_block", tag), "last", ("uid",), shape="latest")
+    return Panel(title, description, (query,), kind="stat", width=width, height=4, text_field=tag)
+
+
 def miners() -> Dashboard:
     step = MINER_STEP
     return Dashboard(
         slug="miners",
         title="tplr-metrics / Miners",
         description=f"Templar miners ({step}): loss, throughput, gather and timings per miner uid.",
+        annotations=_runs_and_versions(step, "loss"),
         rows=(
             Row(
                 "Training",
@@ -212,6 +245,21 @@ def miners() -> Dashboard:
                     ),
                 ),
             ),
+            Row(
+                "By global step",
+                (
+                    Panel(
+                        "Loss – by global_step",
+                        "Training loss with the miner's global_step on the x axis (not time), one line per miner: "
+                        "miners that train at different speeds compare step for step.",
+                        (Query(step, ("loss",), "last", ("global_step", "uid"), shape="latest"),),
+                        kind="trend",
+                        x="global_step",
+                        series="uid",
+                        width=24,
+                    ),
+                ),
+            ),
             Row("Staleness", (_last_seen(step, "loss", "miner"),)),
         ),
     )
@@ -223,23 +271,35 @@ def validators() -> Dashboard:
         title="tplr-metrics / Validators",
         description="Templar validators: window losses, improvement, per-peer scores and weights, slashes, "
         "inactivity and timings.",
+        annotations=(
+            *_runs_and_versions(V_WINDOW, "current_block"),
+            Annotation("Slashes", V_SLASH, "reason", text="reason", tags=("uid", "eval_uid"), color="red"),
+        ),
         rows=(
             Row(
                 "Now",
                 (
+                    _text_stat(
+                        "Version",
+                        "version",
+                        "The version each validator runs (its latest window's version tag): the version banner.",
+                        width=8,
+                    ),
+                    _text_stat("Window", "window", "The window of each validator's latest point."),
+                    _text_stat("Global Step", "global_step", "The global step of each validator's latest window."),
                     _stat("Current block", "current_block", "The chain block of each validator's latest window."),
                     _stat("Active peers", "active_miners_count", "Peers active in the latest window."),
-                    _stat("Total peers", "total_peers", "Peers in the subnet at the latest window."),
+                    _stat("Total Peers", "total_peers", "Peers in the subnet at the latest window."),
                     _stat(
-                        "Gather success rate",
+                        "Gather Success Rate",
                         "gather_success_rate",
                         "Share of peers whose gradients the validator gathered in the latest window.",
                         unit="percent",
                         thresholds=_floor(80, 50),
                     ),
-                    _stat("Learning rate", "inner_lr", "The inner learning rate at the latest window.", decimals=None),
+                    _stat("Learning Rate", "inner_lr", "The inner learning rate at the latest window.", decimals=None),
                     _stat(
-                        "Evaluated uids", "evaluated_uids_count", "Peers the validator evaluated in the latest window."
+                        "Evaluated UIDs", "evaluated_uids_count", "Peers the validator evaluated in the latest window."
                     ),
                 ),
             ),
@@ -266,6 +326,27 @@ def validators() -> Dashboard:
                         f"moving average over {SMOOTH} intervals: it is noisy window to window.",
                         (_series(V_WINDOW, "loss_own_improvement", "loss_random_improvement", smooth=SMOOTH),),
                         unit="percentunit",
+                    ),
+                ),
+            ),
+            Row(
+                "Gather and learning rate",
+                (
+                    Panel(
+                        "Validator Gather Success Rate – Detailed",
+                        "Share of peers whose gradients each validator gathered per window, with a moving "
+                        f"average over {SMOOTH} intervals; red under 50%, yellow under 80%. Active, total and "
+                        "skipped peers are under Slashes and inactivity.",
+                        (_series(V_WINDOW, "gather_success_rate", smooth=SMOOTH),),
+                        unit="percent",
+                        min=0,
+                        max=100,
+                        thresholds=_floor(80, 50),
+                    ),
+                    Panel(
+                        "Learning rates",
+                        "The inner (per-step) and outer (per-window) learning rates of each validator.",
+                        (_series(V_WINDOW, "inner_lr", "outer_lr"),),
                     ),
                 ),
             ),
@@ -311,6 +392,7 @@ def validators() -> Dashboard:
                         "final_score",
                         "gradient_score",
                         "sync_score",
+                        "binary_indicator",
                         "binary_moving_avg",
                     ),
                     _per_peer(
@@ -322,7 +404,7 @@ def validators() -> Dashboard:
                         "sigma",
                     ),
                     Panel(
-                        "Validator Loss – by window",
+                        "Validator losses per window (table)",
                         "Loss before and after the update, one row per window and validator, newest first.",
                         (
                             Query(
@@ -335,6 +417,40 @@ def validators() -> Dashboard:
                         ),
                         kind="table",
                         sort_desc="window",
+                    ),
+                ),
+            ),
+            Row(
+                "By window",
+                (
+                    Panel(
+                        "Validator Loss – by window",
+                        "Loss before and after the update with the window number on the x axis (not time): "
+                        "one line per field and validator, so runs and restarts line up window by window.",
+                        (
+                            Query(
+                                V_WINDOW,
+                                ("loss_own_before", "loss_own_after", "loss_random_before", "loss_random_after"),
+                                "last",
+                                ("window", "uid"),
+                                shape="latest",
+                            ),
+                        ),
+                        kind="trend",
+                        x="window",
+                        series="uid",
+                    ),
+                    Panel(
+                        "Gather success rate – by window",
+                        "Share of peers gathered in each window, window number on the x axis, per validator.",
+                        (Query(V_WINDOW, ("gather_success_rate",), "last", ("window", "uid"), shape="latest"),),
+                        unit="percent",
+                        kind="trend",
+                        x="window",
+                        series="uid",
+                        min=0,
+                        max=100,
+                        thresholds=_floor(80, 50),
                     ),
                 ),
             ),
@@ -367,10 +483,18 @@ def validators() -> Dashboard:
                         kind="table",
                     ),
                     Panel(
-                        "Inactive peers: score after decay",
-                        "Score of each peer the validator found inactive, after the inactivity penalty "
-                        "(the peer's uid is the caller_uid tag; uid is the validator).",
-                        (_series(V_INACTIVITY, "score_after", by=("caller_uid",), alias="peer $tag_caller_uid"),),
+                        "Inactive peers: score before and after decay",
+                        "Score of each peer the validator found inactive, before and after the inactivity "
+                        "penalty (the peer's uid is the caller_uid tag; uid is the validator).",
+                        (
+                            _series(
+                                V_INACTIVITY,
+                                "score_before",
+                                "score_after",
+                                by=("caller_uid",),
+                                alias="$col peer $tag_caller_uid",
+                            ),
+                        ),
                     ),
                     Panel(
                         "Active and evaluated peers",
@@ -389,9 +513,44 @@ def validators() -> Dashboard:
                         (_series(V_SYNC, "avg_steps_behind", by=("caller_uid",), alias="peer $tag_caller_uid"),),
                     ),
                     Panel(
+                        "Max steps behind per peer",
+                        "The most steps a checked peer's model was behind the validator's in the window.",
+                        (
+                            _series(
+                                V_SYNC,
+                                "max_steps_behind",
+                                by=("caller_uid",),
+                                aggregate="max",
+                                alias="peer $tag_caller_uid",
+                            ),
+                        ),
+                        decimals=0,
+                    ),
+                    Panel(
+                        "Sync: L2 norms and differences",
+                        "How far the checked peers' models are from the validator's: L2 norm of the "
+                        "difference (and its average), mean absolute and max element difference.",
+                        (_series(V_SYNC, "l2_norm", "avg_l2_norm", "avg_abs_diff", "max_diff", by=()),),
+                    ),
+                    Panel(
                         "Gradient norms",
-                        "Mean, median and max gradient norm over the evaluated peers.",
-                        (_series(V_GRADIENTS, "mean_grad_norm", "median_grad_norm", "max_grad_norm"),),
+                        "Mean, median, min and max gradient norm over the evaluated peers, and their spread.",
+                        (
+                            _series(
+                                V_GRADIENTS,
+                                "mean_grad_norm",
+                                "median_grad_norm",
+                                "min_grad_norm",
+                                "max_grad_norm",
+                                "grad_norm_std",
+                            ),
+                        ),
+                    ),
+                    Panel(
+                        "Weight norm and gradient-to-weight ratio",
+                        "Mean norm of the model's weights, and the mean gradient norm over it (the size of a "
+                        "step relative to the weights).",
+                        (_series(V_GRADIENTS, "mean_weight_norm", "grad_to_weight_ratio"),),
                     ),
                 ),
             ),
@@ -430,6 +589,7 @@ def evaluators() -> Dashboard:
         slug="evaluators",
         title="tplr-metrics / Evaluators",
         description="Templar evaluators: benchmark task scores per checkpoint, perplexity and bits per byte.",
+        annotations=_runs_and_versions(E_CUSTOM, "average_loss"),
         rows=(
             Row(
                 "Benchmarks",
@@ -506,6 +666,14 @@ def evaluators() -> Dashboard:
                         unit="s",
                     ),
                     Panel(
+                        "Tokens and bytes evaluated",
+                        "How many tokens and bytes of held-out text each evaluation read (bits per byte "
+                        "divides by the bytes).",
+                        (_series(E_CUSTOM, "total_tokens", "total_bytes"),),
+                        unit="short",
+                        decimals=0,
+                    ),
+                    Panel(
                         "Benchmark tasks per evaluation",
                         "How many benchmark tasks each evaluation ran (a count, not a duration).",
                         (_series(E_SUMMARY, "num_tasks", alias="tasks $tag_uid"),),
@@ -527,6 +695,7 @@ def system() -> Dashboard:
         title="tplr-metrics / System & GPU",
         description="CPU, memory and GPU memory of every node, per role and uid (the system measurement, "
         "and the with_system_metrics / with_gpu_metrics fields of validators' windows).",
+        annotations=_runs_and_versions(SYSTEM_SOURCE, "sys_cpu_usage", regex=True),
         rows=(
             Row(
                 "Host",
@@ -578,6 +747,7 @@ def pipeline_health() -> Dashboard:
         title="tplr-metrics / Pipeline health",
         description=f"The logger's own measurement ({HEALTH_MEASUREMENT}): queue, throughput, drops, retries, "
         "rejections, write latency and spool, per role and uid.",
+        annotations=_runs_and_versions(HEALTH_SOURCE, "queue_depth", regex=True),
         rows=(
             Row(
                 "Flow",

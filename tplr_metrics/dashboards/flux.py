@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from .model import VARIABLE_PARENTS, VARIABLES, Query
+from .model import VARIABLE_PARENTS, VARIABLES, VERSION_KIND, Annotation, Query, tag_of
 
 DIALECT = "flux"
 
@@ -27,8 +27,11 @@ def tag_value(name: str) -> str:
     return f'(if exists r.{name} then r.{name} else "")'
 
 
-def variable_predicate(names: tuple[str, ...] = VARIABLES) -> str:
-    return " and ".join(f"{tag_value(name)} =~ /^${{{name}:regex}}$/" for name in names)
+def variable_predicate(names: tuple[str, ...] = VARIABLES, version_kind: bool = True) -> str:
+    terms = [f"{tag_value(tag_of(name))} =~ /^${{{name}:regex}}$/" for name in names]
+    if version_kind:
+        terms.append(f"{tag_value('version')} =~ /${{{VERSION_KIND}:raw}}/")
+    return " and ".join(terms)
 
 
 def _columns(names: list[str]) -> str:
@@ -110,9 +113,43 @@ def render(query: Query, smooth: int = 0) -> str:
 
 def variable_query(name: str) -> str:
     parents = VARIABLE_PARENTS[name]
-    predicate = variable_predicate(parents) if parents else "true"
+    terms = [variable_predicate(parents, version_kind=False)] if parents else []
+    if name == "version":
+        terms.append(f"{tag_value('version')} =~ /${{{VERSION_KIND}:raw}}/")
+    predicate = " and ".join(terms) or "true"
     return (
         'import "influxdata/influxdb/schema"\n'
-        f"schema.tagValues(bucket: v.defaultBucket, tag: {string(name)}, "
+        f"schema.tagValues(bucket: v.defaultBucket, tag: {string(tag_of(name))}, "
         f"predicate: (r) => {predicate}, start: v.timeRangeStart, stop: v.timeRangeStop)"
     )
+
+
+def annotation_query(annotation: Annotation) -> str:
+    """A frame of ``_time``, ``text`` and ``tags`` (Grafana's annotation fields), one row per event.
+
+    A first-of annotation starts ``lookback`` before the range and keeps each group's earliest
+    point (``min`` on ``_time``: the merged series are not in time order).
+    """
+    query = Query(annotation.measurement, (annotation.field,), regex=annotation.regex)
+    lines = _selection(query)
+    if annotation.first_of:
+        lines[0:2] = [
+            'import "date"',
+            "",
+            "from(bucket: v.defaultBucket)",
+            f"  |> range(start: date.sub(d: {annotation.lookback}, from: v.timeRangeStart), stop: v.timeRangeStop)",
+        ]
+        lines += [
+            f"  |> group(columns: {_columns([annotation.first_of])})",
+            '  |> min(column: "_time")',
+            "  |> group()",
+        ]
+    else:
+        lines.append("  |> group()")
+    text = f"string(v: {tag_value(annotation.text)})" if annotation.text != annotation.field else "string(v: r._value)"
+    tags = ' + "," + '.join(tag_value(t) for t in annotation.tags) if annotation.tags else '""'
+    lines += [
+        f"  |> map(fn: (r) => ({{_time: r._time, text: {text}, tags: {tags}}}))",
+        '  |> sort(columns: ["_time"])',
+    ]
+    return "\n".join(lines)

@@ -7,7 +7,7 @@ variables (``${uid:regex}``: a regex-escaped alternation of the selected values)
 
 from __future__ import annotations
 
-from .model import VARIABLE_PARENTS, VARIABLES, Query
+from .model import VARIABLE_PARENTS, VARIABLES, VERSION_KIND, Annotation, Query, tag_of
 
 DIALECT = "influxql"
 #: The column a last-seen query fills with the range's end, for Grafana to compute the age.
@@ -18,9 +18,15 @@ def ident(name: str) -> str:
     return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def variable_filter(names: tuple[str, ...] = VARIABLES) -> str:
-    """``"role" =~ /^${role:regex}$/ AND ...``; an absent tag reads as "" and "All" matches it."""
-    return " AND ".join(f"{ident(name)} =~ /^${{{name}:regex}}$/" for name in names)
+def variable_filter(names: tuple[str, ...] = VARIABLES, version_kind: bool = True) -> str:
+    """``"role" =~ /^${role:regex}$/ AND ...``; an absent tag reads as "" and "All" matches it.
+
+    ``version_kind`` adds the releases-only switch (``${version_kind:raw}`` is a regex itself).
+    """
+    terms = [f"{ident(tag_of(name))} =~ /^${{{name}:regex}}$/" for name in names]
+    if version_kind:
+        terms.append(f'"version" =~ /${{{VERSION_KIND}:raw}}/')
+    return " AND ".join(terms)
 
 
 def source(query: Query) -> str:
@@ -73,7 +79,32 @@ def render(query: Query, smooth: int = 0) -> str:
 
 
 def variable_query(name: str) -> str:
-    """Values of a template variable, narrowed by the variables before it."""
+    """Values of a template variable, narrowed by the variables before it (and the version
+    list by the releases-only switch)."""
     parents = VARIABLE_PARENTS[name]
-    where = f" WHERE {variable_filter(parents)}" if parents else ""
-    return f"SHOW TAG VALUES WITH KEY = {ident(name)}{where}"
+    terms = [variable_filter(parents, version_kind=False)] if parents else []
+    if name == "version":
+        terms.append(f'"version" =~ /${{{VERSION_KIND}:raw}}/')
+    where = f" WHERE {' AND '.join(terms)}" if terms else ""
+    return f"SHOW TAG VALUES WITH KEY = {ident(tag_of(name))}{where}"
+
+
+def annotation_query(annotation: Annotation) -> str:
+    """One row per event: its time, the text column and the tag columns.
+
+    A first-of annotation reads from ``lookback`` before the range (``${__from}`` is epoch ms), so
+    ``first()`` finds a run's real first point, not its first point inside the range.
+    """
+    columns = [annotation.text, *annotation.tags]
+    where = f"{variable_filter()}"
+    source_text = source(Query(annotation.measurement, (annotation.field,), regex=annotation.regex))
+    if annotation.first_of:
+        extra = "".join(f", {ident(c)}" for c in columns)
+        field = ident(annotation.field)
+        return (
+            f"SELECT first({field}) AS {field}{extra} FROM {source_text} "
+            f"WHERE time >= ${{__from}}ms - {annotation.lookback} AND time <= ${{__to}}ms AND {where} "
+            f"GROUP BY {ident(annotation.first_of)}"
+        )
+    fields = ", ".join(ident(c) for c in dict.fromkeys([annotation.field, *columns]))
+    return f"SELECT {fields} FROM {source_text} WHERE $timeFilter AND {where}"

@@ -9,11 +9,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-#: The template variables every dashboard has, in the order Grafana shows them. Each is a
-#: standard tag of the logger, multi-select with an "All" that matches missing tags too.
-VARIABLES: tuple[str, ...] = ("role", "uid", "group", "version", "runtime_id")
+#: The template variables every dashboard has, in the order Grafana shows them. Each is a tag
+#: the logger writes on every point, multi-select with an "All" that matches missing tags too:
+#: netuid and project are Templar's ``config=`` (``config_netuid``/``config_project`` tags), the
+#: others the logger's standard tags.
+VARIABLES: tuple[str, ...] = ("netuid", "project", "role", "uid", "group", "version", "runtime_id")
+#: The tag a variable filters on, where its name is not the tag's.
+VARIABLE_TAGS: dict[str, str] = {"netuid": "config_netuid", "project": "config_project"}
 #: Which earlier variables narrow each variable's list of values.
 VARIABLE_PARENTS: dict[str, tuple[str, ...]] = {
+    "netuid": (),
+    "project": ("netuid",),
     "role": (),
     "uid": ("role",),
     "group": ("role",),
@@ -22,6 +28,19 @@ VARIABLE_PARENTS: dict[str, tuple[str, ...]] = {
 }
 #: Value of "All": a regex matching anything, an absent tag included.
 ALL_VALUE = ".*"
+
+#: A single-value variable that keeps every version or only release versions (digits and dots,
+#: an optional leading v: 2.1.3, v1.0): dev, test, rc and local builds (2.2.0-dev, 2.1.4rc1,
+#: 0.0.0+test) are hidden. Every query has ``version =~ /${version_kind:raw}/`` (an absent
+#: version tag reads as "" and is kept either way).
+VERSION_KIND = "version_kind"
+VERSION_KINDS: dict[str, str] = {"all": ".*", "releases": r"^(v?[0-9]+(\.[0-9]+)*)?$"}
+
+
+def tag_of(variable: str) -> str:
+    """The tag a template variable filters on."""
+    return VARIABLE_TAGS.get(variable, variable)
+
 
 AGGREGATES = ("mean", "max", "min", "last", "count", "sum")
 
@@ -66,7 +85,9 @@ class Query:
 
 @dataclass(frozen=True)
 class Panel:
-    """A Grafana panel: ``kind`` is timeseries, bars (counts per interval), stat or table.
+    """A Grafana panel: ``kind`` is timeseries, bars (counts per interval), stat, table or trend
+    (a line over ``x``, a numeric tag such as window or global_step, instead of time; one line per
+    value of ``series`` and field).
 
     ``thresholds`` are Grafana's steps, (from value, colour), the first from ``None``: the healthy
     range of the panel's values, drawn as coloured bands (a stat panel is coloured by them).
@@ -87,12 +108,44 @@ class Panel:
     sort_desc: str = ""
     #: Tables: Grafana's grouping-to-matrix (row field, column field, value field), e.g. version x task.
     matrix: tuple[str, str, str] | None = None
+    #: Stat panels: show the latest value of this column as text (a tag such as version or
+    #: window, read next to the query's first field) instead of the numeric fields.
+    text_field: str = ""
+    #: Trend panels: the tag on the x axis and the tag that splits the lines.
+    x: str = ""
+    series: str = ""
+
+    def __post_init__(self) -> None:
+        if (self.kind == "trend") != bool(self.x):
+            raise ValueError("a trend panel, and only one, names its x tag")
 
 
 @dataclass(frozen=True)
 class Row:
     title: str
     panels: tuple[Panel, ...]
+
+
+@dataclass(frozen=True)
+class Annotation:
+    """Events drawn on every panel's time axis, from the points the runs themselves logged.
+
+    ``first_of`` set: one event per value of that tag (a run's runtime_id, a version) at the
+    first point of ``measurement`` carrying it: a run start, the first point of a new version.
+    The query looks ``lookback`` before the range, so a run that began earlier is not shown as
+    starting where the range starts. ``first_of`` empty: one event per point (e.g. each slash).
+    ``text`` names the tag or field that is the event's text, ``tags`` those shown as its tags.
+    """
+
+    name: str
+    measurement: str
+    field: str
+    text: str
+    tags: tuple[str, ...] = ()
+    first_of: str = ""
+    color: str = "blue"
+    regex: bool = False
+    lookback: str = "1h"
 
 
 @dataclass(frozen=True)
@@ -104,6 +157,7 @@ class Dashboard:
     description: str
     rows: tuple[Row, ...]
     tags: tuple[str, ...] = field(default=("tplr-metrics",))
+    annotations: tuple[Annotation, ...] = ()
 
     def panels(self) -> list[Panel]:
         return [panel for row in self.rows for panel in row.panels]
