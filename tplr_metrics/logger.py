@@ -359,22 +359,16 @@ class MetricsLogger:
             self._internal_error("log_error")
 
     def _submit_built(self, record: Record) -> None:
-        """Strict mode checks the point in the call; durable mode builds it there and writes it
-        to the write-ahead log before log() returns."""
+        """Strict mode checks the point in the call; durable mode writes the record to the
+        write-ahead log before log() returns (the encoder builds it, as without durable mode)."""
         if self._strict_builder is not None:
             self._strict_builder.build(record)
-        if not self.durable:
-            self._submit(record)
-            return
-        point = self._builder.build(record)
-        if point is None:
-            self._pipeline.count_logged()  # its drop is counted by reason
-            return
         # The WAL only after the queue took it: a point refused (queue_full, after_close) and
         # counted lost must not be delivered by the next process from the WAL. A marker that
-        # lets a segment go is queued after the segment is sealed, so after this point.
-        if self._submit(point):
-            self._pipeline.wal_append(point)
+        # lets a segment go is queued after the segment is sealed, so after this point. A record
+        # with an unusable timestamp is dropped by the encoder (bad_timestamp): no WAL line.
+        if self._submit(record) and self.durable and type(record[3]) is int:
+            self._pipeline.wal_append(record)
 
     def _freeze_fields(self, fields: dict[Any, Any], measurement: Any) -> dict[str, Any]:
         """The value rules applied in the call, for fields holding anything but plain values."""

@@ -233,6 +233,10 @@ class PointBuilder:
     def standard_tags(self) -> dict[str, str]:
         return dict(self._standard)
 
+    @property
+    def prefix(self) -> str:
+        return self._prefix
+
     def _clean_key(self, key: Any, measurement: str, *, is_tag_value: bool = False) -> str:
         if type(key) is not str:
             key = tag_value(key)
