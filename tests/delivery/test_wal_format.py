@@ -28,7 +28,9 @@ def test_durable_log_appends_the_record_not_the_built_point(isolated_env: Path) 
     try:
         m.log("loss", {"step": 7, "phase": "train"}, {"value": 0.5, "n": 3})
         (segment,) = _wal_segments(isolated_env)
-        header, line = segment.read_bytes().splitlines()
+        data = segment.read_bytes()
+        assert data.endswith(b"\0")  # a live segment: a memory map over reserved, NUL-filled blocks
+        header, line = data.rstrip(b"\0").splitlines()
         assert orjson.loads(header) == {"tplr_wal": 2, "prefix": "V", "tags": m._builder.standard_tags}
         measurement, tags, fields, time_ns = orjson.loads(line)
         assert (measurement, tags, fields) == ("loss", {"step": 7, "phase": "train"}, {"value": 0.5, "n": 3})
@@ -39,6 +41,26 @@ def test_durable_log_appends_the_record_not_the_built_point(isolated_env: Path) 
     assert [(p.measurement, p.tags["step"], p.tags["uid"], p.fields) for p in sink.points] == [
         ("Vloss", "7", "3", {"value": 0.5, "n": 3})
     ]
+
+
+def test_a_killed_process_segment_with_its_reserved_tail_replays_once(isolated_env: Path, tmp_path: Path) -> None:
+    """A SIGKILLed process leaves its segment at its reserved size, the unused part NUL bytes,
+    and lines a signal handler appended past a gap: every line is built, no NUL is a bad line."""
+    spool = tmp_path / "spool"
+    first = MetricsLogger(sink=MemorySink(), spool_dir=spool)
+    destination = first._pipeline.lanes[0].spool.root  # type: ignore[union-attr]
+    assert first.close(10)
+    dead = destination / "killed-run"
+    dead.mkdir(mode=0o700)
+    header = wal_header("", {"runtime_id": "killed-run"})
+    lines = [encode_record(("m", {"i": str(i)}, {"v": float(i)}, 100 + i, None, None)) for i in range(4)]
+    data = header + lines[0] + lines[1] + b"\0" * len(lines[2]) + lines[3] + b"\0" * 4096
+    (dead / "000000000003-wal.jsonl").write_bytes(data)
+    sink = MemorySink()
+    m = MetricsLogger(sink=sink, spool_dir=spool)
+    assert m.close(10)
+    assert sorted(p.time_ns for p in sink.points) == [100, 101, 103]
+    assert m.stats()["adopted"] == 3 and m.stats()["rejected_total"] == 0, m.stats()
 
 
 def test_a_dead_process_format_2_segment_is_built_with_its_header(isolated_env: Path, tmp_path: Path) -> None:

@@ -51,6 +51,7 @@ import hashlib
 import json
 import logging
 import math
+import mmap
 import operator
 import os
 import re
@@ -129,6 +130,9 @@ def encode_points(points: Iterable[Point], at_once: bool = False) -> bytes:
         return b"".join([encode_point(p) for p in points])
 
 
+#: A WAL segment's first reservation (it doubles as it fills).
+_WAL_CHUNK = 256 * 1024
+
 #: The first bytes of a format-2 WAL segment (its header line).
 WAL_HEADER_START = b'{"tplr_wal":'
 WAL_FORMAT = 2
@@ -192,9 +196,9 @@ def wal_to_points(data: bytes, builders: dict[bytes, PointBuilder] | None = None
     each record built with its header's prefix and standard tags; a line that is not a record or
     does not build into a point is kept as it was (the replayer quarantines it). ``builders``
     carries what a builder learns (fields seen as float) from one segment of a run to the next."""
-    lines = data.splitlines()
+    lines = data.replace(b"\0", b"").splitlines()  # a killed process's reserved, unused tail
     if not lines or not lines[0].startswith(WAL_HEADER_START):
-        return None
+        return None if b"\0" not in data else b"".join(line + b"\n" for line in lines if line.strip())
     builders = {} if builders is None else builders
     builder = builders.get(lines[0])
     if builder is None:
@@ -339,6 +343,10 @@ class Spool:
         self._seq = 0
         self._wal_fd: int | None = None
         self._wal: SpoolFile | None = None
+        self._wal_map: mmap.mmap | None = None  # the segment's map (None: written with write())
+        self._wal_end = 0  # bytes of lines in the mapped segment
+        self._wal_size = 0  # bytes reserved and mapped
+        self._wal_mmap = True  # False once the file system refused to reserve blocks
         self._wal_done = False  # sealed for good: close() has accounted for every point
         self._evicted_batches: list[int] = []  # batch ids evicted under the lock, settled after it
         self.on_evicted: Callable[[int], None] | None = None  # the lane settles an evicted batch
@@ -370,6 +378,7 @@ class Spool:
         self._lock = threading.RLock()
         self.stats = stats
         self._files, self._bytes, self._wal, self._wal_fd = [], 0, None, None
+        self._wal_map, self._wal_end, self._wal_size = None, 0, 0  # the parent's map is the parent's
         self._wal_done = False
         self._evicted_batches = []
         self._open_run_dir(run_name)
@@ -449,8 +458,15 @@ class Spool:
     # --- durable mode's write-ahead log -------------------------------------------------
 
     def wal_append(self, line: bytes) -> bool:
-        """Append one encoded point to the current WAL segment (one write() call: survives
-        SIGKILL); False when the disk refused it (the caller counts it; the point goes on)."""
+        """Append one encoded record to the current WAL segment; False when the disk refused it
+        (the caller counts it; the point goes on).
+
+        The segment is a shared memory map of its file, its blocks reserved beforehand
+        (``posix_fallocate``: a full disk refuses the reservation, never a write into the map):
+        a copy into the map puts the line in the kernel's page cache, where it survives SIGKILL
+        exactly like a write() does, for a tenth of a syscall. A killed process leaves the unused,
+        reserved tail as NUL bytes, which no valid line holds and every reader drops. Where the
+        file system cannot reserve blocks, segments are written with write() instead."""
         try:
             with self._lock:
                 if self._wal_done:
@@ -458,35 +474,85 @@ class Spool:
                     # queued before, so close() accounted for it; a new segment would deliver
                     # it a second time in the next process.
                     return True
-                if self._wal_fd is None:
-                    seq, path = self._next_path("wal")
-                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-                    if self._wal_fd is None:
-                        self._wal_fd, self._wal = fd, SpoolFile(path, seq, "wal", 0)
-                        line = self.wal_header + line  # one write: never a record without its header
-                    else:  # a signal handler's append opened one meanwhile: use that one
-                        os.close(fd)
-                        _unlink(path)
-                fd = self._wal_fd
-                assert fd is not None and self._wal is not None
-                if os.write(fd, line) != len(line):
-                    return False
-                self._wal.points += 1
-                self._bytes += len(line)
+                if self._wal_fd is None and self._open_wal():
+                    line = self.wal_header + line  # one copy: never a record without its header
+                wal = self._wal
+                assert wal is not None
+                mapped = self._wal_map
+                n = len(line)
+                if mapped is None:
+                    if os.write(self._wal_fd, line) != n:  # type: ignore[arg-type]
+                        return False
+                else:
+                    # Reserve, then copy: no call between reading and moving the end, so a signal
+                    # handler's log() (same thread, reentrant lock) appends after this line.
+                    start = self._wal_end
+                    end = start + n
+                    self._wal_end = end
+                    if end > self._wal_size and not self._grow_wal(end):
+                        return False  # the reserved bytes stay NUL: skipped by every reader
+                    mapped[start:end] = line
+                wal.points += 1
+                self._bytes += n
                 return True
-        except OSError:
+        except (OSError, ValueError):
             return False
 
+    def _open_wal(self) -> bool:
+        """A new segment (call with the lock held); False when a signal handler's append opened
+        one meanwhile (that one is used)."""
+        seq, path = self._next_path("wal")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        mapped: mmap.mmap | None = None
+        try:
+            if self._wal_mmap:
+                try:
+                    os.posix_fallocate(fd, 0, _WAL_CHUNK)
+                except OSError as exc:
+                    if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                        raise
+                    self._wal_mmap = False  # this file system cannot reserve: write() from now on
+                else:
+                    mapped = mmap.mmap(fd, _WAL_CHUNK)
+        except BaseException:
+            os.close(fd)
+            _unlink(path)
+            raise
+        if self._wal_fd is not None:
+            if mapped is not None:
+                mapped.close()
+            os.close(fd)
+            _unlink(path)
+            return False
+        self._wal_fd, self._wal, self._wal_map = fd, SpoolFile(path, seq, "wal", 0), mapped
+        self._wal_end, self._wal_size = 0, _WAL_CHUNK if mapped is not None else 0
+        return True
+
+    def _grow_wal(self, end: int) -> bool:
+        """Reserve and map room up to at least ``end`` (call with the lock held)."""
+        mapped = self._wal_map
+        assert mapped is not None and self._wal_fd is not None
+        size = max(self._wal_size * 2, end + _WAL_CHUNK)
+        os.posix_fallocate(self._wal_fd, 0, size)  # ENOSPC: refused, nothing written
+        if size > self._wal_size:  # a signal handler's append may have grown it further meanwhile
+            mapped.resize(size)
+            self._wal_size = size
+        return True
+
     def wal_seal(self, final: bool = False) -> SpoolFile | None:
-        """fsync and close the current WAL segment; the caller deletes it once it is safe.
-        ``final``: no segment opens after this one (close)."""
+        """fsync and close the current WAL segment, cut to the lines it holds; the caller deletes
+        it once it is safe. ``final``: no segment opens after this one (close)."""
         with self._lock:
             self._wal_done = self._wal_done or final
-            fd, segment = self._wal_fd, self._wal
-            self._wal_fd, self._wal = None, None
+            fd, segment, mapped, end = self._wal_fd, self._wal, self._wal_map, self._wal_end
+            self._wal_fd, self._wal, self._wal_map, self._wal_end, self._wal_size = None, None, None, 0, 0
         if fd is None:
             return None
         try:
+            if mapped is not None:
+                mapped.flush()
+                mapped.close()
+                os.ftruncate(fd, end)  # the reserved tail goes: a sealed segment holds lines only
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -816,6 +882,7 @@ def _count_lines(path: Path) -> int:
         data = path.read_bytes()
     except OSError:
         return 0
+    data = data.replace(b"\0", b"")  # a live or killed WAL segment's reserved tail
     header = 1 if data.startswith(WAL_HEADER_START) else 0  # a format-2 WAL segment's first line
     return data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0) - header
 
