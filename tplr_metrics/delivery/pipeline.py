@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ..encoding.line_protocol import encode_lines
-from ..encoding.points import Point, PointBuilder, Record
+from ..encoding.points import Point, PointBuilder, QueuedShape, Record, expand_queued
 from ..sinks.base import PointBatch, Sink
 from .counters import AtomicCounter, ReasonCounters
 from .destination_id import describe_destination, fingerprint
@@ -319,8 +319,14 @@ class Pipeline:
 
     def _build(self, record: Any) -> Point | None:
         if type(record) is Point:
-            return record  # type: ignore[no-any-return]  # durable mode built it in the caller
+            return record  # type: ignore[no-any-return]  # built already (a test's or a tool's)
         try:
+            if type(record[0]) is QueuedShape:
+                record = expand_queued(record)
+                if record is None:
+                    self.stats.drop("encode_error")
+                    self.stats.warn_once("encode_error", "a point's tags or fields changed while log() read them")
+                    return None
             return self.builder.build(record)
         except Exception as exc:  # a bug in the rules must not stop the pipeline
             self.stats.drop("encode_error")
