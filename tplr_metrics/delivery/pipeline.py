@@ -194,11 +194,11 @@ class Pipeline:
     def _set_wal_header(self) -> None:
         """WAL segments hold records, not points: their header says how the builder makes points."""
         header = wal_header(self.builder.prefix, self.builder.standard_tags)
-        self._wal_appends = []
+        self._wal_appends: list[tuple[Callable[[bytes], bool], Lane]] = []
         for lane in self.lanes:
             if lane.spool is not None:
                 lane.spool.wal_header = header
-                self._wal_appends.append(lane.wal_append)
+                self._wal_appends.append((lane.spool.wal_append, lane))
 
     def _request_wal_marker(self, lane: Lane) -> Callable[[FlushMarker], None]:
         def request(marker: FlushMarker) -> None:
@@ -308,8 +308,9 @@ class Pipeline:
         if self._closed:
             return
         line = encode_record(record)
-        for append in self._wal_appends:
-            append(line)
+        for append, lane in self._wal_appends:
+            if not append(line):
+                lane.wal_failed()
 
     @property
     def durable(self) -> bool:
