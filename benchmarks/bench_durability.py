@@ -28,6 +28,7 @@ from typing import Any
 import psutil
 from null_sink import NullSink  # benchmarks/null_sink.py
 
+import tplr_metrics
 from tplr_metrics import MetricsLogger, encode_line
 
 REPO = Path(__file__).resolve().parent.parent
@@ -153,10 +154,20 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=100_000)
     parser.add_argument("--calls", type=int, default=50_000)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "durability.json")
+    parser.add_argument(
+        "--caller-only",
+        action="store_true",
+        help="only the caller cost (with PYTHONPATH=CHECKOUT, another checkout's, to compare)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="tplr-bench-") as tmp:
         home = Path(tmp)
         os.environ["TPLR_METRICS_HOME"] = str(home)
+        if args.caller_only:
+            plain, durable = caller_cost(False, args.calls), caller_cost(True, args.calls)
+            code = str(Path(tplr_metrics.__file__).parent.parent)
+            print(json.dumps({"code": code, "plain": plain, "durable": durable}))
+            return
         memory = memory_bound(home)  # first, while the process's heap is still small
         plain = caller_cost(False, args.calls)
         durable = caller_cost(True, args.calls)

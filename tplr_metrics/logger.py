@@ -31,7 +31,7 @@ from .delivery.accounting import accounting_of, merge_snapshot
 from .delivery.dead_letter import DeadLetterFile
 from .delivery.pipeline import OVERFLOW_POLICIES, Pipeline, PipelineOptions
 from .delivery.stats import INPUT_DROP_REASONS, PipelineStats
-from .encoding.points import BadTimestamp, Point, PointBuilder, Record, timestamp_ns
+from .encoding.points import BadTimestamp, Point, PointBuilder, QueuedShape, Record, timestamp_ns
 from .encoding.values import IMMUTABLE_TYPES, FieldValue, frozen_tags, process_fields
 from .encoding.values import config_tags as tags_of_config
 from .encoding.values import process_value as _process_value
@@ -49,6 +49,11 @@ _sampling = random.Random()
 
 _PLAIN = IMMUTABLE_TYPES  # module globals: one cached lookup each per log() call
 _time_ns = time.time_ns
+# Every element of a compact record is one of these (one C call checks them all): anything else
+# is a value to freeze in the call, or an unusable timestamp, for the general path.
+_all_plain = (IMMUTABLE_TYPES | {QueuedShape}).issuperset
+_NO_SHAPE = QueuedShape(None, (), ())
+_MAX_SHAPES = 10_000
 
 # No locks here: dict.setdefault and next() on a count are atomic, and a lock could be left
 # held in a forked child.
@@ -229,6 +234,12 @@ class MetricsLogger:
         self._builds_in_caller = self.durable or self._strict_builder is not None
         if health_every is None and self.server is not None:
             health_every = DEFAULT_HEALTH_EVERY  # the pipeline-health dashboard has data at defaults
+        self._last_shape = _NO_SHAPE  # the shape of the last compact record (most calls repeat it)
+        self._shapes: dict[tuple[Any, ...], QueuedShape] = {}
+        # Records are queued compact once two batches wait (a destination that is down or slow):
+        # a third of the memory for about 0.15 µs more per call, paid only while the queue grows.
+        self._queue = self._pipeline._queue
+        self._compact_from = 2 * self._pipeline_options.batch_size
         self._background = start_background(self, system_metrics_every, health_every)
         # Deliver at interpreter exit what an unclosed logger still holds (bounded by
         # close_timeout); a weak reference, so an abandoned logger can still be collected.
@@ -266,6 +277,7 @@ class MetricsLogger:
             lane._learn_int_field = self._builder.learn_int_field
         self._pipeline.after_fork_in_child(self._builder, self._stats)
         self._submit = self._pipeline.submit
+        self._queue = self._pipeline._queue
         try:
             start_run(self.sink, self.run)
         except Exception as exc:
@@ -324,7 +336,12 @@ class MetricsLogger:
 
         Everything the stored point depends on is fixed before this returns: tags and fields are
         copied, and lists, arrays, tensors and other mutable values are turned into what will be
-        stored (list statistics included), so a caller may reuse or change them at once."""
+        stored (list statistics included), so a caller may reuse or change them at once.
+
+        While two batches or more wait in the queue (a destination down or slow), the common case
+        (plain dicts of immutable values, no host metrics) is queued compact: one flat tuple
+        ``(shape, time_ns, *tag values, *field values)``, the keys kept once per shape, about a
+        third of two dict copies in memory."""
         try:
             if sample_rate < 1.0 and _sampling.random() > sample_rate:
                 self._pipeline.count_sampled_out()
@@ -335,6 +352,22 @@ class MetricsLogger:
                 explicit = timestamp_ns(timestamp)
                 # Unusable: the builder drops the point (counted bad_timestamp; strict raises).
                 time_ns = BadTimestamp(timestamp) if explicit is None else explicit  # type: ignore[assignment]
+            if (
+                len(self._queue) >= self._compact_from
+                and type(fields) is dict
+                and type(tags) is dict
+                and type(measurement) is str
+                and not (with_system_metrics or with_gpu_metrics or self._builds_in_caller)
+            ):
+                tag_keys = tuple(tags)
+                field_keys = tuple(fields)
+                shape = self._last_shape
+                if shape.field_keys != field_keys or shape.tag_keys != tag_keys or shape.measurement != measurement:
+                    shape = self._shape_of(measurement, tag_keys, field_keys)
+                compact = (shape, time_ns, *tags.values(), *fields.values())
+                if _all_plain(map(type, compact)):
+                    self._submit(compact)  # type: ignore[arg-type]
+                    return
             plain = _PLAIN
             if type(fields) is dict:
                 fields = dict(fields)
@@ -367,23 +400,27 @@ class MetricsLogger:
         except Exception:
             self._internal_error("log_error")
 
+    def _shape_of(self, measurement: str, tag_keys: tuple[Any, ...], field_keys: tuple[Any, ...]) -> QueuedShape:
+        key = (measurement, tag_keys, field_keys)
+        shape = self._shapes.get(key)
+        if shape is None:
+            if len(self._shapes) >= _MAX_SHAPES:
+                self._shapes.clear()  # names that never repeat: a bounded cache, not a leak
+            shape = self._shapes.setdefault(key, QueuedShape(measurement, tag_keys, field_keys))
+        self._last_shape = shape
+        return shape
+
     def _submit_built(self, record: Record) -> None:
-        """Strict mode checks the point in the call; durable mode builds it there and writes it
-        to the write-ahead log before log() returns."""
+        """Strict mode checks the point in the call; durable mode writes the record to the
+        write-ahead log before log() returns (the encoder builds it, as without durable mode)."""
         if self._strict_builder is not None:
             self._strict_builder.build(record)
-        if not self.durable:
-            self._submit(record)
-            return
-        point = self._builder.build(record)
-        if point is None:
-            self._pipeline.count_logged()  # its drop is counted by reason
-            return
         # The WAL only after the queue took it: a point refused (queue_full, after_close) and
         # counted lost must not be delivered by the next process from the WAL. A marker that
-        # lets a segment go is queued after the segment is sealed, so after this point.
-        if self._submit(point):
-            self._pipeline.wal_append(point)
+        # lets a segment go is queued after the segment is sealed, so after this point. A record
+        # with an unusable timestamp is dropped by the encoder (bad_timestamp): no WAL line.
+        if self._submit(record) and self.durable and type(record[3]) is int:
+            self._pipeline.wal_append(record)
 
     def _freeze_fields(self, fields: dict[Any, Any], measurement: Any) -> dict[str, Any]:
         """The value rules applied in the call, for fields holding anything but plain values."""

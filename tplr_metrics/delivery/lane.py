@@ -602,8 +602,12 @@ class Lane:
 
     def wal_append(self, line: bytes) -> None:
         if self.spool is not None and not self.spool.wal_append(line):
-            self.stats.warn_once("wal_failed", "%s: a point could not be added to the write-ahead log", self.name)
-            self.stats.count("wal_failed")
+            self.wal_failed()
+
+    def wal_failed(self) -> None:
+        """A point could not be added to the write-ahead log (a full disk): counted, logged once."""
+        self.stats.warn_once("wal_failed", "%s: a point could not be added to the write-ahead log", self.name)
+        self.stats.count("wal_failed")
 
     # --- close ---------------------------------------------------------------------------
 

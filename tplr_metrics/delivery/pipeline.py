@@ -33,12 +33,12 @@ from pathlib import Path
 from typing import Any
 
 from ..encoding.line_protocol import encode_lines
-from ..encoding.points import Point, PointBuilder, Record
+from ..encoding.points import Point, PointBuilder, QueuedShape, Record, expand_queued
 from ..sinks.base import PointBatch, Sink
 from .counters import AtomicCounter, ReasonCounters
 from .destination_id import describe_destination, fingerprint
 from .lane import FlushMarker, Lane, LaneOptions, OnCorruptLine, OnRejected
-from .spool import encode_point
+from .spool import encode_record, wal_header
 from .stats import INPUT_DROP_REASONS, PipelineStats
 
 logger = logging.getLogger("tplr_metrics")
@@ -162,6 +162,7 @@ class Pipeline:
             )
             self.lanes.append(lane)
         self._encode_lines = any(lane.accepts_lines for lane in self.lanes)
+        self._set_wal_header()
         self._init_state()
         self._start_threads()
 
@@ -190,6 +191,15 @@ class Pipeline:
             lane.on_room = self._room.set
         self._encoder: threading.Thread | None = None
 
+    def _set_wal_header(self) -> None:
+        """WAL segments hold records, not points: their header says how the builder makes points."""
+        header = wal_header(self.builder.prefix, self.builder.standard_tags)
+        self._wal_appends: list[tuple[Callable[[bytes], bool], Lane]] = []
+        for lane in self.lanes:
+            if lane.spool is not None:
+                lane.spool.wal_header = header
+                self._wal_appends.append((lane.spool.wal_append, lane))
+
     def _request_wal_marker(self, lane: Lane) -> Callable[[FlushMarker], None]:
         def request(marker: FlushMarker) -> None:
             self._queue.append(_WalMark(lane, marker))
@@ -212,6 +222,7 @@ class Pipeline:
         self.stats = stats
         for lane in self.lanes:
             lane.after_fork_in_child(f"{self.options.spool_run_name}.{os.getpid()}")
+        self._set_wal_header()  # the child's runtime_id is a standard tag
         self._init_state()
         self._start_threads()
 
@@ -279,10 +290,6 @@ class Pipeline:
             pause = min(pause * 2, 0.01)
         return True
 
-    def count_logged(self) -> None:
-        """A point durable mode built in the caller came out empty (its drop is counted by reason)."""
-        self._accepted.incr()
-
     def count_refused(self, reason: str) -> None:
         """A log() call that failed before queueing (``log_error``): logged, and lost for that reason."""
         self._refused.add(reason)
@@ -293,15 +300,17 @@ class Pipeline:
     def queue_depth(self) -> int:
         return len(self._queue)
 
-    def wal_append(self, point: Point) -> None:
-        """Durable mode: the point reaches every lane's write-ahead log before log() returns.
+    def wal_append(self, record: Record) -> None:
+        """Durable mode: the record reaches every lane's write-ahead log before log() returns
+        (what log() queued, with its time; the next process builds it as the encoder would).
         Not after close(): submit() counts such a point after_close, and a WAL segment opened
         then would be adopted and delivered by the next process."""
         if self._closed:
             return
-        line = encode_point(point)
-        for lane in self.lanes:
-            lane.wal_append(line)
+        line = encode_record(record)
+        for append, lane in self._wal_appends:
+            if not append(line):
+                lane.wal_failed()
 
     @property
     def durable(self) -> bool:
@@ -311,8 +320,14 @@ class Pipeline:
 
     def _build(self, record: Any) -> Point | None:
         if type(record) is Point:
-            return record  # type: ignore[no-any-return]  # durable mode built it in the caller
+            return record  # type: ignore[no-any-return]  # built already (a test's or a tool's)
         try:
+            if type(record[0]) is QueuedShape:
+                record = expand_queued(record)
+                if record is None:
+                    self.stats.drop("encode_error")
+                    self.stats.warn_once("encode_error", "a point's tags or fields changed while log() read them")
+                    return None
             return self.builder.build(record)
         except Exception as exc:  # a bug in the rules must not stop the pipeline
             self.stats.drop("encode_error")

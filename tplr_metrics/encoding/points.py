@@ -44,8 +44,37 @@ class Point(NamedTuple):
     time_ns: int
 
 
-#: What log() queues: measurement, tags, fields, time, host fields, host tags.
+#: What log() queues: measurement, tags, fields, time, host fields, host tags; or, for plain dicts
+#: of immutable values and no host metrics, the compact ``(QueuedShape, time, *tag values, *field
+#: values)`` (about 180 B for Templar's validator_scores instead of 590: two dict copies saved).
 Record = tuple[str, Mapping[str, Any], Mapping[str, Any], int, "Mapping[str, Any] | None", "Mapping[str, str] | None"]
+
+
+class QueuedShape:
+    """The names of a compact queued record: its measurement, tag keys and field keys, shared by
+    every record of that shape (log() keeps one per shape)."""
+
+    __slots__ = ("measurement", "tag_keys", "field_keys", "n_tags", "size")
+
+    def __init__(self, measurement: Any, tag_keys: tuple[Any, ...], field_keys: tuple[Any, ...]) -> None:
+        self.measurement = measurement
+        self.tag_keys = tag_keys
+        self.field_keys = field_keys
+        self.n_tags = len(tag_keys)
+        self.size = 2 + len(tag_keys) + len(field_keys)
+
+
+def expand_queued(item: tuple[Any, ...]) -> Record | None:
+    """A compact record ``(shape, time_ns, *tag values, *field values)`` as the Record it stands
+    for; None when its length does not match its shape (dicts another thread changed while log()
+    read them)."""
+    shape: QueuedShape = item[0]
+    if len(item) != shape.size:
+        return None
+    n = 2 + shape.n_tags
+    tags = dict(zip(shape.tag_keys, item[2:n], strict=True)) if shape.n_tags else {}
+    return (shape.measurement, tags, dict(zip(shape.field_keys, item[n:], strict=True)), item[1], None, None)
+
 
 #: Called for each problem found: (cause, measurement, field or tag, detail).
 IssueHandler = Callable[[str, str, str, str], None]
@@ -232,6 +261,10 @@ class PointBuilder:
     @property
     def standard_tags(self) -> dict[str, str]:
         return dict(self._standard)
+
+    @property
+    def prefix(self) -> str:
+        return self._prefix
 
     def _clean_key(self, key: Any, measurement: str, *, is_tag_value: bool = False) -> str:
         if type(key) is not str:

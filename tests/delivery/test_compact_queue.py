@@ -1,0 +1,120 @@
+"""Records queued while a backlog builds are compact: a third of the memory, the same points."""
+
+from __future__ import annotations
+
+import gc
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+from tests.memory_sink import MemorySink
+from tplr_metrics import MetricsLogger
+
+
+def _calls(n: int) -> list[tuple[Any, ...]]:
+    calls: list[tuple[Any, ...]] = []
+    for i in range(n):
+        kind = i % 10
+        tags: Any = {"eval_uid": str(i % 7), "window": i // 7, "ok": True}
+        fields: Any = {"score": i / 3, "count": i, "flag": i % 2 == 0, "note": f"n{i}", "none": None}
+        measurement: Any = "validator_scores"
+        timestamp: Any = 1_700_000_000_000_000_000 + i
+        if kind == 1:
+            fields = {"losses": [1.0, 2.0, float(i)]}  # a list: frozen in the call
+        elif kind == 2:
+            tags = {"pair": (i, i + 1)}  # a tuple tag value: its text, fixed in the call
+        elif kind == 3:
+            timestamp = "not a time"  # dropped, bad_timestamp
+        elif kind == 4:
+            fields = {}  # dropped, no_fields
+        elif kind == 5:
+            tags, measurement = {}, 42  # not a str: its text
+        elif kind == 6:
+            fields = {"nan": float("nan"), "v": 1e300 * 10, "w": -0.0}
+        elif kind == 7:
+            tags = {"uid": "theirs", "time": "t"}  # a standard tag's name, a reserved key
+        calls.append((measurement, tags, fields, timestamp))
+    return calls
+
+
+def _log_all(calls: list[tuple[Any, ...]], backlog: bool) -> tuple[list[Any], dict[str, Any]]:
+    sink = MemorySink()
+    if backlog:
+        sink.gate.clear()  # the one writer waits: the queue grows past two batches
+    m = MetricsLogger(sink=sink, spool=False, runtime_id="same", uid=3, prefix="V", batch_size=10)
+    for measurement, tags, fields, timestamp in calls:
+        m.log(measurement, tags, fields, timestamp)
+    if backlog:
+        assert m.stats()["queue_depth"] > 100  # most of them were queued compact
+    sink.gate.set()
+    assert m.close(30) is not None
+    return sink.points, m.stats()
+
+
+def test_compact_records_become_the_same_points(isolated_env: Path) -> None:
+    calls = _calls(400)
+    plain_points, plain_stats = _log_all(calls, backlog=False)
+    compact_points, compact_stats = _log_all(calls, backlog=True)
+    assert compact_points == plain_points
+    assert len(plain_points) == 320
+    for key in ("logged", "written", "dropped", "sanitized"):
+        assert compact_stats[key] == plain_stats[key], key
+
+
+def test_a_queued_record_takes_at_most_300_bytes(isolated_env: Path) -> None:
+    """Templar's validator_scores (3 caller tags, 6 float fields) behind a destination that does
+    not answer: what the queue holds per point, the caller's values aside (the first two batches
+    are queued as dict copies, the rest compact). (Two dict copies and a
+    6-tuple: 590 B; the RSS at 600,000 queued was 406 MiB, now 160: benchmarks/bench_memory.py.)"""
+    values = [float(i) / 7 for i in range(256)]
+    sink = MemorySink()
+    m = MetricsLogger(sink=sink, spool=False, uid=7, prefix="V", max_queue_size=30_000)  # batches of 1,000
+    encoder_busy = m._pipeline._encode_lock  # held: the encoder takes nothing, the queue holds every record
+    encoder_busy.acquire()
+    try:
+        gc.collect()
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(25_000):
+            v = values[i % 256]
+            m.log(
+                "validator_scores",
+                {"eval_uid": str(i % 256), "window": i // 256, "global_step": (i // 256) * 20},
+                {
+                    "gradient_score": v,
+                    "binary_indicator": v,
+                    "binary_moving_avg": v,
+                    "sync_score": v,
+                    "final_score": v,
+                    "weight": v,
+                },
+            )
+        grown = tracemalloc.get_traced_memory()[0] - before
+        tracemalloc.stop()
+        depth = m.stats()["queue_depth"]
+        assert depth == 25_000
+        # The eval_uid strings and window ints are new objects per call (as in a training loop): 50-60 B.
+        assert grown / depth < 300, f"{grown / depth:.0f} B per queued record"
+    finally:
+        encoder_busy.release()
+        assert m.close(30)
+    assert len(sink.points) == 25_000
+
+
+def test_the_caller_may_change_its_dicts_after_a_compact_log(isolated_env: Path) -> None:
+    sink = MemorySink()
+    sink.gate.clear()
+    m = MetricsLogger(sink=sink, spool=False, batch_size=10, runtime_id="r")
+    tags = {"k": "a"}
+    fields = {"v": 1.0}
+    for i in range(100):
+        tags["k"] = f"a{i}"
+        fields["v"] = float(i)
+        m.log("m", tags, fields, timestamp=i + 1)
+    tags.clear()
+    fields["v"] = -1.0
+    sink.gate.set()
+    assert m.close(30)
+    assert [(p.tags["k"], p.fields["v"], p.time_ns) for p in sink.points] == [
+        (f"a{i}", float(i), i + 1) for i in range(100)
+    ]
