@@ -90,7 +90,7 @@ MANIFEST_NAME = "destination.json"
 
 
 _APPEND_NEWLINE = orjson.OPT_APPEND_NEWLINE
-_LONG_NUMBER = re.compile(rb"\d{19}")
+_LONG_NUMBER = re.compile(rb"-\d{19}|\d{20}")  # past what orjson reads as an int: 64 bits
 
 
 _dumps_line = functools.partial(orjson.dumps, option=_APPEND_NEWLINE)
