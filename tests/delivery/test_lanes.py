@@ -22,7 +22,7 @@ from tplr_metrics import MetricsLogger
 
 from ..fault_proxy import Fault, fault_proxy
 from ..servers import InfluxDB1, free_port
-from .books import drain_spool, lost
+from .books import drain_spool, lost, spool_files, spooled_lines
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -61,7 +61,7 @@ def test_close_with_a_backlog_leaves_nothing_unaccounted(tmp_path: Path, unique_
         stored = server.count("backlog", "v", unique_db)
         assert stored == two["written"] == one["spooled"] == two["adopted"]
         assert stored + lost(one) == 200_000  # queue_full drops counted; the rest delivered later
-        assert not list(spool.rglob("*.jsonl")) and not list(spool.rglob("*.tmp"))
+        assert not spool_files(spool) and not list(spool.rglob("*.tmp"))
     finally:
         server.cleanup()
 
@@ -467,7 +467,7 @@ def test_a_spool_smaller_than_a_batch_keeps_its_books(tmp_path: Path, unique_db:
         first.close(timeout=2)
         one = first.stats()
         assert first.accounting()["balanced"], first.accounting()
-        on_disk = sum(len(p.read_text().splitlines()) for p in spool.rglob("*.jsonl"))
+        on_disk = spooled_lines(spool)
         assert one["spooled"] == on_disk > 0 and one["dropped"]["spool_evicted"] > 0
         server.start()
         two = drain_spool(server.url, unique_db, spool)
