@@ -41,6 +41,10 @@ logger = logging.getLogger("tplr_metrics")
 # Jitter draws from its own generator, never from the global one a training loop may have seeded.
 _jitter = random.Random()
 
+#: How often a replay waiting out its backoff after a refused connection asks whether the server
+#: listens again (a connect to a closed port costs next to nothing, on either side).
+REACHABLE_POLL_S = 0.1
+
 OnRejected = Callable[[Point, Rejection, str], None]
 OnCorruptLine = Callable[[bytes, str, str], None]  # (the line, its spool file's name, the lane's name)
 
@@ -144,6 +148,7 @@ class Lane:
         self._waiting_markers: list[FlushMarker] = []
         self._spool_wake = threading.Event()
         self._replay_not_before = 0.0  # monotonic time before which the replayer must not send
+        self._replay_unreachable = False  # the last replay found nothing listening: see _wait_to_replay
         self._wal_segments: list[tuple[SpoolFile, FlushMarker]] = []
         self._flight_lock = threading.Lock()
         self._flights: set[_Flight] = set()
@@ -296,6 +301,7 @@ class Lane:
                 self._replay_not_before = max(
                     self._replay_not_before, time.monotonic() + self._backoff(1, result.retry_after)
                 )
+                self._replay_unreachable = result.unreachable
             if spool is not None and self._try_spool(batch_id, pending, maybe_stored=unanswered):
                 self.stats.retry(len(pending), result.error)
                 self._log_retry(len(pending), result, 1, 0.0, to_spool=True)
@@ -512,7 +518,7 @@ class Lane:
                 last_sync = time.monotonic()
             hold = self._replay_not_before - time.monotonic()
             if hold > 0:
-                if self._abort.wait(min(hold, 0.5)):
+                if self._wait_to_replay(min(hold, 0.5)):
                     break
                 continue
             item = spool.oldest()
@@ -534,10 +540,33 @@ class Lane:
                 attempt = 0
                 continue
             attempt += 1
-            if self._abort.wait(self._backoff(attempt, delay or None)):
+            if self._wait_to_replay(self._backoff(attempt, delay or None)):
                 break
         if self.options.durable:
             self._rotate_wal()
+
+    def _wait_to_replay(self, delay: float) -> bool:
+        """Wait out a replay's backoff; True when aborted. After a refused connection (nothing
+        listened), the sink's ``reachable()`` is asked every REACHABLE_POLL_S meanwhile, and the
+        wait ends when the server answers: the backoff (up to ``max_retry_delay``, 30 s by
+        default) no longer delays a drain past the server's return. A server that answered (a
+        503, a 429 and its Retry-After) is left alone for the whole wait."""
+        reachable = getattr(self.sink, "reachable", None)
+        if not self._replay_unreachable or not callable(reachable):
+            return self._abort.wait(delay)
+        until = time.monotonic() + delay
+        while True:
+            left = until - time.monotonic()
+            if left <= 0:
+                return False
+            if self._abort.wait(min(left, REACHABLE_POLL_S)):
+                return True
+            try:
+                if reachable(1.0):
+                    self._replay_not_before = 0.0  # a writer's hold too: the server is back
+                    return False
+            except Exception:
+                return self._abort.wait(max(0.0, until - time.monotonic()))
 
     def _replay_one(self, spool: Spool, item: SpoolFile) -> float | None:
         """Send one spool file; None when it is done, else the Retry-After hint (0 = none)."""
@@ -556,6 +585,7 @@ class Lane:
         with self._flight_lock:  # the file and the books change together, and never after finish()
             if self._finished:
                 return None  # the file stays as it is, for the next process
+            self._replay_unreachable = bool(result.retry) and result.unreachable
             if result.retry:
                 item.maybe_stored = item.maybe_stored or result.unanswered
                 self.stats.retry(len(result.retry), result.error)
@@ -610,6 +640,7 @@ class Lane:
         with self._flight_lock:  # the file and the books change together, and never after finish()
             if self._finished:
                 return None  # the file stays as it is, for the next process
+            self._replay_unreachable = bool(result.retry) and result.unreachable
             if result.retry:
                 item.maybe_stored = item.maybe_stored or result.unanswered
                 self.stats.retry(len(result.retry), result.error)

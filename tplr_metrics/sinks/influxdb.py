@@ -164,7 +164,14 @@ class InfluxSink:
         response = self._request("POST", path, body, headers)
         return response.status, _decoded(response.data), dict(response.headers)
 
-    def _request(self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> Any:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        timeout_s: float | None = None,
+    ) -> Any:
         """One request on the client's pool, with its auth header; no retry, no redirect
         followed (the pipeline retries with backoff and accounting; ``_write`` follows redirects
         to the same server only)."""
@@ -176,7 +183,7 @@ class InfluxSink:
             api.configuration.host.rstrip("/") + path,
             body=body,
             headers={**api.default_headers, **(headers or {})},
-            timeout=urllib3.Timeout(total=self._timeout_s),
+            timeout=urllib3.Timeout(total=self._timeout_s if timeout_s is None else timeout_s),
             retries=False,
             redirect=False,
             preload_content=True,
@@ -216,7 +223,11 @@ class InfluxSink:
             status, answer, headers = self._post_body(body)
         except Exception as exc:
             return WriteResult(
-                retry=indices, error=self._transport_error(exc), nbytes=len(body), unanswered=_maybe_sent(exc)
+                retry=indices,
+                error=self._transport_error(exc),
+                nbytes=len(body),
+                unanswered=_maybe_sent(exc),
+                unreachable=_refused_connection(exc),
             )
         answer = redact(answer, self._secrets)
         if 200 <= status < 300:
@@ -240,6 +251,7 @@ class InfluxSink:
                     error=self._transport_error(exc),
                     nbytes=len(body),
                     unanswered=_maybe_sent(exc),
+                    unreachable=_refused_connection(exc),
                 )
             if 200 <= status < 300:
                 return WriteResult(stored=count, nbytes=len(body))
@@ -249,6 +261,15 @@ class InfluxSink:
             return unstored
         except Exception as exc:  # never raise into the pipeline
             return WriteResult.all_retry(count, self._transport_error(exc))
+
+    def reachable(self, timeout_s: float = 1.0) -> bool:
+        """Whether the server answers at all now (``GET /ping``, any answer): a replay waiting
+        out its backoff after a refused connection sends at once when it does."""
+        try:
+            self._request("GET", "/ping", timeout_s=min(timeout_s, self._timeout_s))
+        except Exception:
+            return False
+        return True
 
     def _post_body(self, body: bytes) -> tuple[int, str, dict[str, str]]:
         """POST a body to the write endpoint, following redirects to the same server."""
@@ -424,6 +445,11 @@ def _maybe_sent(exc: BaseException) -> bool:
 
     never_sent = (NewConnectionError, ConnectTimeoutError, ConnectionRefusedError, ssl.SSLCertVerificationError)
     return not any(isinstance(cause, never_sent) for cause in _causes(exc))
+
+
+def _refused_connection(exc: BaseException) -> bool:
+    """The server refused the connection (nothing listens on its port): nothing was sent."""
+    return any(isinstance(cause, ConnectionRefusedError) for cause in _causes(exc))
 
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:
