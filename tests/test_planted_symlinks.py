@@ -53,7 +53,7 @@ def test_an_explicit_spool_dir_may_be_the_users_own_symlink(tmp_path: Path, outs
     m = MetricsLogger(url="http://127.0.0.1:9", database="d", api="v1", spool_dir=link, retry_interval=60_000)
     m.log("m", {}, {"v": 1.0})
     m.close(timeout=0.5)
-    assert m.stats()["spooled"] == 1 and list(outside.rglob("*-batch.jsonl"))
+    assert m.stats()["spooled"] == 1 and list(outside.rglob("*-batch.lp"))
 
 
 def test_a_symlink_planted_at_the_default_store_is_refused(isolated_env: Path, outside: Path) -> None:
@@ -133,7 +133,7 @@ def test_symlinks_planted_in_a_dead_runs_spool_are_not_followed(
             dead.log("m", {"src": "dead"}, {"v": float(i)})
         dead.close(timeout=0.3)
         (run_dir,) = [p for p in (isolated_env / "spool").glob("*/*") if p.is_dir()]
-        (batch,) = list(run_dir.glob("*-batch*.jsonl"))
+        (batch,) = list(run_dir.glob("*-batch*.lp"))
         outside_spool_file(outside / "lines.jsonl")
         if planted == "run_dir":
             run_dir.rename(outside / "run")
@@ -146,7 +146,7 @@ def test_symlinks_planted_in_a_dead_runs_spool_are_not_followed(
         before = snapshot(outside)
         recovering = MetricsLogger(url=server.url, database=unique_db, api="v1", retry_interval=100)
         if planted == "swapped_after_adoption":
-            (taken,) = [p for p in (isolated_env / "spool").rglob("*-batch*.jsonl")]
+            (taken,) = [p for p in (isolated_env / "spool").rglob("*-batch*.lp")]
             taken.unlink()
             taken.symlink_to(outside / "lines.jsonl")
             before = snapshot(outside)

@@ -18,3 +18,20 @@ def drain_spool(url: str, database: str, spool: Path, timeout: float = 120) -> d
     second = MetricsLogger(url=url, database=database, api="v1", spool_dir=spool)
     assert second.close(timeout=timeout)
     return second.stats()
+
+
+SPOOL_SUFFIXES = (".jsonl", ".lp")  # format 1 (JSON lines) and 2 (a line-protocol body)
+
+
+def spool_files(spool: Path) -> list[Path]:
+    """Every batch or WAL file under a spool root, of either format."""
+    return sorted(p for p in spool.rglob("*-*") if p.suffix in SPOOL_SUFFIXES and p.name[:12].isdigit())
+
+
+def spooled_lines(spool: Path) -> int:
+    """The points held in a spool's files (a format-2 file's header is not one)."""
+    total = 0
+    for path in spool_files(spool):
+        lines = path.read_bytes().splitlines()
+        total += len(lines) - (path.suffix == ".lp" and bool(lines) and lines[0].startswith(b"#tplr-spool 2 "))
+    return total

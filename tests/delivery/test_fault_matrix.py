@@ -310,7 +310,7 @@ class Run:
             describe = json.loads(manifest.read_text())
             if describe.get("database") == self.orphan_db:
                 continue
-            for path in sorted(manifest.parent.rglob("*.jsonl")):
+            for path in sorted(p for p in manifest.parent.rglob("*") if p.suffix in (".jsonl", ".lp")):
                 if path.read_bytes().endswith(b"\n"):
                     with path.open("ab") as f:
                         f.write(b"".join(line + b"\n" for line in CORRUPT_LINES))

@@ -25,6 +25,7 @@ from tplr_metrics import MetricsLogger
 
 from ..fault_proxy import Fault, fault_proxy
 from ..servers import InfluxDB1, free_port
+from .books import spool_files
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -462,4 +463,4 @@ def test_replay_spool_delivers_what_a_dead_process_left(influx1: InfluxDB1, uniq
     summary = json.loads(result.stdout)
     assert summary["written"] == 1_500 and summary["left_in_spool"] == 0
     assert influx1.count("left_behind", "v", unique_db) == 1_500
-    assert not [p for p in spool_root.rglob("*.jsonl")]
+    assert not spool_files(spool_root)

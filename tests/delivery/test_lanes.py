@@ -22,7 +22,7 @@ from tplr_metrics import MetricsLogger
 
 from ..fault_proxy import Fault, fault_proxy
 from ..servers import InfluxDB1, free_port
-from .books import drain_spool, lost
+from .books import drain_spool, lost, spool_files, spooled_lines
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -61,7 +61,7 @@ def test_close_with_a_backlog_leaves_nothing_unaccounted(tmp_path: Path, unique_
         stored = server.count("backlog", "v", unique_db)
         assert stored == two["written"] == one["spooled"] == two["adopted"]
         assert stored + lost(one) == 200_000  # queue_full drops counted; the rest delivered later
-        assert not list(spool.rglob("*.jsonl")) and not list(spool.rglob("*.tmp"))
+        assert not spool_files(spool) and not list(spool.rglob("*.tmp"))
     finally:
         server.cleanup()
 
@@ -467,7 +467,7 @@ def test_a_spool_smaller_than_a_batch_keeps_its_books(tmp_path: Path, unique_db:
         first.close(timeout=2)
         one = first.stats()
         assert first.accounting()["balanced"], first.accounting()
-        on_disk = sum(len(p.read_text().splitlines()) for p in spool.rglob("*.jsonl"))
+        on_disk = spooled_lines(spool)
         assert one["spooled"] == on_disk > 0 and one["dropped"]["spool_evicted"] > 0
         server.start()
         two = drain_spool(server.url, unique_db, spool)
@@ -609,5 +609,42 @@ def test_a_runtime_id_with_a_slash_spools_and_is_adopted(tmp_path: Path, unique_
         rows = server.rows('SELECT "v", "runtime_id" FROM "slashed"', unique_db)
         assert two["adopted"] == 500 and len(rows) == 500
         assert {r["runtime_id"] for r in rows} == {runtime_id}
+    finally:
+        server.cleanup()
+
+
+def test_a_drain_starts_when_the_server_listens_again_not_when_the_backoff_ends(tmp_path: Path, unique_db: str) -> None:
+    """Nothing listened during the outage (connections refused): the replayer's backoff, 10-20 s
+    here, ends as soon as the server answers again, and the spool drains within seconds of its
+    return. (Before: the drain waited out the backoff, up to ``max_retry_delay``: 30 s by
+    default.) A server that answers (503, 429) is still left alone for the whole backoff."""
+    server = InfluxDB1(tmp_path / "influx")  # down for now: its port refuses connections
+    try:
+        m = MetricsLogger(
+            url=server.url,
+            database=unique_db,
+            api="v1",
+            spool_dir=tmp_path / "spool",
+            batch_size=500,
+            retry_interval=20_000,
+            max_retry_delay=20_000,
+        )
+        for i in range(2_000):
+            m.log("back_again", {"k": str(i % 10)}, {"v": float(i)})
+        deadline = time.monotonic() + 30
+        while m.stats()["spooled"] < 2_000 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert m.stats()["spooled"] == 2_000
+        time.sleep(0.5)  # the replayer is in its backoff now
+        server.start()
+        server.create_database(unique_db)
+        t0 = time.monotonic()
+        assert m.flush(timeout=30)
+        took = time.monotonic() - t0
+        m.close(timeout=5)
+        stats = m.stats()
+        stored = server.count("back_again", "v", unique_db)
+        assert stored == stats["written"] == 2_000 and stored + lost(stats) == stats["logged"] == 2_000, stats
+        assert took < 5, f"the drain began {took:.1f}s after the server came back"
     finally:
         server.cleanup()

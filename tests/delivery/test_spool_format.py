@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from tplr_metrics.delivery import spool_lp
 from tplr_metrics.delivery.spool import decode_points, encode_point, encode_points, name_of_run, run_of
+from tplr_metrics.encoding.line_protocol import clean_key, clean_measurement, encode_line, encode_lines
 from tplr_metrics.encoding.points import Point
 
 # What the value rules let through: no control character in a name or tag value, no name
@@ -80,3 +82,86 @@ def test_a_runtime_id_is_one_safe_file_name_part_that_reads_back(runtime_id: str
     assert "/" not in name and "\0" not in name and not name.startswith(".")
     assert re.fullmatch(r"[A-Za-z0-9._~-]+", name), name
     assert run_of(name) == runtime_id or runtime_id != run_of(runtime_id)  # <id>-2 style suffixes aside
+
+
+# --- format 2: a batch kept as its line-protocol body (spool_lp) ------------------------------
+
+
+def _as_built(point: Point) -> bool:
+    """Names as the point builder lets them through (cleaned: no ambiguous backslash, no
+    leading space or '#', no reserved key), as every spooled point has them."""
+    return (
+        clean_measurement(point.measurement)[1] is None
+        and all(clean_key(k)[1] is None and clean_key(v, is_tag_value=True)[1] is None for k, v in point.tags.items())
+        and all(clean_key(k)[1] is None for k in point.fields)
+    )
+
+
+def _fitting_lines(batch: list[Point]) -> list[str]:
+    """The lines the encoder writes for a batch, without those format 2 leaves to format 1."""
+    lines = encode_lines(batch)
+    return [line for point, line in zip(batch, lines, strict=True) if spool_lp.lines_fit([point], [line])]
+
+
+@settings(max_examples=300, derandomize=True)
+@given(st.lists(points, max_size=20))
+def test_a_format_2_file_reads_back_as_the_body_it_was_made_of(batch: list[Point]) -> None:
+    lines = _fitting_lines(batch)
+    data = spool_lp.encode_file(lines)
+    body, count, bad = spool_lp.read_file(data)
+    assert bad == [] and count == len(lines)
+    assert body == b"".join(line.encode() + b"\n" for line in lines)
+    assert spool_lp.count_lines(data) == len(lines)
+
+
+@settings(max_examples=500, derandomize=True)
+@given(points)
+def test_a_spooled_line_reads_back_as_a_point_that_encodes_to_it(point: Point) -> None:
+    """The slow path (a refusal to sort out, a damaged file) reads a line back into the point
+    it is: that point writes the very same line, so nothing sent differs from what was spooled."""
+    (line,) = encode_lines([point])
+    assume(_as_built(point) and spool_lp.lines_fit([point], [line]))
+    back = spool_lp.parse_line(line.encode())
+    assert back is not None, line
+    assert encode_line(*back) == line
+    assert back.time_ns == point.time_ns and back.measurement == point.measurement
+    assert [type(v) for v in back.fields.values()] == [type(v) for v in point.fields.values()]
+
+
+def test_a_batch_with_what_a_body_cannot_hold_stays_in_format_1() -> None:
+    raw_newline = Point("m", {}, {"s": "two\nlines"}, 1)
+    quote_in_key = Point("m", {}, {'k"q': 1.0}, 1)
+    plain = Point("m", {}, {"v": 1.0}, 1)
+    for odd in (raw_newline, quote_in_key):
+        assert not spool_lp.lines_fit([plain, odd], encode_lines([plain, odd]))
+    assert spool_lp.lines_fit([plain], encode_lines([plain]))
+
+
+GOOD = [Point("m", {"t": "a"}, {"v": float(i)}, 10 + i) for i in range(3)]
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["appended", "edited", "no_header", "torn_header"],
+)
+def test_a_damaged_format_2_file_keeps_only_its_points(damage: str) -> None:
+    """Lines appended after the body are not this process's: quarantined. A body that does not
+    match its header is read line by line: a line is kept only when it is a point the encoder
+    writes as that line; a planted comment, blank or '#' line is never sent as a point."""
+    lines = encode_lines(GOOD)
+    data = spool_lp.encode_file(lines)
+    junk = [b'["fm",["not","a","dict"],{"pid":1.0},1]', b"m v=NaN 3", b"# a comment"]
+    if damage == "appended":
+        data += b"".join(j + b"\n" for j in junk)
+    elif damage == "edited":
+        data = data.replace(b"v=1.0 11", b"v=nan 11") + b"m v=1.0,w=2.0\n"
+        junk = [lines[1].replace("v=1.0 11", "v=nan 11").encode(), b"m v=1.0,w=2.0"]
+    elif damage == "no_header":
+        data = data.split(b"\n", 1)[1] + b"".join(j + b"\n" for j in junk)
+    else:
+        data = data[:20] + b"\n" + data.split(b"\n", 1)[1]
+        junk = [data[:20]]
+    body, count, bad = spool_lp.read_file(data)
+    kept = [line for line in lines if damage != "edited" or "v=1.0 11" not in line]
+    assert body == b"".join(line.encode() + b"\n" for line in kept) and count == len(kept)
+    assert bad == junk

@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from ..encoding.points import Point
-from ..sinks.base import Rejection, Sink, WriteResult
+from ..sinks.base import PointBatch, Rejection, Sink, WriteResult
+from . import spool_lp
 from .spool import Spool, SpoolFile
 from .stats import PipelineStats
 
@@ -39,6 +40,10 @@ logger = logging.getLogger("tplr_metrics")
 
 # Jitter draws from its own generator, never from the global one a training loop may have seeded.
 _jitter = random.Random()
+
+#: How often a replay waiting out its backoff after a refused connection asks whether the server
+#: listens again (a connect to a closed port costs next to nothing, on either side).
+REACHABLE_POLL_S = 0.1
 
 OnRejected = Callable[[Point, Rejection, str], None]
 OnCorruptLine = Callable[[bytes, str, str], None]  # (the line, its spool file's name, the lane's name)
@@ -112,7 +117,13 @@ class Lane:
         self.spool: Spool | None = None
         if spool_dir is not None:
             try:
-                self.spool = Spool(spool_dir, spool_run_name, self.stats, options.spool_max_bytes, describe)
+                # A sink that POSTs a body as it is gets its batches spooled as their line protocol
+                # (format 2), replayed without decoding or encoding them again. Durable mode's
+                # batch files stay JSON lines: adoption matches them against its WAL's lines.
+                bodies = self.accepts_lines and callable(getattr(sink, "write_body", None)) and not options.durable
+                self.spool = Spool(
+                    spool_dir, spool_run_name, self.stats, options.spool_max_bytes, describe, bodies=bodies
+                )
                 self.spool.on_evicted = self._settle
                 self.spool.adopt_orphans()
             except OSError as exc:
@@ -137,6 +148,7 @@ class Lane:
         self._waiting_markers: list[FlushMarker] = []
         self._spool_wake = threading.Event()
         self._replay_not_before = 0.0  # monotonic time before which the replayer must not send
+        self._replay_unreachable = False  # the last replay found nothing listening: see _wait_to_replay
         self._wal_segments: list[tuple[SpoolFile, FlushMarker]] = []
         self._flight_lock = threading.Lock()
         self._flights: set[_Flight] = set()
@@ -281,7 +293,7 @@ class Lane:
                 self.stats.error(str(result.error)[:500])
                 self.stats.warn_once("destination_error", "%s: %s", self.name, result.error)
                 return True
-            pending = [pending[i] for i in result.retry]
+            pending = _subset(pending, result.retry)
             unanswered = unanswered or result.unanswered
             if spool is not None:
                 # The replayer's first try waits as a retry would (Retry-After included): set
@@ -289,6 +301,7 @@ class Lane:
                 self._replay_not_before = max(
                     self._replay_not_before, time.monotonic() + self._backoff(1, result.retry_after)
                 )
+                self._replay_unreachable = result.unreachable
             if spool is not None and self._try_spool(batch_id, pending, maybe_stored=unanswered):
                 self.stats.retry(len(pending), result.error)
                 self._log_retry(len(pending), result, 1, 0.0, to_spool=True)
@@ -458,7 +471,11 @@ class Lane:
         """Several batches into one spool file: each file costs a handful of syscalls, and each
         syscall a wait for the GIL when other threads keep logging through close()."""
         assert self.spool is not None
-        points = [point for _, batch in batches for point in batch]
+        points: list[Point] = [point for _, batch in batches for point in batch]
+        line_lists = [getattr(batch, "lines", None) for _, batch in batches]
+        if all(lines is not None for lines in line_lists):
+            points = PointBatch(points)
+            points.lines = [line for lines in line_lists for line in lines]  # type: ignore[union-attr]
         stored = self.spool.add_batch(points, None, at_once=True) is not None
         if not stored:
             self.stats.drop("spool_write_failed", len(points))  # counted, never silent
@@ -501,7 +518,7 @@ class Lane:
                 last_sync = time.monotonic()
             hold = self._replay_not_before - time.monotonic()
             if hold > 0:
-                if self._abort.wait(min(hold, 0.5)):
+                if self._wait_to_replay(min(hold, 0.5)):
                     break
                 continue
             item = spool.oldest()
@@ -523,15 +540,40 @@ class Lane:
                 attempt = 0
                 continue
             attempt += 1
-            if self._abort.wait(self._backoff(attempt, delay or None)):
+            if self._wait_to_replay(self._backoff(attempt, delay or None)):
                 break
         if self.options.durable:
             self._rotate_wal()
+
+    def _wait_to_replay(self, delay: float) -> bool:
+        """Wait out a replay's backoff; True when aborted. After a refused connection (nothing
+        listened), the sink's ``reachable()`` is asked every REACHABLE_POLL_S meanwhile, and the
+        wait ends when the server answers: the backoff (up to ``max_retry_delay``, 30 s by
+        default) no longer delays a drain past the server's return. A server that answered (a
+        503, a 429 and its Retry-After) is left alone for the whole wait."""
+        reachable = getattr(self.sink, "reachable", None)
+        if not self._replay_unreachable or not callable(reachable):
+            return self._abort.wait(delay)
+        until = time.monotonic() + delay
+        while True:
+            left = until - time.monotonic()
+            if left <= 0:
+                return False
+            if self._abort.wait(min(left, REACHABLE_POLL_S)):
+                return True
+            try:
+                if reachable(1.0):
+                    self._replay_not_before = 0.0  # a writer's hold too: the server is back
+                    return False
+            except Exception:
+                return self._abort.wait(max(0.0, until - time.monotonic()))
 
     def _replay_one(self, spool: Spool, item: SpoolFile) -> float | None:
         """Send one spool file; None when it is done, else the Retry-After hint (0 = none)."""
         if self._finished:
             return None  # close() has returned: the file is the next process's now
+        if item.is_body:
+            return self._replay_body(spool, item)
         points, bad = spool.read(item)
         if item.adopted and item.points != len(points) + len(bad):  # blank lines: not points
             self.stats.adopted_points(len(points) + len(bad) - item.points)
@@ -543,6 +585,7 @@ class Lane:
         with self._flight_lock:  # the file and the books change together, and never after finish()
             if self._finished:
                 return None  # the file stays as it is, for the next process
+            self._replay_unreachable = bool(result.retry) and result.unreachable
             if result.retry:
                 item.maybe_stored = item.maybe_stored or result.unanswered
                 self.stats.retry(len(result.retry), result.error)
@@ -561,7 +604,69 @@ class Lane:
             self._settle(item.batch_id)
         return None
 
-    def _quarantine(self, spool: Spool, item: SpoolFile, points: list[Point], bad: list[bytes]) -> None:
+    def _replay_body(self, spool: Spool, item: SpoolFile) -> float | None:
+        """Send a format-2 file (its line-protocol body, see ``spool_lp``) as it is: one POST of
+        the file's bytes, no decoding or encoding. Only an answer that refuses part of it (or a
+        sink that takes points only) reads its lines back into points, sent as a replay of format
+        1 is, with their lines: the answer's refused lines are found and counted per point."""
+        body, count, bad = spool.read_body(item)
+        if item.adopted and item.points != count + len(bad):  # blank lines: not points
+            self.stats.adopted_points(count + len(bad) - item.points)
+            item.points = count + len(bad)
+        if bad:
+            self._quarantine(spool, item, (), bad, lines=body.decode("utf-8", "replace").splitlines())
+        write_body = getattr(self.sink, "write_body", None)
+        if item.origin is not None and getattr(self.sink, "write_recovered", None) is not None:
+            write_body = None  # a sink that keeps runs stores these under the run that logged them
+        points: Sequence[Point] = ()
+        lines: list[str] = []
+        result: WriteResult | None = WriteResult() if not count else None
+        t0 = time.monotonic()
+        if result is None and write_body is not None:
+            try:
+                result = write_body(body, count)
+            except Exception as exc:  # a sink must not raise; one that does is retried like a failure
+                self.stats.warn_once(f"raised:{self.name}", "%s raised %s in write", self.name, type(exc).__name__)
+                result = WriteResult.all_retry(count, f"{type(exc).__name__}: {exc}"[:300])
+        if result is None:  # refused in part: find out which, point by point
+            parsed, lines, unreadable = spool_lp.parse_body(body)
+            if unreadable:  # its digest held, yet not a point: set aside, never sent
+                self._quarantine(spool, item, parsed, unreadable, lines=lines)
+            batch = PointBatch(parsed)
+            batch.lines = lines
+            points = batch
+            result, _ = self._send(batch, item.origin) if batch else (WriteResult(), 0.0)
+        elapsed = time.monotonic() - t0
+        with self._flight_lock:  # the file and the books change together, and never after finish()
+            if self._finished:
+                return None  # the file stays as it is, for the next process
+            self._replay_unreachable = bool(result.retry) and result.unreachable
+            if result.retry:
+                item.maybe_stored = item.maybe_stored or result.unanswered
+                self.stats.retry(len(result.retry), result.error)
+                settled = item.points - len(result.retry)
+                if settled:
+                    # Part was stored: rewrite the file with the rest, so nothing stored is sent twice.
+                    spool.rewrite(item, [points[i] for i in result.retry], [lines[i] for i in result.retry])
+                self._count(result, elapsed, lambda: self.stats.spool_out(settled, result.stored))
+            else:
+                spool.done(item)
+                self._count(result, elapsed, lambda: self.stats.spool_out(item.points, result.stored))
+        self._hand_on(points, result)
+        if result.retry:
+            return result.retry_after or 0.0
+        if item.batch_id is not None:
+            self._settle(item.batch_id)
+        return None
+
+    def _quarantine(
+        self,
+        spool: Spool,
+        item: SpoolFile,
+        points: Sequence[Point],
+        bad: list[bytes],
+        lines: Sequence[str] | None = None,
+    ) -> None:
         """Lines that are not a valid point go to the dead letter (cause ``corrupt_spool_line``,
         counted rejected) and out of the file, so the rest of it, and every later file, is
         delivered; the file is rewritten first, so no line is counted twice."""
@@ -574,8 +679,8 @@ class Lane:
         with self._flight_lock:
             if self._finished:
                 return
-            spool.rewrite(item, points)
-            item.points = len(points)
+            spool.rewrite(item, points, lines)
+            item.points = len(lines) if lines is not None else len(points)
             with self.stats.at_once():
                 self.stats.spool_out(len(bad), 0)
                 self.stats.reject("corrupt_spool_line", len(bad))
@@ -706,3 +811,15 @@ class Lane:
             self.sink.close()
         except Exception as exc:
             logger.warning("closing %s failed: %s", self.name, type(exc).__name__)
+
+
+def _subset(points: Sequence[Point], indices: Sequence[int]) -> list[Point]:
+    """The points at ``indices``, with their lines when the batch carries them (PointBatch), so
+    that a batch spooled after a retry keeps the line protocol it is sent as."""
+    lines: list[str] | None = getattr(points, "lines", None)
+    subset = [points[i] for i in indices]
+    if lines is None:
+        return subset
+    batch = PointBatch(subset)
+    batch.lines = [lines[i] for i in indices]
+    return batch

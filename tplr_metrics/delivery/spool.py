@@ -6,9 +6,12 @@ the same root, or by ``tplr-metrics replay --spool``. Each run dir has a ``.lock
 by its live owner; a run dir whose lock can be taken belongs to nobody, so at most one process
 adopts it.
 
-Files are JSON lines, one point per line ``[measurement, tags, fields, time_ns]`` (JSON keeps
-ints and floats apart, so points replay exactly), named ``<seq>-<kind>.jsonl`` so that sorting
-by name is replay order:
+Files come in two formats, named so that sorting by name is replay order. Format 1 is JSON
+lines, one point per line ``[measurement, tags, fields, time_ns]`` (JSON keeps ints and floats
+apart, so points replay exactly), named ``<seq>-<kind>.jsonl``. Format 2 (``spool_lp``), for a
+lane whose sink POSTs line protocol as it is (``bodies``), is a batch's line-protocol body under
+a header with its line count, size and digest, named ``<seq>-batch.lp``: replayed by sending the
+file's bytes, with no point decoded or encoded again. Both are read, whichever this process writes:
 
 * ``batch`` files: batches the server could not take (written to a temp name, fsynced, renamed
   into place, so a crash never leaves half a batch);
@@ -65,15 +68,16 @@ from typing import Any
 import orjson
 
 from ..config.paths import private_dir
-from ..encoding.line_protocol import CONTROL_CHARACTER
+from ..encoding.line_protocol import CONTROL_CHARACTER, encode_lines
 from ..encoding.points import INT64_MAX, INT64_MIN, Point, PointBuilder
+from . import spool_lp
 from .stats import PipelineStats
 
 logger = logging.getLogger("tplr_metrics")
 
 # <seq>-batch.jsonl, <seq>-wal.jsonl; an adopted file names the run that logged its points:
 # <seq>-batch.from-<run>.jsonl, so that they are stored under that run, even after a second death.
-_FILE_NAME = re.compile(r"^(\d{12})-(batch|wal)(?:\.from-([A-Za-z0-9._~-]{1,200}))?\.jsonl$")
+_FILE_NAME = re.compile(r"^(\d{12})-(batch|wal)(?:\.from-([A-Za-z0-9._~-]{1,200}))?\.(jsonl|lp)$")
 _RUN_SUFFIX = re.compile(r"(?:-\d{1,3})?(?:\.\d+){0,2}$")  # <id>-2 (second logger), <id>.<pid> (child)
 _UNSAFE_IN_NAME = re.compile(r"[^A-Za-z0-9._-]|^\.")
 _ESCAPED = re.compile(r"(?:~[0-9A-F]{2})+")
@@ -100,7 +104,7 @@ MANIFEST_NAME = "destination.json"
 
 
 _APPEND_NEWLINE = orjson.OPT_APPEND_NEWLINE
-_LONG_NUMBER = re.compile(rb"\d{19}")
+_LONG_NUMBER = re.compile(rb"-\d{19}|\d{20}")  # past what orjson reads as an int: 64 bits
 
 
 _dumps_line = functools.partial(orjson.dumps, option=_APPEND_NEWLINE)
@@ -261,7 +265,7 @@ def decode_points(data: bytes) -> tuple[list[Point], list[bytes]]:
         except (ValueError, TypeError):
             bad.append(line)
             continue
-        if _is_valid(point):
+        if is_valid_point(point):
             points.append(point)
         else:
             bad.append(line)
@@ -275,7 +279,7 @@ _INT64 = (-(2**63), 2**63 - 1)
 _BAD_MEASUREMENT = re.compile(r"[\x00-\x1f\x7f]|^[# ]")  # CONTROL_CHARACTER, or a leading '#' or space
 
 
-def _is_valid(point: Point) -> bool:
+def is_valid_point(point: Point) -> bool:
     """What every point log() builds looks like; anything else (a line edited into the wrong
     shape, or one holding what the value rules refuse: NaN, an int past 64 bits, a raw newline
     in a name) is quarantined, never sent."""
@@ -318,6 +322,11 @@ class SpoolFile:
     busy: bool = False  # the replayer is sending it: never evicted meanwhile (it may be stored)
     maybe_stored: bool = False  # a request carrying its points went unanswered: the server may hold them
 
+    @property
+    def is_body(self) -> bool:
+        """A format-2 file: the line-protocol body it is sent as (see ``spool_lp``)."""
+        return self.path.suffix == ".lp"
+
 
 class Spool:
     """One process's outbox under a shared root, with adoption of dead processes' outboxes."""
@@ -329,7 +338,11 @@ class Spool:
         stats: PipelineStats,
         max_bytes: int,
         describe: dict[str, Any] | None = None,
+        bodies: bool = False,
     ) -> None:
+        # bodies: keep a batch that carries its line protocol (PointBatch.lines) as that body
+        # (format 2, spool_lp), for a sink that sends such a body as it is (write_body).
+        self.bodies = bodies
         self.root = private_dir(Path(root), trusted=Path(root).parent)  # no planted symlink
         if describe is not None:
             write_manifest(self.root, describe)
@@ -385,10 +398,10 @@ class Spool:
 
     # --- adding ------------------------------------------------------------------------
 
-    def _next_path(self, kind: str, origin: str | None = None) -> tuple[int, Path]:
+    def _next_path(self, kind: str, origin: str | None = None, suffix: str = "jsonl") -> tuple[int, Path]:
         self._seq += 1
         tail = f".from-{name_of_run(origin)}" if origin else ""
-        return self._seq, self.dir / f"{self._seq:012d}-{kind}{tail}.jsonl"
+        return self._seq, self.dir / f"{self._seq:012d}-{kind}{tail}.{suffix}"
 
     def add_batch(
         self, points: Sequence[Point], batch_id: int | None, at_once: bool = False, maybe_stored: bool = False
@@ -396,9 +409,13 @@ class Spool:
         """Write a batch durably (temp file, fsync, rename) and queue it for replay; None when the
         disk refused it even after evicting older files (the caller counts the points).
         ``at_once``: encode without handing over the GIL (see encode_points)."""
-        data = encode_points(points, at_once)
+        lines: Sequence[str] | None = getattr(points, "lines", None) if self.bodies else None
+        if lines is not None and spool_lp.lines_fit(points, lines):
+            data, suffix = spool_lp.encode_file(lines), spool_lp.SUFFIX
+        else:
+            data, suffix = encode_points(points, at_once), "jsonl"
         with self._lock:
-            seq, path = self._next_path("batch")
+            seq, path = self._next_path("batch", suffix=suffix)
             try:
                 _write_durably(path, data)
             except OSError as exc:
@@ -600,9 +617,25 @@ class Spool:
                 raise
             return [], [f"not read: {item.path.name} is a symlink".encode()]
 
-    def rewrite(self, item: SpoolFile, points: Sequence[Point]) -> None:
-        """Replace a file's points with the ones still to send (atomically)."""
-        data = encode_points(points)
+    def read_body(self, item: SpoolFile) -> tuple[bytes, int, list[bytes]]:
+        """A format-2 file's body as it can be sent, its line count, and the lines to quarantine
+        (see ``spool_lp.read_file``); a symlink is one bad "line" naming it, as in ``read``."""
+        try:
+            return spool_lp.read_file(_read_nofollow(item.path))
+        except FileNotFoundError:
+            return b"", 0, []
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            return b"", 0, [f"not read: {item.path.name} is a symlink".encode()]
+
+    def rewrite(self, item: SpoolFile, points: Sequence[Point], lines: Sequence[str] | None = None) -> None:
+        """Replace a file's points with the ones still to send (atomically); a format-2 file
+        keeps its format, from ``lines`` (the points' lines as sent)."""
+        if item.is_body:
+            data = spool_lp.encode_file(lines if lines is not None else encode_lines(points))
+        else:
+            data = encode_points(points)
         with self._lock:
             before = _size(item.path)
             _write_durably(item.path, data)
@@ -658,7 +691,8 @@ class Spool:
             named = _FILE_NAME.match(path.name)
             from_run = named.group(3) if named else None  # a file adopted twice keeps its run
             run = _runtime_id_of(from_run) if from_run else origin
-            seq, target = self._next_path("batch", run)  # sealed: replayed as a whole either way
+            suffix = named.group(4) if named else "jsonl"
+            seq, target = self._next_path("batch", run, suffix)  # sealed: replayed as a whole either way
             if path != target:
                 os.rename(path, target)
             # Counted now, not when read: until then accounting() shows them as spooled, so
@@ -700,7 +734,7 @@ def _without_wal_copies(found: list[tuple[int, str, Path]]) -> list[tuple[int, s
     kept = []
     for item in found:
         _, kind, path = item
-        if kind == "batch":
+        if kind == "batch" and path.suffix != ".lp":  # a line-protocol body never equals a WAL line
             lines = _lines(path)
             unique = [line for line in lines if _digest(line) not in wal_lines]
             if not unique:
@@ -769,7 +803,7 @@ def spooled_destinations(root: Path) -> list[SpooledDestination]:
     for directory in entries:
         if directory.is_symlink() or not directory.is_dir():
             continue
-        paths = [p for p in directory.glob("*/*.jsonl") if _FILE_NAME.match(p.name) and not p.is_symlink()]
+        paths = [p for p in directory.glob("*/*") if _FILE_NAME.match(p.name) and not p.is_symlink()]
         held = 0
         for run_dir in {p.parent for p in paths}:
             fd = lock_orphan(run_dir)
@@ -882,6 +916,8 @@ def _count_lines(path: Path) -> int:
         data = path.read_bytes()
     except OSError:
         return 0
+    if path.suffix == ".lp":
+        return spool_lp.count_lines(data)
     data = data.replace(b"\0", b"")  # a live or killed WAL segment's reserved tail
     header = 1 if data.startswith(WAL_HEADER_START) else 0  # a format-2 WAL segment's first line
     return data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0) - header

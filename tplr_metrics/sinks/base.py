@@ -49,6 +49,10 @@ class WriteResult:
     # spool the points are counted dropped (``destination_error``) at once, not retried for
     # the whole retry time; with one they are spooled as any retry is, ``error`` naming the fix.
     hopeless: bool = False
+    # No connection could be made (refused: nothing listens there now): nothing was sent. A lane
+    # replaying its spool then asks the sink's ``reachable()`` while it waits out its backoff, and
+    # sends as soon as the server listens again.
+    unreachable: bool = False
 
     @classmethod
     def all_stored(cls, n: int, nbytes: int = 0) -> WriteResult:

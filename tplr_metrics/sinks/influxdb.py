@@ -47,6 +47,7 @@ from .base import Rejection, WriteResult
 logger = logging.getLogger("tplr_metrics")
 
 _RETRY_STATUSES = {401, 403, 404, 408, 425, 429}
+_AGAIN = WriteResult()  # _not_stored: the condition was fixed (a database created), write again
 MAX_REDIRECTS = 3
 
 
@@ -163,7 +164,14 @@ class InfluxSink:
         response = self._request("POST", path, body, headers)
         return response.status, _decoded(response.data), dict(response.headers)
 
-    def _request(self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> Any:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        timeout_s: float | None = None,
+    ) -> Any:
         """One request on the client's pool, with its auth header; no retry, no redirect
         followed (the pipeline retries with backoff and accounting; ``_write`` follows redirects
         to the same server only)."""
@@ -175,7 +183,7 @@ class InfluxSink:
             api.configuration.host.rstrip("/") + path,
             body=body,
             headers={**api.default_headers, **(headers or {})},
-            timeout=urllib3.Timeout(total=self._timeout_s),
+            timeout=urllib3.Timeout(total=self._timeout_s if timeout_s is None else timeout_s),
             retries=False,
             redirect=False,
             preload_content=True,
@@ -211,27 +219,79 @@ class InfluxSink:
                     encoded[k] = encode_line(*_for_line_splitting_server(point))
                     sanitized += 1
         body = "\n".join(encoded).encode("utf-8", "replace")
-        path, params = self.path, self.query_params()
         try:
-            for _ in range(MAX_REDIRECTS + 1):
-                status, answer, headers = self.post(path, body, params, "text/plain; charset=utf-8")
-                if not 300 <= status < 400:
-                    break
-                followed = self._same_server_location(headers)
-                if followed is None:
-                    break
-                path, params = followed
+            status, answer, headers = self._post_body(body)
         except Exception as exc:
             return WriteResult(
-                retry=indices, error=self._transport_error(exc), nbytes=len(body), unanswered=_maybe_sent(exc)
+                retry=indices,
+                error=self._transport_error(exc),
+                nbytes=len(body),
+                unanswered=_maybe_sent(exc),
+                unreachable=_refused_connection(exc),
             )
         answer = redact(answer, self._secrets)
-        message = redact(server_message(answer), self._secrets)  # decoded JSON may spell a secret anew ("\u0026")
         if 200 <= status < 300:
             changed = {"changed_for_victoriametrics": sanitized} if sanitized else {}
             return WriteResult(stored=len(batch), nbytes=len(body), sanitized=changed)
+        unstored = self._not_stored(status, answer, headers, indices, len(body))
+        if unstored is not None:
+            return self._write(points, indices) if unstored is _AGAIN else unstored
+        return self._refused(points, indices, batch, encoded, status, answer, len(body))
+
+    def write_body(self, body: bytes, count: int) -> WriteResult | None:
+        """POST a body of ``count`` lines encoded earlier (a spool file's, as it was written):
+        what the answer says of all of them, or None when it refused some of them (a 4xx): the
+        caller then sends them through ``write``, which finds out which. Never raises."""
+        try:
+            try:
+                status, answer, headers = self._post_body(body)
+            except Exception as exc:
+                return WriteResult(
+                    retry=range(count),
+                    error=self._transport_error(exc),
+                    nbytes=len(body),
+                    unanswered=_maybe_sent(exc),
+                    unreachable=_refused_connection(exc),
+                )
+            if 200 <= status < 300:
+                return WriteResult(stored=count, nbytes=len(body))
+            unstored = self._not_stored(status, redact(answer, self._secrets), headers, range(count), len(body))
+            if unstored is _AGAIN:
+                return self.write_body(body, count)
+            return unstored
+        except Exception as exc:  # never raise into the pipeline
+            return WriteResult.all_retry(count, self._transport_error(exc))
+
+    def reachable(self, timeout_s: float = 1.0) -> bool:
+        """Whether the server answers at all now (``GET /ping``, any answer): a replay waiting
+        out its backoff after a refused connection sends at once when it does."""
+        try:
+            self._request("GET", "/ping", timeout_s=min(timeout_s, self._timeout_s))
+        except Exception:
+            return False
+        return True
+
+    def _post_body(self, body: bytes) -> tuple[int, str, dict[str, str]]:
+        """POST a body to the write endpoint, following redirects to the same server."""
+        path, params = self.path, self.query_params()
+        for _ in range(MAX_REDIRECTS + 1):
+            status, answer, headers = self.post(path, body, params, "text/plain; charset=utf-8")
+            if not 300 <= status < 400:
+                break
+            followed = self._same_server_location(headers)
+            if followed is None:
+                break
+            path, params = followed
+        return status, answer, headers
+
+    def _not_stored(
+        self, status: int, answer: str, headers: dict[str, str], indices: Sequence[int], nbytes: int
+    ) -> WriteResult | None:
+        """What a non-2xx answer means when it is not the data's fault: every point to retry, or
+        ``_AGAIN`` (write again: the database was just created); None for a refusal."""
+        message = redact(server_message(answer), self._secrets)  # decoded JSON may spell a secret anew ("\u0026")
         if status == 404 and self.handle_not_found(message):
-            return self._write(points, indices)
+            return _AGAIN
         hint = self.not_found_hint(headers) if status == 404 else None
         if hint is not None:
             message = f"{message}; {hint}"
@@ -243,10 +303,10 @@ class InfluxSink:
                 retry=indices,
                 error=f"HTTP {status} from {self.url}: {message}",
                 retry_after=_retry_after(headers),
-                nbytes=len(body),
+                nbytes=nbytes,
                 hopeless=hint is not None,
             )
-        return self._refused(points, indices, batch, encoded, status, answer, len(body))
+        return None
 
     def _splits_lines(self) -> bool:
         """Whether this server reads line protocol as VictoriaMetrics does (a raw newline in a
@@ -385,6 +445,11 @@ def _maybe_sent(exc: BaseException) -> bool:
 
     never_sent = (NewConnectionError, ConnectTimeoutError, ConnectionRefusedError, ssl.SSLCertVerificationError)
     return not any(isinstance(cause, never_sent) for cause in _causes(exc))
+
+
+def _refused_connection(exc: BaseException) -> bool:
+    """The server refused the connection (nothing listens on its port): nothing was sent."""
+    return any(isinstance(cause, ConnectionRefusedError) for cause in _causes(exc))
 
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:
