@@ -30,6 +30,7 @@ from .config.settings import ConfigurationError, ServerSettings
 from .delivery.accounting import accounting_of, merge_snapshot
 from .delivery.dead_letter import DeadLetterFile
 from .delivery.pipeline import OVERFLOW_POLICIES, Pipeline, PipelineOptions
+from .delivery.run_names import name_of_run
 from .delivery.stats import INPUT_DROP_REASONS, PipelineStats
 from .encoding.points import BadTimestamp, Point, PointBuilder, QueuedShape, Record, timestamp_ns
 from .encoding.values import IMMUTABLE_TYPES, FieldValue, frozen_tags, process_fields
@@ -219,7 +220,7 @@ class MetricsLogger:
             durable=durable,
             durable_sync_interval_s=durable_sync_interval,
         )
-        self._dead_letter = DeadLetterFile(tplr_home() / "dead_letter" / f"{self.runtime_id}.jsonl")
+        self._dead_letter = DeadLetterFile(tplr_home() / "dead_letter" / f"{name_of_run(self.runtime_id)}.jsonl")
         self._pipeline = Pipeline(
             sink,
             self._builder,
@@ -269,7 +270,7 @@ class MetricsLogger:
         self._builder = PointBuilder(self.standard_tags(), self.prefix, self._on_issue)
         if self._strict_builder is not None:
             self._strict_builder = PointBuilder(self.standard_tags(), self.prefix, self._raise_issue)
-        self._dead_letter = DeadLetterFile(tplr_home() / "dead_letter" / f"{self.runtime_id}.jsonl")
+        self._dead_letter = DeadLetterFile(tplr_home() / "dead_letter" / f"{name_of_run(self.runtime_id)}.jsonl")
         for lane in self._pipeline.lanes:
             lane._on_rejected = self._dead_letter
             lane.on_corrupt_line = self._dead_letter.corrupt_line

@@ -315,12 +315,22 @@ def test_5d_corrupt_lines_in_a_dead_process_spool_are_quarantined_and_the_rest_l
     assert all(re.search(r"-batch\.from-[0-9a-f-]+\.jsonl$", d["reason"]) for d in letters)  # renamed, run kept
 
 
-@pytest.mark.parametrize("recorded", [True, False], ids=["run-recorded", "run-never-recorded"])
-def test_5f_points_recovered_from_a_killed_durable_run_keep_their_run(isolated_env: Path, recorded: bool) -> None:
+LONG_RUNTIME_ID = "sweep/" + "lr=0.001,batch=512,ü," * 15  # 321 characters, 351 bytes
+
+
+@pytest.mark.parametrize(
+    ("recorded", "runtime_id"),
+    [(True, None), (False, None), (True, LONG_RUNTIME_ID)],
+    ids=["run-recorded", "run-never-recorded", "long-runtime-id"],
+)
+def test_5f_points_recovered_from_a_killed_durable_run_keep_their_run(
+    isolated_env: Path, recorded: bool, runtime_id: str | None
+) -> None:
     """A durable run whose 300 points never reached the local store (another connection held
     it locked) is SIGKILLed; the next logger stores them under the dead run, not its own, and
     the dead run says crashed in `tplr-metrics runs --json`. (Before: under the recovering run,
-    and the dead one stayed running for ever.)"""
+    and the dead one stayed running for ever.) A runtime_id too long for a file name is
+    shortened in the spool and found again from its points (before: ENAMETOOLONG, no spool)."""
     isolated_env.mkdir(mode=0o700)
     store = isolated_env / "metrics.sqlite"
     line = sigkill_after(
@@ -331,18 +341,19 @@ def test_5f_points_recovered_from_a_killed_durable_run_keep_their_run(isolated_e
                 if not {recorded!r}:
                     lock.execute("BEGIN EXCLUSIVE")  # before the logger records its run
                 sink = {{"kind": "local", "params": {{"path": {str(store)!r}, "busy_timeout_s": 0.2}}}}
-                m = MetricsLogger(sinks=[sink], durable=True, retry_interval=60_000)
+                m = MetricsLogger(sinks=[sink], durable=True, retry_interval=60_000, runtime_id={runtime_id!r})
                 if {recorded!r}:
                     lock.execute("BEGIN EXCLUSIVE")  # the run is recorded (running); its points are not
                 for i in range(300):
                     m.log("attributed", {{"i": str(i)}}, {{"v": float(i)}})
-                print("logged", m.runtime_id, flush=True)
+                print("logged", m.runtime_id.encode().hex(), flush=True)
                 import time; time.sleep(60)
                 """,
         "logged",
         isolated_env,
     )
-    dead = line.split()[1]
+    dead = bytes.fromhex(line.split()[1]).decode()
+    assert runtime_id is None or dead == runtime_id
     m = MetricsLogger(sinks=[{"kind": "local", "params": {"path": str(store)}}])
     m.log("attributed", {"i": "recovering"}, {"v": -1.0})
     assert m.close(timeout=30)

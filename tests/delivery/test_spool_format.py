@@ -9,7 +9,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from tplr_metrics.delivery import spool_lp
-from tplr_metrics.delivery.spool import decode_points, encode_point, encode_points, name_of_run, run_of
+from tplr_metrics.delivery.run_names import MAX_NAME, full_run_id, is_shortened, name_of_run, run_of
+from tplr_metrics.delivery.spool import decode_points, encode_point, encode_points
 from tplr_metrics.encoding.line_protocol import clean_key, clean_measurement, encode_line, encode_lines
 from tplr_metrics.encoding.points import Point
 
@@ -81,7 +82,25 @@ def test_a_runtime_id_is_one_safe_file_name_part_that_reads_back(runtime_id: str
     name = name_of_run(runtime_id)
     assert "/" not in name and "\0" not in name and not name.startswith(".")
     assert re.fullmatch(r"[A-Za-z0-9._~-]+", name), name
-    assert run_of(name) == runtime_id or runtime_id != run_of(runtime_id)  # <id>-2 style suffixes aside
+    if not is_shortened(name):  # a long one: see below
+        assert run_of(name) == runtime_id or runtime_id != run_of(runtime_id)  # <id>-2 style suffixes aside
+
+
+@settings(max_examples=200, derandomize=True)
+@given(st.text(st.characters(blacklist_categories=("Cs",)), min_size=100, max_size=400))
+def test_a_long_runtime_id_is_shortened_to_a_name_its_points_resolve(runtime_id: str) -> None:
+    """Any runtime_id fits a file name (a spool run dir of 300 characters: ENAMETOOLONG), two
+    runtime_ids never share a name, and a shortened name resolves back by the points' tag."""
+    name = name_of_run(runtime_id)
+    assert len(name.encode()) <= MAX_NAME and re.fullmatch(r"[A-Za-z0-9._~-]+", name), name
+    assert name_of_run(runtime_id + "x") != name
+    if is_shortened(name):
+        point = Point("m", {"runtime_id": runtime_id}, {"v": 1.0}, 1)
+        assert full_run_id(run_of(name), [point]) == runtime_id
+        stranger = Point("m", {"runtime_id": "another run"}, {"v": 1.0}, 1)
+        assert full_run_id(run_of(name), [stranger]) == run_of(name)
+    else:
+        assert run_of(name) == runtime_id or runtime_id != run_of(runtime_id)
 
 
 # --- format 2: a batch kept as its line-protocol body (spool_lp) ------------------------------

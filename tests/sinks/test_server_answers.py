@@ -402,3 +402,19 @@ def test_real_1x_a_conflict_in_one_shard_does_not_refuse_the_same_field_in_anoth
     assert stored == 3 and m.stats()["written"] == 3 and m.stats()["rejected_total"] == 4
     refused = sorted(d["point"][1]["k"] for d in dead_letters(isolated_env, m))
     assert refused == ["n0", "n1", "n2", "now"]
+
+
+def test_a_runtime_id_never_makes_the_dead_letter_path(isolated_env: Path) -> None:
+    """The dead-letter file is named after the runtime_id, escaped: ``../../x`` wrote outside
+    ``$TPLR_METRICS_HOME/dead_letter`` (and a 300-character id could not be created)."""
+    for runtime_id in ("../../escaped/x", "y" * 300):
+        with answer_fake("v2") as fake:
+            m = MetricsLogger(url=fake.url, api="v2", database="b", org="o", runtime_id=runtime_id, spool=False)
+            m.log("answers", {}, {"pid": 1, REFUSE: 1.0}, timestamp=1_700_000_000_000_000_000)
+            assert m.close(timeout=20) is False
+        assert m.stats()["rejected_total"] == 1
+        written = [p for p in isolated_env.rglob("*.jsonl") if p.parent.name == "dead_letter"]
+        assert len(written) == 1 and written[0].parent == isolated_env / "dead_letter", written
+        assert json.loads(written[0].read_text())["point"][2]["pid"] == 1
+        assert not (isolated_env.parent / "escaped").exists()
+        written[0].unlink()

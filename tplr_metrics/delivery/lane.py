@@ -33,6 +33,7 @@ from typing import Any
 from ..encoding.points import Point
 from ..sinks.base import PointBatch, Rejection, Sink, WriteResult
 from . import spool_lp
+from .run_names import full_run_id
 from .spool import Spool, SpoolFile
 from .stats import PipelineStats
 
@@ -357,6 +358,8 @@ class Lane:
         were logged in, for a sink that keeps runs."""
         t0 = time.monotonic()
         write_recovered = getattr(self.sink, "write_recovered", None) if origin else None
+        if write_recovered is not None and origin:
+            origin = full_run_id(origin, points)  # a long runtime_id's spool name is shortened
         try:
             result = write_recovered(points, origin) if write_recovered is not None else self.sink.write(points)
         except Exception as exc:  # a sink must not raise; one that does is retried like a failure

@@ -71,6 +71,7 @@ from ..config.paths import private_dir
 from ..encoding.line_protocol import CONTROL_CHARACTER, encode_lines
 from ..encoding.points import INT64_MAX, INT64_MIN, Point, PointBuilder
 from . import spool_lp
+from .run_names import name_of_run, run_of, run_of_name
 from .stats import PipelineStats
 
 logger = logging.getLogger("tplr_metrics")
@@ -78,25 +79,6 @@ logger = logging.getLogger("tplr_metrics")
 # <seq>-batch.jsonl, <seq>-wal.jsonl; an adopted file names the run that logged its points:
 # <seq>-batch.from-<run>.jsonl, so that they are stored under that run, even after a second death.
 _FILE_NAME = re.compile(r"^(\d{12})-(batch|wal)(?:\.from-([A-Za-z0-9._~-]{1,200}))?\.(jsonl|lp)$")
-_RUN_SUFFIX = re.compile(r"(?:-\d{1,3})?(?:\.\d+){0,2}$")  # <id>-2 (second logger), <id>.<pid> (child)
-_UNSAFE_IN_NAME = re.compile(r"[^A-Za-z0-9._-]|^\.")
-_ESCAPED = re.compile(r"(?:~[0-9A-F]{2})+")
-
-
-def name_of_run(runtime_id: str) -> str:
-    """A runtime_id as one file-name part: any character but letters, digits and ``._-`` (and a
-    leading dot) as ``~XX`` per UTF-8 byte, so ``team/exp-1`` is ``team~2Fexp-1`` (a ``/`` made
-    the logger fail to start: its spool directory could not be created)."""
-    return _UNSAFE_IN_NAME.sub(lambda m: "".join(f"~{b:02X}" for b in m.group().encode()), runtime_id)
-
-
-def _runtime_id_of(name: str) -> str:
-    return _ESCAPED.sub(lambda m: bytes.fromhex(m.group().replace("~", "")).decode("utf-8", "replace"), name)
-
-
-def run_of(run_dir_name: str) -> str:
-    """The runtime_id whose points a spool run directory holds."""
-    return _runtime_id_of(_RUN_SUFFIX.sub("", run_dir_name) or run_dir_name)
 
 
 _LOCK_NAME = ".lock"
@@ -690,7 +672,7 @@ class Spool:
         for _, _kind, path in found:
             named = _FILE_NAME.match(path.name)
             from_run = named.group(3) if named else None  # a file adopted twice keeps its run
-            run = _runtime_id_of(from_run) if from_run else origin
+            run = run_of_name(from_run) if from_run else origin
             suffix = named.group(4) if named else "jsonl"
             seq, target = self._next_path("batch", run, suffix)  # sealed: replayed as a whole either way
             if path != target:
