@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -97,5 +98,31 @@ def test_replay_spool_lists_and_delivers_each_spool_where_it_was_meant(isolated_
         assert summary["written"] == summary["picked_up"] == 12 and summary["left_in_spool"] == 0
         assert server.count("left", "v", "team_a") == 5 and server.count("left", "v", "team_b") == 7
         assert spool_listing(isolated_env) == {}
+    finally:
+        server.cleanup()
+
+
+def test_replay_spool_stops_at_an_answer_no_retry_can_fix(isolated_env: Path, tmp_path: Path) -> None:
+    """A v2 spool replayed into an InfluxDB 1.6 (no /api/v2/write: 404, and /ping names the
+    version): `replay --spool` says what to change and returns at once, the points still
+    spooled. (Before: it retried until --retry-seconds ran out, 21.6 s of 20 here.)"""
+    server = InfluxDB1(tmp_path / "influx")
+    try:
+        m = MetricsLogger(url=server.url, database="b", org="o", api="v2", token="a-test-token-0123")
+        for i in range(5):
+            m.log("left", {}, {"v": float(i)})
+        assert m.close(timeout=0.5) is False and m.stats()["spooled"] == 5
+        server.start()
+        env = {"INFLUXDB_URL": server.url, "INFLUXDB_API": "v2", "INFLUXDB_ORG": "o"}
+        env["INFLUXDB_TOKEN"] = "a-test-token-0123"
+        started = time.monotonic()
+        replayed = cli("replay", "--spool", str(isolated_env / "spool"), "--json", "--retry-seconds", "600", env=env)
+        assert time.monotonic() - started < 60, "waited for --retry-seconds"
+        assert replayed.returncode == 1, replayed.stderr
+        summary = json.loads(replayed.stdout)
+        assert summary["left_in_spool"] == 5 and summary["written"] == 0
+        assert "INFLUXDB_API=v1" in summary["destinations"][0]["last_error"]
+        listed = cli("replay", "--spool", str(isolated_env / "spool"), "--list", "--json")
+        assert [d["points"] for d in json.loads(listed.stdout)["destinations"]] == [5]
     finally:
         server.cleanup()

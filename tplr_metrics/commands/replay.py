@@ -328,7 +328,9 @@ def _deliver_spool(root: Path, server: ServerSettings, retry_seconds: float) -> 
         pipeline.close(0)
         raise CommandError(f"cannot use the spool at {root}", 1)
     deadline = time.monotonic() + retry_seconds
-    while spool.pending() and time.monotonic() < deadline:
+    lane = pipeline.lanes[0]
+    # An answer no retry can fix (a v2 write to an InfluxDB 1.x) ends the wait: the points stay.
+    while spool.pending() and not lane.replay_hopeless and time.monotonic() < deadline:
         time.sleep(0.1)
     left = spool.pending_points()
     pipeline.close(1.0, status="ok")

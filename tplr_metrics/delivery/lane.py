@@ -150,6 +150,7 @@ class Lane:
         self._spool_wake = threading.Event()
         self._replay_not_before = 0.0  # monotonic time before which the replayer must not send
         self._replay_unreachable = False  # the last replay found nothing listening: see _wait_to_replay
+        self.replay_hopeless = False  # the last replay's answer says no retry can succeed (a 404 with a fix to make)
         self._wal_segments: list[tuple[SpoolFile, FlushMarker]] = []
         self._flight_lock = threading.Lock()
         self._flights: set[_Flight] = set()
@@ -589,6 +590,7 @@ class Lane:
             if self._finished:
                 return None  # the file stays as it is, for the next process
             self._replay_unreachable = bool(result.retry) and result.unreachable
+            self.replay_hopeless = bool(result.retry) and result.hopeless
             if result.retry:
                 item.maybe_stored = item.maybe_stored or result.unanswered
                 self.stats.retry(len(result.retry), result.error)
@@ -644,6 +646,7 @@ class Lane:
             if self._finished:
                 return None  # the file stays as it is, for the next process
             self._replay_unreachable = bool(result.retry) and result.unreachable
+            self.replay_hopeless = bool(result.retry) and result.hopeless
             if result.retry:
                 item.maybe_stored = item.maybe_stored or result.unanswered
                 self.stats.retry(len(result.retry), result.error)
