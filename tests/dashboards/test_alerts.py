@@ -56,6 +56,8 @@ def evaluate(server: InfluxDB1, db: str, rule: AlertRule, to_ms: int) -> dict[st
             if rule.fires(last):
                 tags = series.get("tags", {})
                 key = tags.get("uid", "")
+                if tags.get("config_netuid"):
+                    key += "@" + tags["config_netuid"]
                 if "gpu_id" in tags:
                     key += "/gpu" + tags["gpu_id"]
                 firing[key] = last
@@ -79,7 +81,7 @@ def silent_run(influx1: InfluxDB1, tmp_path_factory: pytest.TempPathFactory) -> 
 
 def test_silent_miner_rule_fires_for_exactly_the_silent_miner(influx1: InfluxDB1, silent_run: tuple[str, int]) -> None:
     db, to_ms = silent_run
-    assert set(evaluate(influx1, db, RULES["tplr-miner-silent"], to_ms)) == {"0"}
+    assert set(evaluate(influx1, db, RULES["tplr-miner-silent"], to_ms)) == {"0@3"}
     # Before miner 0 went quiet (window 6 of 16), the rule is quiet for every miner.
     earlier = to_ms - int(8.5 * WINDOW * 1000)
     assert evaluate(influx1, db, RULES["tplr-miner-silent"], earlier) == {}
@@ -117,26 +119,52 @@ def faults(influx1: InfluxDB1, tmp_path_factory: pytest.TempPathFactory) -> Iter
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TPLR_METRICS_HOME", str(home))
 
-        def logger(uid: int, role: str, prefix: str) -> MetricsLogger:
-            return MetricsLogger(url=influx1.url, database=db, api="v1", uid=uid, role=role, prefix=prefix)
+        def logger(uid: int, role: str, prefix: str, netuid: int = 3) -> MetricsLogger:
+            config = {"netuid": netuid}
+            return MetricsLogger(
+                url=influx1.url, database=db, api="v1", uid=uid, role=role, prefix=prefix, config=config
+            )
 
-        miners = {uid: logger(uid, "miner", "M") for uid in (4, 5, 6, 7)}
+        # 4 healthy; 5 NaN loss at the end, drops, full GPU; 6 loss jump, rejects; 7 low gather,
+        # spools; 10 every loss NaN (not silent); 11 loss falling fast (no jump); 12 a flood of
+        # drops before its first health point; 13 a full GPU on its own points (with_gpu_metrics);
+        # uid 0 of subnet 3 silent after window 4 while uid 0 of subnet 5 lives.
+        miners = {(uid, 3): logger(uid, "miner", "M") for uid in (0, 4, 5, 6, 7, 10, 11, 12, 13)}
+        miners[(0, 5)] = logger(0, "miner", "M", netuid=5)
         validators = {uid: logger(uid, "validator", "V") for uid in (8, 9)}
+        lost_before: dict[tuple[int, int], int] = {}
         try:
             for i in range(windows):
-                for uid, m in miners.items():
+                for (uid, netuid), m in miners.items():
+                    if (uid, netuid) == (0, 3) and i > 4:
+                        continue
                     loss = 3.0 - 0.01 * i
-                    if uid == 5 and i >= windows - 2:
+                    if (uid == 5 and i >= windows - 2) or uid == 10:
                         loss = float("nan")  # dropped by the logger: the point has no loss
                     if uid == 6 and i >= windows - 3:
                         loss = 9.5  # a 3x jump
+                    if uid == 11:
+                        loss = 5.2 - 0.3 * i  # 5.2 -> 1.9: a healthy run, max/min 2.7
                     gather = 15.0 if uid == 7 else 90.0
-                    fields = {"loss": loss, "tokens_per_sec": 5000.0, "gather_success_rate": gather}
-                    m.log("training_step_v2", {"window": 100 + i}, fields, timestamp=at(i))
-                    dropped = 3 if uid == 5 and i >= windows - 2 else 0
+                    fields = {"loss": loss, "n_gather_peers": 12, "tokens_per_sec": 5e3, "gather_success_rate": gather}
+                    step_tags: dict[str, Any] = {"window": 100 + i}
+                    if uid == 13:  # what with_gpu_metrics=True adds to the caller's point
+                        step_tags["gpu_id"] = "1"
+                        fields.update(gpu_mem_used_mb=81_000.0, gpu_mem_capacity_mb=81_559.0)
+                    m.log("training_step_v2", step_tags, fields, timestamp=at(i))
+                    dropped = 3 if uid == 5 and i >= windows - 2 else 19_950 if uid == 12 else 0
                     rejected = 1 if uid == 6 and i >= windows - 2 else 0
                     spooled = 40 if uid == 7 and i >= windows - 2 else 0
-                    health = {"queue_depth": 0, "dropped": dropped, "rejected": rejected, "spooled": spooled}
+                    lost = dropped + rejected + spooled
+                    since = lost - lost_before.get((uid, netuid), 0)  # as health_fields counts it
+                    lost_before[(uid, netuid)] = lost
+                    health = {
+                        "queue_depth": 0,
+                        "dropped": dropped,
+                        "rejected": rejected,
+                        "spooled": spooled,
+                        "lost_since_last": since,
+                    }
                     m.log("tplr_metrics_health", {}, health, timestamp=at(i))
                     used = 80_000.0 if uid == 5 else 40_000.0
                     system = {"gpu_mem_used_mb": used, "gpu_mem_capacity_mb": 81_559.0}
@@ -153,12 +181,13 @@ def faults(influx1: InfluxDB1, tmp_path_factory: pytest.TempPathFactory) -> Iter
 @pytest.mark.parametrize(
     ("rule_uid", "expected"),
     [
-        ("tplr-validator-window-stuck", {"8"}),
-        ("tplr-loss-not-finite", {"5"}),
-        ("tplr-loss-jump", {"6"}),
-        ("tplr-gather-low", {"7"}),
-        ("tplr-pipeline-losing-points", {"5", "6", "7"}),
-        ("tplr-gpu-memory-full", {"5/gpu0"}),
+        ("tplr-miner-silent", {"0@3"}),
+        ("tplr-validator-window-stuck", {"8@3"}),
+        ("tplr-loss-not-finite", {"5@3", "10@3"}),
+        ("tplr-loss-jump", {"6@3"}),
+        ("tplr-gather-low", {"7@3"}),
+        ("tplr-pipeline-losing-points", {"5", "6", "7", "12"}),
+        ("tplr-gpu-memory-full", {"5/gpu0", "13/gpu1"}),
     ],
 )
 def test_each_rule_fires_for_exactly_the_faulty_uid(

@@ -160,14 +160,14 @@ def test_build_command_writes_both_dialects_and_checks(tmp_path: Path, capsys: p
     assert main(["dashboards", "build", "--dialect", "influxql", "--out", str(out)]) == 0
     files = sorted(p.name for p in out.iterdir())
     assert files == ["evaluators.json", "miners.json", "pipeline-health.json", "system.json", "validators.json"]
-    assert all((out / f).stat().st_mode & 0o777 == 0o600 for f in files)  # new files: 0600
+    assert all((out / f).stat().st_mode & 0o777 == 0o644 for f in files)  # new files: Grafana reads them
     assert main(["dashboards", "build", "--dialect", "influxql", "--out", str(out), "--check"]) == 0
     (out / "miners.json").write_text("{}")
     assert main(["dashboards", "build", "--dialect", "influxql", "--out", str(out), "--check"]) == 1
     assert "stale" in capsys.readouterr().err
-    (out / "miners.json").chmod(0o644)
+    (out / "miners.json").chmod(0o640)
     assert main(["dashboards", "build", "--dialect", "influxql", "--out", str(out)]) == 0
-    assert (out / "miners.json").stat().st_mode & 0o777 == 0o644  # a replaced file keeps its mode
+    assert (out / "miners.json").stat().st_mode & 0o777 == 0o640  # a replaced file keeps its mode
     both = tmp_path / "both"
     assert main(["dashboards", "build", "--out", str(both)]) == 0
     assert len(list((both / "flux").glob("*.json"))) == 5 and len(list((both / "influxql").glob("*.json"))) == 5

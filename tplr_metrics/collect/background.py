@@ -36,7 +36,16 @@ logger = logging.getLogger("tplr_metrics")
 SYSTEM_MEASUREMENT = "system"
 HEALTH_MEASUREMENT = "tplr_metrics_health"
 #: The health fields, by name; dashboards are built on exactly these.
-HEALTH_FIELDS = ("queue_depth", "written_per_s", "dropped", "retried", "rejected", "write_latency_s", "spooled")
+HEALTH_FIELDS = (
+    "queue_depth",
+    "written_per_s",
+    "dropped",
+    "retried",
+    "rejected",
+    "write_latency_s",
+    "spooled",
+    "lost_since_last",
+)
 
 
 class _Logger(Protocol):
@@ -51,8 +60,11 @@ def health_fields(previous: Mapping[str, Any], current: Mapping[str, Any], elaps
     """The tplr_metrics_health fields from two ``stats()`` snapshots ``elapsed_s`` apart.
 
     queue_depth is a gauge; dropped, retried, rejected and spooled are totals since the logger
-    started; written_per_s and write_latency_s (mean seconds per batch write) cover the time
-    between the snapshots. With no write in between, the latency is the last one seen.
+    started, and ``lost_since_last`` the dropped, rejected and spooled points since the previous
+    snapshot (the first: since the logger started, so a loss before the first health point still
+    counts: an alert on totals' spread missed it); written_per_s and write_latency_s (mean
+    seconds per batch write) cover the time between the snapshots. With no write in between, the
+    latency is the last one seen.
     """
     written = current.get("written", 0) - previous.get("written", 0)
     batches = current.get("batches", 0) - previous.get("batches", 0)
@@ -65,7 +77,15 @@ def health_fields(previous: Mapping[str, Any], current: Mapping[str, Any], elaps
         "rejected": int(current.get("rejected_total", 0)),
         "write_latency_s": float(seconds / batches) if batches > 0 else float(current.get("last_write_seconds", 0.0)),
         "spooled": _count(current.get("spooled", 0)),
+        "lost_since_last": max(0, _lost(current) - _lost(previous)),
     }
+
+
+def _lost(stats: Mapping[str, Any]) -> int:
+    return sum(_count(stats.get(name, 0)) for name in ("dropped_total", "rejected_total", "spooled"))
+
+
+_NOTHING_YET: Mapping[str, Any] = {}  # stats() of a logger before its first point
 
 
 def _count(value: Any) -> int:
@@ -99,7 +119,7 @@ class BackgroundMeasurements:
             self._logger._host.sample()  # start sampling now, so the first tick has figures
             self._subscribe(reactivex.interval(system_every, scheduler=self._scheduler), self._log_system)
         if health_every is not None:
-            self._health_prev = (self._logger.stats(), time.monotonic())
+            self._health_prev = (_NOTHING_YET, time.monotonic())  # the first point counts from the start
             self._subscribe(reactivex.interval(health_every, scheduler=self._scheduler), self._log_health)
 
     def _make_thread(self, target: Callable[[], None]) -> threading.Thread:

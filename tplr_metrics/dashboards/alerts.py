@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..catalog import HEALTH_MEASUREMENT, SYSTEM_MEASUREMENT, measurement
+from ..catalog import HEALTH_MEASUREMENT, measurement
 from .influxql import ident
 
 #: The InfluxQL data source the local stack provisions (builder.DATASOURCES["influxql"]).
@@ -27,7 +27,9 @@ GROUP = "tplr-metrics"
 MINER_STEP = measurement("miner", "training_step_v2")
 V_WINDOW = measurement("validator", "validator_window_v2")
 HEALTH_SOURCE = f"/{HEALTH_MEASUREMENT}$/"
-SYSTEM_SOURCE = f"/^[A-Za-z]?{SYSTEM_MEASUREMENT}$/"
+#: Any measurement: the NVML fields are on the background ``system`` points (off by default) and
+#: on every point logged ``with_gpu_metrics=True`` (Templar's way).
+GPU_SOURCE = "/.*/"
 
 OPS = {"gt": lambda v, t: v > t, "lt": lambda v, t: v < t}
 
@@ -44,7 +46,7 @@ class AlertParams:
     stuck_windows: int = 3
     #: How far back a miner or validator must have been seen to be reported silent or stuck.
     lookback_windows: int = 30
-    #: Loss max/min over ``loss_windows`` windows at or above this factor is a jump.
+    #: The last loss over the lowest of ``loss_windows`` windows above this factor is a jump.
     loss_jump_factor: float = 2.0
     loss_windows: int = 10
     #: Mean gather success rate (percent) over ``gather_windows`` windows below this floor.
@@ -99,13 +101,17 @@ def alert_rules(params: AlertParams | None = None) -> list[AlertRule]:
     window_ms = max(1, round(p.window_seconds * 1000))
     lookback = _windows(p, p.lookback_windows)
     uid, role = ident("uid"), ident("role")
+    netuid = ident("config_netuid")  # uid 0 of one subnet must not hide uid 0 of another
     return [
         AlertRule(
             uid="tplr-miner-silent",
             title="Miner silent",
             query=(
-                f'SELECT moving_average(count({ident("loss")}), {p.silent_windows}) AS "points" '
-                f"FROM {ident(MINER_STEP)} WHERE $timeFilter GROUP BY time({window}), {uid} fill(0)"
+                # n_gather_peers: an int, so a miner whose loss went NaN is not silent. One bucket
+                # more than silent_windows: the last one is partial, so the rule fires after
+                # between silent_windows and silent_windows + 1 windows of silence.
+                f'SELECT moving_average(count({ident("n_gather_peers")}), {p.silent_windows + 1}) AS "points" '
+                f"FROM {ident(MINER_STEP)} WHERE $timeFilter GROUP BY time({window}), {uid}, {netuid} fill(0)"
             ),
             range_s=lookback,
             op="lt",
@@ -123,7 +129,7 @@ def alert_rules(params: AlertParams | None = None) -> list[AlertRule]:
             query=(
                 f'SELECT moving_average("advance", {p.stuck_windows}) AS "advance" FROM '
                 f'(SELECT difference(max({ident("current_block")})) AS "advance" FROM {ident(V_WINDOW)} '
-                f"WHERE $timeFilter GROUP BY time({window}), {uid} fill(previous)) GROUP BY {uid}"
+                f"WHERE $timeFilter GROUP BY time({window}), {uid}, {netuid} fill(previous)) GROUP BY {uid}, {netuid}"
             ),
             range_s=lookback,
             op="lt",
@@ -139,12 +145,16 @@ def alert_rules(params: AlertParams | None = None) -> list[AlertRule]:
             uid="tplr-loss-not-finite",
             title="Loss not finite",
             query=(
-                f'SELECT count({ident("tokens_per_sec")}) - count({ident("loss")}) AS "missing_loss" '
-                f"FROM {ident(MINER_STEP)} WHERE $timeFilter GROUP BY {uid}"
+                # Per window, with fill(0): count(loss) of a range with no finite loss at all is
+                # null, not 0, and the difference was null (quiet) for a miner whose loss was all NaN.
+                f'SELECT sum("missing_loss") AS "missing_loss" FROM (SELECT count({ident("n_gather_peers")}) - '
+                f'count({ident("loss")}) AS "missing_loss" FROM {ident(MINER_STEP)} WHERE $timeFilter '
+                f"GROUP BY time({window}), {uid}, {netuid} fill(0)) GROUP BY {uid}, {netuid}"
             ),
             range_s=_windows(p, p.loss_windows),
             op="gt",
             threshold=0,
+            interval_ms=window_ms,
             summary="Miner {{ $labels.uid }} logged windows without a finite loss (NaN or inf, dropped by the logger)",
             runbook="The loss diverged: look at the learning rate, the last gathered gradients and the "
             "checkpoint; the logger drops NaN/inf fields, so the point has no loss field.",
@@ -154,13 +164,14 @@ def alert_rules(params: AlertParams | None = None) -> list[AlertRule]:
             uid="tplr-loss-jump",
             title="Loss jumping",
             query=(
-                f'SELECT max({ident("loss")}) / min({ident("loss")}) AS "factor" '
-                f"FROM {ident(MINER_STEP)} WHERE $timeFilter GROUP BY {uid}"
+                # The last loss over the lowest: a loss falling fast (early training) is not a jump.
+                f'SELECT last({ident("loss")}) / min({ident("loss")}) AS "factor" '
+                f"FROM {ident(MINER_STEP)} WHERE $timeFilter GROUP BY {uid}, {netuid}"
             ),
             range_s=_windows(p, p.loss_windows),
             op="gt",
             threshold=p.loss_jump_factor,
-            summary=f"Miner {{{{ $labels.uid }}}}'s loss moved by more than {p.loss_jump_factor:g}x within "
+            summary=f"Miner {{{{ $labels.uid }}}}'s loss rose by more than {p.loss_jump_factor:g}x within "
             f"{p.loss_windows} windows",
             runbook="A loss spike: check the gathered peers (a bad gradient), the learning rate schedule and "
             "whether the miner reloaded a checkpoint.",
@@ -171,7 +182,7 @@ def alert_rules(params: AlertParams | None = None) -> list[AlertRule]:
             title="Gather success rate low",
             query=(
                 f'SELECT mean({ident("gather_success_rate")}) AS "gather_success_rate" '
-                f"FROM {ident(MINER_STEP)} WHERE $timeFilter GROUP BY {uid}"
+                f"FROM {ident(MINER_STEP)} WHERE $timeFilter GROUP BY {uid}, {netuid}"
             ),
             range_s=_windows(p, p.gather_windows),
             op="lt",
@@ -186,8 +197,10 @@ def alert_rules(params: AlertParams | None = None) -> list[AlertRule]:
             uid="tplr-pipeline-losing-points",
             title="Telemetry pipeline dropping, rejecting or spooling",
             query=(
-                f"SELECT spread({ident('dropped')}) + spread({ident('rejected')}) + spread({ident('spooled')}) "
-                f'AS "lost" FROM {HEALTH_SOURCE} WHERE $timeFilter GROUP BY {role}, {uid}, {ident("runtime_id")}'
+                # lost_since_last: counted since the previous health point, the first one since
+                # the logger started (the totals' spread missed a loss before the first point).
+                f'SELECT sum({ident("lost_since_last")}) AS "lost" FROM {HEALTH_SOURCE} WHERE $timeFilter '
+                f"GROUP BY {role}, {uid}, {ident('runtime_id')}"
             ),
             range_s=p.pipeline_range_s,
             op="gt",
@@ -204,7 +217,7 @@ def alert_rules(params: AlertParams | None = None) -> list[AlertRule]:
             title="GPU out of memory",
             query=(
                 f'SELECT max({ident("gpu_mem_used_mb")}) / max({ident("gpu_mem_capacity_mb")}) * 100 AS "percent" '
-                f"FROM {SYSTEM_SOURCE} WHERE $timeFilter GROUP BY {role}, {uid}, {ident('gpu_id')}"
+                f"FROM {GPU_SOURCE} WHERE $timeFilter GROUP BY {role}, {uid}, {ident('gpu_id')}"
             ),
             range_s=p.gpu_range_s,
             op="gt",

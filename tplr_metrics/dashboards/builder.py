@@ -481,7 +481,9 @@ def write_files(out_dir: str | os.PathLike[str], files: dict[str, str]) -> list[
         try:
             mode = path.stat().st_mode & 0o777
         except FileNotFoundError:
-            mode = 0o600
+            # No secret in a dashboard or rule, and Grafana reads them as another user (uid 472
+            # in docker-compose.yml): 0600 left a fresh build unreadable to it.
+            mode = 0o644
         fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=out)  # mkstemp creates it 0600
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:

@@ -703,7 +703,7 @@ def system() -> Dashboard:
                     Panel(
                         "CPU usage", "Host CPU utilisation in percent.", (host("sys_cpu_usage"),), unit="percent", min=0
                     ),
-                    Panel("Memory used", "Host memory in use.", (host("sys_mem_used"),), unit="decmbytes", min=0),
+                    Panel("Memory used", "Host memory in use.", (host("sys_mem_used"),), unit="mbytes", min=0),
                 ),
             ),
             Row(
@@ -713,14 +713,14 @@ def system() -> Dashboard:
                         "GPU memory allocated",
                         "Memory held by tensors on the process's GPU.",
                         (host("gpu_mem_allocated_mb"),),
-                        unit="decmbytes",
+                        unit="mbytes",
                         min=0,
                     ),
                     Panel(
                         "GPU memory reserved",
                         "Memory the allocator reserved (cached) on the GPU; near the total means pressure.",
                         (host("gpu_mem_cached_mb"),),
-                        unit="decmbytes",
+                        unit="mbytes",
                         min=0,
                     ),
                     Panel(
@@ -729,9 +729,7 @@ def system() -> Dashboard:
                         (host("gpu_mem_segments"),),
                         decimals=0,
                     ),
-                    Panel(
-                        "GPU memory total", "Total memory of the GPU.", (host("gpu_mem_total_mb"),), unit="decmbytes"
-                    ),
+                    Panel("GPU memory total", "Total memory of the GPU.", (host("gpu_mem_total_mb"),), unit="mbytes"),
                 ),
             ),
         ),
