@@ -125,12 +125,15 @@ def test_watch_on_an_old_run_reads_only_that_run(isolated_env: Path, traced: lis
 
 
 def test_the_uis_preview_of_a_large_run_seeks_along_its_index(isolated_env: Path, traced: list[str]) -> None:
-    """The web UI's first look at a large run (``count_points_upto``, ``sample_points``): each
+    """The web UI's first look at a large run (``count_points_upto``, ``sample_points``) and how
+    far behind a run growing fast it is (``count_points_after``): each
     query seeks along the (run, measurement) index; none scans the points or sorts them."""
     store = Store(isolated_env / "metrics.sqlite", create=False)
     run = [r.id for r in store.find_runs("cccc-new")]
     traced.clear()
     assert store.count_points_upto(run, 1_000) == 1_000
+    first = store.points_after(0, run, limit=1)[0].id
+    assert store.count_points_after(first, run) == 5_999  # how far a top-up is behind
     sampled = store.sample_points(run, 100)
     sample = [point for point, _ in sampled]
     by_measurement = {m: [p for p in sample if p.measurement == m] for m in ("validator_scores", "timing")}

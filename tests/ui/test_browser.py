@@ -199,6 +199,10 @@ def test_delete_removes_the_run_and_its_points(store: Path, ui_server: Callable[
         assert conn.execute("SELECT count(*) FROM points").fetchone()[0] == 250
     browser.refresh()
     wait(browser, lambda d: len(rows(d)) == 2)
+    # A deleted run's page says so once and stops polling (it polled its 404s for ever).
+    browser.get(f"{server.url}runs/run-b")
+    wait(browser, lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-polling") == "stopped", timeout=5.0)
+    assert "run-b" in browser.find_element(By.ID, "error").text
 
 
 def test_markup_in_names_and_tags_renders_as_text(

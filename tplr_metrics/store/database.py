@@ -842,6 +842,11 @@ class Store:
         rows = [r for run in runs for r in self._read(sql.format("run = ? AND id > ?"), [run, after_id, limit])]
         return [_stored_point(r) for r in sorted(rows)[:limit]]
 
+    def count_points_after(self, after_id: int, runs: Sequence[int]) -> int:
+        """How many points of these runs were inserted after ``after_id`` (along each run's index)."""
+        sql = "SELECT count(*) FROM points WHERE run = ? AND id > ?"
+        return sum(int(self._read(sql, (run, after_id))[0][0]) for run in runs)
+
     def count_points_upto(self, runs: Sequence[int], cap: int) -> int:
         """How many points these runs hold, counting no further than ``cap`` (a bounded walk
         of each run's index: "is this run large?" costs the same for a run of any size)."""

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import hmac
+import ipaddress
 from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import parse_qs
@@ -23,7 +24,6 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 TOKEN_COOKIE = "tplr_metrics_ui_token"
-LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 SECURITY_HEADERS = [
@@ -39,13 +39,22 @@ SECURITY_HEADERS = [
 
 
 def is_loopback(host: str) -> bool:
-    return host in LOOPBACK_NAMES or host.startswith("127.")
+    """A loopback address (127.0.0.0/8, ::1) or ``localhost``; nothing that merely starts like
+    one (``127.0.0.1.evil.example`` passed a prefix check, and a rebound page read and deleted)."""
+    name = host.lower().rstrip(".")
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _host_name(host_header: str) -> str:
     """'127.0.0.1:8765' -> '127.0.0.1'; '[::1]:8765' -> '[::1]'."""
     if host_header.startswith("["):
-        return host_header.split("]", 1)[0] + "]"
+        address, _, rest = host_header.partition("]")
+        return address + "]" if rest == "" or rest[:1] == ":" and rest[1:].isdigit() else host_header
     return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
 
 

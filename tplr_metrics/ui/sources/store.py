@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ...commands._store_cli import is_live
+from ...sinks.base import default_run_name
 from ...store.database import RunRow, Store, StoreError
 from ...viz.run_data import RunData
 from .common import (
@@ -48,6 +49,11 @@ PREVIEW_ABOVE = 200_000
 #: Points of each large measurement the preview holds (two per pixel of a wide chart).
 PREVIEW_SAMPLES = 4_000
 _PAGE = 10_000
+#: Rows one request reads of a run's new points at most: a run logging faster than that is
+#: caught up over the next polls (answers say ``partial``), so that no request holds the
+#: source for long (a run growing 157k -> 600k during one request held it 19.8 s: every
+#: other request, /api/runs included, waited).
+TOP_UP_ROWS = 3 * _PAGE
 
 
 @dataclass
@@ -56,6 +62,17 @@ class _CachedRun:
     last_id: int
     #: Set while ``data`` is a preview: (points read so far, points the run held at the start).
     reading: tuple[int, int] | None = None
+    #: Set while a run that grows faster than one request reads is behind: (held, in the store).
+    behind: tuple[int, int] | None = None
+
+
+def _name_of(row: RunRow, config: dict[str, Any]) -> str:
+    """The run's ``run_name`` as the store keeps it (what ``tplr-metrics runs`` shows), unless it
+    is only the default (role/uid), which a ``name``/``run_name`` config tag then overrides."""
+    default = default_run_name(row.role, row.uid, row.run_id)
+    if row.name and row.name != default:
+        return row.name
+    return display_name(config, row.role, row.uid, row.run_id[:8])
 
 
 def _config_of(rows: Sequence[RunRow]) -> dict[str, Any]:
@@ -122,7 +139,7 @@ class StoreSource:
         config = _config_of(rows)
         return {
             "run_id": first.run_id,
-            "name": display_name(config, first.role, first.uid, first.run_id[:8]),
+            "name": _name_of(first, config),
             "status": status,
             "live": live,
             "role": first.role,
@@ -223,14 +240,19 @@ class StoreSource:
 
     @staticmethod
     def _top_up(store: Store, cached: _CachedRun, ids: list[int]) -> None:
-        while True:
+        read = 0
+        while read < TOP_UP_ROWS:
             batch = store.points_after(cached.last_id, ids, limit=_PAGE)
             for point in batch:
                 cached.data.add_point(point.to_point())
             if batch:
                 cached.last_id = batch[-1].id
+            read += len(batch)
             if len(batch) < _PAGE:
+                cached.behind = None
                 return
+        held = sum(store.point_counts(ids).values())
+        cached.behind = (held - store.count_points_after(cached.last_id, ids), held)
 
     def _read_whole(self, run_id: str, ids: list[int], cached: _CachedRun) -> None:
         """A large run, read whole on a connection of its own, then put in its preview's place
@@ -277,9 +299,10 @@ class StoreSource:
         """While a large run is read whole: how far (its answers come from a preview)."""
         with self._lock:
             cached = self._cache.get(run_id)
-            if cached is None or cached.reading is None:
+            if cached is None or (cached.reading or cached.behind) is None:
                 return None
-            return {"read": cached.reading[0], "of": cached.reading[1]}
+            read, of = cached.reading or cached.behind or (0, 0)
+            return {"read": read, "of": of}
 
     def metrics(self, run_id: str) -> list[dict[str, Any]]:
         return metric_list(self._data(run_id))

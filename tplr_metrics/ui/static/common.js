@@ -22,7 +22,9 @@ const TM = (() => {
     try { body = await response.json(); } catch (e) { body = null; }
     if (!response.ok) {
       const message = body && body.error ? body.error : `HTTP ${response.status}`;
-      throw new Error(message);
+      const error = new Error(message);
+      error.status = response.status;
+      throw error;
     }
     return body;
   }
@@ -96,7 +98,8 @@ const TM = (() => {
       cursor: { drag: { x: true, y: false } },
       series: [{ label: options.xLabel }].concat(series.map((s) => ({
         label: s.label, stroke: s.stroke, width: s.width || 1.5, spanGaps: true,
-        points: { show: false },
+        // A metric with one point has no line to draw: show it as a dot.
+        points: { show: (u) => u.data[0].length <= 1 },
       }))),
     };
     return new uPlot(opts, data, box);

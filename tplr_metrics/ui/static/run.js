@@ -141,7 +141,7 @@
       showError(null);
     } catch (error) {
       showError(error);
-      live = true;  // try again: the store may have been busy
+      live = error.status !== 404;  // try again (the store may have been busy), unless the run is gone
     }
     timer = live ? setTimeout(poll, POLL_MS) : null;  // an ended run is drawn once and left
     document.body.dataset.polling = live ? "live" : "stopped";  // for tests and curious readers
