@@ -36,7 +36,7 @@ from .encoding.points import BadTimestamp, Point, PointBuilder, QueuedShape, Rec
 from .encoding.values import IMMUTABLE_TYPES, FieldValue, frozen_tags, process_fields
 from .encoding.values import config_tags as tags_of_config
 from .encoding.values import process_value as _process_value
-from .run_status import exit_status
+from .run_status import close_on_sigterm_in_fork, exit_status
 from .sinks.base import RunInfo, Sink, default_run_name, end_run, start_run
 
 logger = logging.getLogger("tplr_metrics")
@@ -71,6 +71,8 @@ def process_runtime_id() -> str:
 #: ``health_every`` left unset: a tplr_metrics_health point every this many seconds when points
 #: go to an InfluxDB server (what the pipeline-health dashboard reads), none otherwise.
 DEFAULT_HEALTH_EVERY = 10.0
+#: How long a forked child's logger may take to deliver (or spool) what it holds on SIGTERM.
+CHILD_SIGTERM_CLOSE_S = 10.0
 
 
 class MetricsLogger:
@@ -279,6 +281,7 @@ class MetricsLogger:
         self._pipeline.after_fork_in_child(self._builder, self._stats)
         self._submit = self._pipeline.submit
         self._queue = self._pipeline._queue
+        close_on_sigterm_in_fork(self._close_on_sigterm)
         try:
             start_run(self.sink, self.run)
         except Exception as exc:
@@ -484,6 +487,15 @@ class MetricsLogger:
         if finalizer is not None:
             finalizer.cancel()
         return self._pipeline.close(timeout, status=status)
+
+    def _close_on_sigterm(self) -> bool:
+        """A forked child told to stop (Pool.terminate()): deliver or spool, for a bounded time.
+        False when a close is already under way (below this signal handler, or in a thread)."""
+        if self._pipeline.closing:
+            return False
+        self._background.close()
+        self._pipeline.close(min(self._pipeline_options.close_timeout_s, CHILD_SIGTERM_CLOSE_S), status="cancelled")
+        return True
 
     def _close_at_exit(self) -> None:
         self._background.close()

@@ -126,3 +126,32 @@ def test_replay_spool_stops_at_an_answer_no_retry_can_fix(isolated_env: Path, tm
         assert [d["points"] for d in json.loads(listed.stdout)["destinations"]] == [5]
     finally:
         server.cleanup()
+
+
+def test_replay_spool_keeps_what_the_server_refuses_as_dead_letters(isolated_env: Path, tmp_path: Path) -> None:
+    """5 spooled points, 2 of them with a field whose type the database already holds
+    differently: `replay --spool` stores 3, counts 2 rejected, and writes both to its own
+    dead-letter file with the server's reason, as a logger does. (Before: `rejected: 2` and no
+    record of which points or why.)"""
+    server = InfluxDB1(tmp_path / "influx")
+    try:
+        m = MetricsLogger(url=server.url, database="team_a", api="v1", retry_interval=60_000)
+        for i in range(5):
+            m.log("left", {}, {"v": float(i), "kind": 1.0 if i in (1, 3) else "x"})
+        assert m.close(timeout=0.5) is False and m.stats()["spooled"] == 5
+        server.start()
+        server.create_database("team_a")
+        assert server.write("team_a", b'left kind="already a string",v=-1 1')[0] == 204
+        replayed = cli("replay", "--spool", str(isolated_env / "spool"), "--json")
+        summary = json.loads(replayed.stdout)
+        assert summary["written"] == 3 and summary["rejected"] == 2, replayed.stdout + replayed.stderr
+        letters = [
+            json.loads(line)
+            for path in (isolated_env / "dead_letter").glob("replay-*.jsonl")
+            for line in path.read_text().splitlines()
+        ]
+        assert sorted(d["point"][2]["v"] for d in letters) == [1.0, 3.0]
+        assert all("field type conflict" in d["reason"] for d in letters)
+        assert server.count("left", "v", "team_a") == 1 + 3
+    finally:
+        server.cleanup()

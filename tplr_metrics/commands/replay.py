@@ -23,8 +23,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..config.paths import tplr_home
 from ..config.settings import ConfigurationError, ServerSettings, build_influx_sink, resolve_server
 from ..delivery.accounting import merge_snapshot
+from ..delivery.dead_letter import DeadLetterFile
 from ..delivery.destination_id import describe_destination, describe_text, fingerprint
 from ..delivery.pipeline import Pipeline, PipelineOptions
 from ..delivery.spool import MANIFEST_NAME, SpooledDestination, move_orphans, spooled_destinations
@@ -142,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
                     max_retry_time_ms=retry_ms,
                     close_timeout_s=args.retry_seconds + 30.0,
                 ),
+                **_dead_letters(),
             )
             progress = Progress("replay", total, progress_stream(quiet=args.json))
             submitted = 0
@@ -308,6 +311,14 @@ def _server_of(url: str) -> tuple[str, str, int | None]:
     return parsed.scheme.lower(), (parsed.hostname or "").lower(), port
 
 
+def _dead_letters() -> dict[str, Any]:
+    """Where a replay keeps what the server refused, as a logger does: one dead-letter file
+    for this replay, ``$TPLR_METRICS_HOME/dead_letter/replay-<pid>.jsonl`` (before: counted
+    ``rejected`` with no record of the points or why)."""
+    letters = DeadLetterFile(tplr_home() / "dead_letter" / f"replay-{os.getpid()}.jsonl")
+    return {"on_rejected": letters, "on_corrupt_line": letters.corrupt_line}
+
+
 def _deliver_spool(root: Path, server: ServerSettings, retry_seconds: float) -> dict[str, Any]:
     """One destination: a pipeline whose lane adopts that destination's orphans and sends them."""
     sink = build_influx_sink(server)
@@ -322,6 +333,7 @@ def _deliver_spool(root: Path, server: ServerSettings, retry_seconds: float) -> 
             spool_root=root,
             spool_run_name=f"replay-{os.getpid()}",
         ),
+        **_dead_letters(),
     )
     spool = pipeline.lanes[0].spool
     if spool is None:

@@ -523,6 +523,11 @@ class Pipeline:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def closing(self) -> bool:
+        """close() has begun and not returned yet."""
+        return self._closed and self._close_result is None
+
     # --- counters ------------------------------------------------------------------------
 
     def lane_snapshots(self) -> dict[str, dict[str, Any]]:
