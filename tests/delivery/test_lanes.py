@@ -675,15 +675,7 @@ def test_pool_workers_ended_by_terminate_deliver_what_they_logged(tmp_path: Path
                     assert pool.map(work, range(4)) == [0, 1, 2, 3]
                 assert m.close(30)
             """
-        path = tmp_path / "pool_with.py"
-        path.write_text(textwrap.dedent(code))
-        result = subprocess.run(
-            [sys.executable, str(path)],
-            env={**os.environ, "PYTHONPATH": str(REPO)},
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        result = run_child(code, timeout=120)
         assert result.returncode == 0, result.stderr
         rows = server.rows('SELECT "id", "w" FROM "pooled"', unique_db)
         ids = [r["id"] for r in rows]
