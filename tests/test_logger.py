@@ -233,6 +233,8 @@ def test_bad_arguments_are_clear_errors() -> None:
         make_logger(overflow="explode")
     with pytest.raises(ConfigurationError, match="max_queue_size"):
         make_logger(max_queue_size=0)
+    with pytest.raises(ConfigurationError, match="runtime_id is not valid text: a lone surrogate at position 1"):
+        make_logger(runtime_id="a\udc80b")  # was a UnicodeEncodeError from deep in the spool
 
 
 garbage = st.one_of(

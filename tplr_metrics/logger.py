@@ -150,6 +150,8 @@ class MetricsLogger:
         self.prefix = prefix or ""
         self.uid = uid
         self.version = version
+        if runtime_id is not None:
+            _check_text("runtime_id", runtime_id)
         self._given_runtime_id = runtime_id
         self.runtime_id = runtime_id or process_runtime_id()
         self.role = role or ""
@@ -541,6 +543,17 @@ class MetricsLogger:
 
 
 _spool_names: dict[str, itertools.count[int]] = {}
+
+
+def _check_text(name: str, value: object) -> None:
+    """A name that files, tags and URLs are made of: a str that is valid Unicode (a lone
+    surrogate made the constructor fail later with UnicodeEncodeError)."""
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{name} must be a str, not {type(value).__name__}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ConfigurationError(f"{name} is not valid text: a lone surrogate at position {exc.start}") from None
 
 
 def _spool_run_name(runtime_id: str) -> str:
