@@ -147,3 +147,37 @@ def test_a_damaged_spooled_body_delivers_its_points_and_quarantines_the_rest(
     assert second.accounting()["balanced"], second.accounting()
     letters = dead_letters(isolated_env, second.runtime_id)
     assert [(d["cause"], d["line"]) for d in letters] == [("corrupt_spool_line", p.decode()) for p in planted]
+
+
+@pytest.mark.parametrize("damage", ["cut_mid_line", "header_only"])
+def test_a_spooled_body_cut_short_counts_the_points_it_lost(
+    influx1: InfluxDB1, unique_db: str, isolated_env: Path, damage: str
+) -> None:
+    """A dead process's format-2 file cut short (mid-line, or down to its header): the points
+    still there land, the torn line is quarantined, and the points the header promised beyond
+    them are counted dropped (``spool_damaged``), so the books still balance against what was
+    spooled. (Before: 2,498 points of three damaged files were gone, counted nowhere.)"""
+    influx1.create_database(unique_db)
+    with fault_proxy(influx1.port) as proxy:
+        proxy.faults.append(Fault(503, times=1_000_000))
+        leave_a_spool(proxy.url, unique_db, [("cut", float(i)) for i in range(2_000)])
+        files = spool_files(isolated_env / "spool")
+        data = files[0].read_bytes()
+        promised = int(data.split(b"points=", 1)[1].split(b" ", 1)[0])
+        header_end = data.index(b"\n") + 1
+        if damage == "cut_mid_line":
+            cut = data[: header_end + (len(data) - header_end) // 2]
+            assert not cut.endswith(b"\n")
+            whole_lines, torn = cut[header_end:].count(b"\n"), 1
+        else:
+            cut, whole_lines, torn = data[:header_end], 0, 0
+        files[0].write_bytes(cut)
+        proxy.faults.clear()
+        second = MetricsLogger(url=proxy.url, database=unique_db, api="v1")
+        second.close(timeout=30)
+    two = second.stats()
+    stored = influx1.count("cut", "v", unique_db)
+    assert stored == two["written"] == 2_000 - promised + whole_lines, two
+    assert two["dropped"].get("spool_damaged") == promised - whole_lines - torn, two
+    assert two["rejected"].get("corrupt_spool_line", 0) == torn, two
+    assert two["adopted"] == 2_000 and second.accounting()["balanced"], second.accounting()

@@ -127,8 +127,8 @@ def _fitting_lines(batch: list[Point]) -> list[str]:
 def test_a_format_2_file_reads_back_as_the_body_it_was_made_of(batch: list[Point]) -> None:
     lines = _fitting_lines(batch)
     data = spool_lp.encode_file(lines)
-    body, count, bad = spool_lp.read_file(data)
-    assert bad == [] and count == len(lines)
+    body, count, bad, missing = spool_lp.read_file(data)
+    assert bad == [] and count == len(lines) and missing == 0
     assert body == b"".join(line.encode() + b"\n" for line in lines)
     assert spool_lp.count_lines(data) == len(lines)
 
@@ -180,7 +180,8 @@ def test_a_damaged_format_2_file_keeps_only_its_points(damage: str) -> None:
     else:
         data = data[:20] + b"\n" + data.split(b"\n", 1)[1]
         junk = [data[:20]]
-    body, count, bad = spool_lp.read_file(data)
+    body, count, bad, missing = spool_lp.read_file(data)
+    assert missing == 0
     kept = [line for line in lines if damage != "edited" or "v=1.0 11" not in line]
     assert body == b"".join(line.encode() + b"\n" for line in kept) and count == len(kept)
     assert bad == junk

@@ -614,12 +614,13 @@ class Lane:
         the file's bytes, no decoding or encoding. Only an answer that refuses part of it (or a
         sink that takes points only) reads its lines back into points, sent as a replay of format
         1 is, with their lines: the answer's refused lines are found and counted per point."""
-        body, count, bad = spool.read_body(item)
-        if item.adopted and item.points != count + len(bad):  # blank lines: not points
-            self.stats.adopted_points(count + len(bad) - item.points)
-            item.points = count + len(bad)
-        if bad:
-            self._quarantine(spool, item, (), bad, lines=body.decode("utf-8", "replace").splitlines())
+        body, count, bad, missing = spool.read_body(item)
+        if item.adopted and item.points != count + len(bad) + missing:  # blank lines: not points
+            self.stats.adopted_points(count + len(bad) + missing - item.points)
+            item.points = count + len(bad) + missing
+        if bad or missing:
+            kept = body.decode("utf-8", "replace").splitlines()
+            self._quarantine(spool, item, (), bad, lines=kept, missing=missing)
         write_body = getattr(self.sink, "write_body", None)
         if item.origin is not None and getattr(self.sink, "write_recovered", None) is not None:
             write_body = None  # a sink that keeps runs stores these under the run that logged them
@@ -672,10 +673,12 @@ class Lane:
         points: Sequence[Point],
         bad: list[bytes],
         lines: Sequence[str] | None = None,
+        missing: int = 0,
     ) -> None:
         """Lines that are not a valid point go to the dead letter (cause ``corrupt_spool_line``,
         counted rejected) and out of the file, so the rest of it, and every later file, is
-        delivered; the file is rewritten first, so no line is counted twice."""
+        delivered; the file is rewritten first, so no line is counted twice. ``missing``: points
+        a format-2 file's header promises that are not in it, counted dropped (``spool_damaged``)."""
         if self.on_corrupt_line is not None:
             for line in bad:
                 try:
@@ -688,8 +691,19 @@ class Lane:
             spool.rewrite(item, points, lines)
             item.points = len(lines) if lines is not None else len(points)
             with self.stats.at_once():
-                self.stats.spool_out(len(bad), 0)
+                self.stats.spool_out(len(bad) + missing, 0)
                 self.stats.reject("corrupt_spool_line", len(bad))
+                self.stats.drop("spool_damaged", missing)
+        if missing:
+            self.stats.warn_once(
+                "spool_damaged",
+                "%s: %s was cut short: %d point(s) its header promises are gone (counted spool_damaged)",
+                self.name,
+                item.path,
+                missing,
+            )
+        if not bad:
+            return
         self.stats.warn_once(
             "corrupt_spool_line",
             "%s: %d line(s) of %s are not a valid point; moved to the dead letter",

@@ -599,17 +599,18 @@ class Spool:
                 raise
             return [], [f"not read: {item.path.name} is a symlink".encode()]
 
-    def read_body(self, item: SpoolFile) -> tuple[bytes, int, list[bytes]]:
-        """A format-2 file's body as it can be sent, its line count, and the lines to quarantine
-        (see ``spool_lp.read_file``); a symlink is one bad "line" naming it, as in ``read``."""
+    def read_body(self, item: SpoolFile) -> tuple[bytes, int, list[bytes], int]:
+        """A format-2 file's body as it can be sent, its line count, the lines to quarantine and
+        the points missing from it (see ``spool_lp.read_file``); a symlink is one bad "line"
+        naming it, as in ``read``."""
         try:
             return spool_lp.read_file(_read_nofollow(item.path))
         except FileNotFoundError:
-            return b"", 0, []
+            return b"", 0, [], 0
         except OSError as exc:
             if exc.errno != errno.ELOOP:
                 raise
-            return b"", 0, [f"not read: {item.path.name} is a symlink".encode()]
+            return b"", 0, [f"not read: {item.path.name} is a symlink".encode()], 0
 
     def rewrite(self, item: SpoolFile, points: Sequence[Point], lines: Sequence[str] | None = None) -> None:
         """Replace a file's points with the ones still to send (atomically); a format-2 file

@@ -19,7 +19,8 @@ Integrity, as for format 1 (a line that is not a valid point is quarantined, the
 * a body that does not match its header (edited, bit rot), or a file without a header, is read
   line by line: a line is kept only when it reads back as a valid point that the encoder writes
   as exactly that line (``parse_line``), so nothing sent is other than what log() could send;
-  every other line is quarantined.
+  every other line is quarantined, and the points the header promises beyond the lines there
+  (a file cut short, or only its header left) are counted lost as ``spool_damaged``.
 
 Only lines a file can hold unambiguously go in format 2: a batch with a raw newline or carriage
 return in a string value, or a ``"`` in a field key (both rewritten for VictoriaMetrics by the
@@ -70,8 +71,10 @@ def is_format_2(data: bytes) -> bool:
     return data.startswith(_MAGIC)
 
 
-def read_file(data: bytes) -> tuple[bytes, int, list[bytes]]:
-    """A format-2 file's body as it can be sent, its line count, and the lines to quarantine."""
+def read_file(data: bytes) -> tuple[bytes, int, list[bytes], int]:
+    """A format-2 file's body as it can be sent, its line count, the lines to quarantine, and
+    how many of the points its header promises are not there at all (a file cut short after
+    its writer died: counted lost, ``spool_damaged``, not silently gone)."""
     newline = data.find(b"\n")
     found = _HEADER.match(data[:newline]) if newline >= 0 else None
     if found is not None:
@@ -79,7 +82,7 @@ def read_file(data: bytes) -> tuple[bytes, int, list[bytes]]:
         body = data[newline + 1 : newline + 1 + size]
         if len(body) == size and body.count(b"\n") == points and _digest(body) == digest:
             rest = data[newline + 1 + size :]
-            return body, points, [line for line in rest.splitlines() if line.strip()]
+            return body, points, [line for line in rest.splitlines() if line.strip()], 0
     # No header, or a body that is not what was written: keep only the lines that are points.
     kept: list[bytes] = []
     bad: list[bytes] = []
@@ -88,13 +91,16 @@ def read_file(data: bytes) -> tuple[bytes, int, list[bytes]]:
             continue  # a header that reads as one: not a point, not a loss
         (kept if parse_line(line) is not None else bad).append(line)
     body = b"".join(line + b"\n" for line in kept)
-    return body, len(kept), bad
+    promised = int(found.group(1)) if found is not None else 0
+    return body, len(kept), bad, max(0, promised - len(kept) - len(bad))
 
 
 def count_lines(data: bytes) -> int:
-    """Lines in a format-2 file besides its header (a torn last line included)."""
+    """Points a format-2 file holds besides its header (a torn last line included), or the
+    points its header promises where more than that (the file was cut short)."""
     lines = data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
-    return lines - 1 if _HEADER.match(data[: max(0, data.find(b"\n"))]) else lines
+    found = _HEADER.match(data[: max(0, data.find(b"\n"))])
+    return max(lines - 1, int(found.group(1))) if found else lines
 
 
 # --- reading a line back into a point (the slow path: a refusal to sort out, a damaged file) --
