@@ -135,7 +135,7 @@ def test_run_page_grows_while_another_process_logs(
     try:
         store = isolated_env / "metrics.sqlite"
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not (store.exists() and _points(store, "live-run") > 0):
+        while time.monotonic() < deadline and not (store.exists() and _points_yet(store, "live-run") > 0):
             time.sleep(0.1)
         server = ui_server("--store", str(store))
         browser.get(server.base + "/runs/live-run")
@@ -153,6 +153,14 @@ def test_run_page_grows_while_another_process_logs(
     settled = chart_points(browser, "train.loss")
     time.sleep(1.5)
     assert chart_points(browser, "train.loss") == settled
+
+
+def _points_yet(store: Path, run_id: str) -> int:
+    """As _points, for a store the writer may still be creating (the file exists, its tables not yet)."""
+    try:
+        return _points(store, run_id)
+    except sqlite3.OperationalError:
+        return 0
 
 
 def _points(store: Path, run_id: str) -> int:
