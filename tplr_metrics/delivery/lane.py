@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..encoding.line_batches import LineBatch
 from ..encoding.points import Point
 from ..sinks.base import PointBatch, Rejection, Sink, WriteResult
 from . import spool_lp
@@ -471,18 +472,27 @@ class Lane:
         self._spool_wake.set()
         return True
 
-    def _spool_batches(self, batches: list[tuple[int, list[Point]]]) -> None:
+    def _spool_batches(self, batches: list[tuple[int, Sequence[Point]]]) -> None:
         """Several batches into one spool file: each file costs a handful of syscalls, and each
         syscall a wait for the GIL when other threads keep logging through close()."""
         assert self.spool is not None
-        points: list[Point] = [point for _, batch in batches for point in batch]
+        points: Sequence[Point]
+        if all(type(batch) is LineBatch for _, batch in batches):
+            points = LineBatch.joined([batch for _, batch in batches])  # type: ignore[misc]
+            stored = self.spool.add_batch(points, None, at_once=True) is not None
+            self._spooled_together(batches, stored, len(points))
+            return
+        points = [point for _, batch in batches for point in batch]
         line_lists = [getattr(batch, "lines", None) for _, batch in batches]
         if all(lines is not None for lines in line_lists):
             points = PointBatch(points)
             points.lines = [line for lines in line_lists for line in lines]  # type: ignore[union-attr]
         stored = self.spool.add_batch(points, None, at_once=True) is not None
+        self._spooled_together(batches, stored, len(points))
+
+    def _spooled_together(self, batches: list[tuple[int, Any]], stored: bool, n: int) -> None:
         if not stored:
-            self.stats.drop("spool_write_failed", len(points))  # counted, never silent
+            self.stats.drop("spool_write_failed", n)  # counted, never silent
         with self._settle_lock:
             for batch_id, _ in batches:
                 self._unsafe.discard(batch_id)
@@ -833,9 +843,11 @@ class Lane:
             logger.warning("closing %s failed: %s", self.name, type(exc).__name__)
 
 
-def _subset(points: Sequence[Point], indices: Sequence[int]) -> list[Point]:
+def _subset(points: Sequence[Point], indices: Sequence[int]) -> Sequence[Point]:
     """The points at ``indices``, with their lines when the batch carries them (PointBatch), so
     that a batch spooled after a retry keeps the line protocol it is sent as."""
+    if type(points) is LineBatch:
+        return points.subset(indices)  # its Points still unbuilt
     lines: list[str] | None = getattr(points, "lines", None)
     subset = [points[i] for i in indices]
     if lines is None:

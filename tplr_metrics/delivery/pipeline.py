@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..encoding.line_batches import BatchLineEncoder
 from ..encoding.line_protocol import encode_lines
 from ..encoding.points import Point, PointBuilder, QueuedShape, Record, expand_queued
 from ..sinks.base import PointBatch, Sink
@@ -162,6 +163,9 @@ class Pipeline:
             )
             self.lanes.append(lane)
         self._encode_lines = any(lane.accepts_lines for lane in self.lanes)
+        # Every destination takes line protocol: records go to lines with no Point between
+        # (encoding/line_batches.py); a lane builds a Point only when it needs one.
+        self._lines_only = bool(self.lanes) and all(lane.accepts_lines for lane in self.lanes)
         self._set_wal_header()
         self._init_state()
         self._start_threads()
@@ -185,7 +189,8 @@ class Pipeline:
         self._abort = threading.Event()
         self._give_up = threading.Event()  # spooling the backlog took too long: count the rest
         self._encode_lock = threading.Lock()
-        self._in_hand: list[Point] = []
+        self._in_hand: list[Any] = []  # Points, or (lines only) the records themselves
+        self._line_encoder = BatchLineEncoder(self.builder, self._build)
         for lane in self.lanes:
             lane.request_wal_marker = self._request_wal_marker(lane)
             lane.on_room = self._room.set
@@ -370,10 +375,13 @@ class Pipeline:
                 batch = self._in_hand
                 item.lane.track(item.marker)
                 continue
-            point = self._build(item)
-            if point is None:
-                continue
-            batch.append(point)
+            if self._lines_only:
+                batch.append(item)  # built and encoded a batch at a time, by _emit_in_hand
+            else:
+                point = self._build(item)
+                if point is None:
+                    continue
+                batch.append(point)
             if len(batch) >= batch_size:
                 self._emit_in_hand()
                 batch = self._in_hand
@@ -381,16 +389,32 @@ class Pipeline:
             self._emit_in_hand()
 
     def _emit_in_hand(self) -> None:
+        batch: Any
         batch, self._in_hand = self._in_hand, []
         if not batch:
             return
+        if self._lines_only:
+            batch = self._encode_records(batch)
+            if not batch:
+                return  # every record dropped (and counted) by the builder
         self._wait_for_a_lane()
-        if self._encode_lines:
+        if self._encode_lines and not self._lines_only:
             shared = PointBatch(batch)
             shared.lines = encode_lines(batch)
             batch = shared
         for lane in self.lanes:
             lane.offer(batch)
+
+    def _encode_records(self, records: list[Any]) -> Any:
+        """Queued records as a LineBatch; should the batch encoder fail (a bug), through the
+        builder one by one, so the batch is still delivered."""
+        try:
+            return self._line_encoder.encode(records)
+        except Exception as exc:
+            self.stats.warn_once("batch_encoder_error", "the batch line encoder failed (%r); building points", exc)
+            points = PointBatch(point for point in map(self._build, records) if point is not None)
+            points.lines = encode_lines(points)
+            return points
 
     def _wait_for_a_lane(self) -> None:
         """Backpressure: wait while no lane has room (the fastest destination sets the pace)."""

@@ -49,6 +49,8 @@ def lines_fit(points: Sequence[Point], lines: Sequence[str]) -> bool:
     """Whether a batch's lines can be kept as a format-2 body (see the module's docstring)."""
     if len(points) != len(lines):
         return False
+    if getattr(points, "plain_lines", False):
+        return True  # checked as they were encoded (a LineBatch)
     for point, line in zip(points, lines, strict=True):
         if "\n" in line or "\r" in line:
             return False

@@ -200,7 +200,7 @@ def _rfc3339_ns(text: str) -> int | None:
     return seconds * 1_000_000_000 + int((fraction or "").ljust(9, "0"))
 
 
-class _Shape(NamedTuple):
+class KnownShape(NamedTuple):
     """What a (measurement, field keys, tag keys) seen before needs no second look at: its names
     were clean as given (no issue, no collision, no standard tag among the caller's)."""
 
@@ -244,19 +244,38 @@ class PointBuilder:
         self._tail = (len(self._standard), standard_tags_text(self._standard))
         self._names: dict[str, str] = {}
         self._keys: dict[str, tuple[str, str | None]] = {}
-        self._shapes: dict[tuple[str, tuple[Any, ...], tuple[Any, ...]], _Shape] = {}
+        self._shapes: dict[tuple[str, tuple[Any, ...], tuple[Any, ...]], KnownShape] = {}
         self._float_fields: dict[str, set[str]] = {}  # measurement -> fields seen as float
         self._int_fields: dict[str, set[str]] = {}  # measurement -> fields the server holds as integer
+        #: Counts learn_float_field/learn_int_field calls: how ints are written may have changed.
+        self.generation = 0
 
     def learn_float_field(self, measurement: str, field: str) -> None:
         """The server holds this field as float (its conflict message said so): write ints as float."""
         self._float_fields.setdefault(measurement, set()).add(field)
+        self.generation += 1
 
     def learn_int_field(self, measurement: str, field: str) -> None:
         """The server holds this field as integer: ints stay ints, even after a float was logged
         into it (that float was refused; writing later ints as float would lose them too)."""
         self._int_fields.setdefault(measurement, set()).add(field)
         self._float_fields.get(measurement, set()).discard(field)
+        self.generation += 1
+
+    def is_int_field(self, measurement: str, field: str) -> bool:
+        """The server said it holds this field as integer."""
+        return field in self._int_fields.get(measurement, ())
+
+    def known_shape(
+        self, measurement: Any, tag_keys: tuple[Any, ...], field_keys: tuple[Any, ...]
+    ) -> KnownShape | None:
+        """The shape of records with these names, if one came through clean (see KnownShape)."""
+        return self._shapes.get((measurement, field_keys, tag_keys))
+
+    @property
+    def standard_tail(self) -> tuple[int, str]:
+        """How many standard tags end each point's tags, and their escaped ``,key=value`` text."""
+        return self._tail
 
     @property
     def standard_tags(self) -> dict[str, str]:
@@ -306,7 +325,7 @@ class PointBuilder:
     def _learn_shape(
         self, shape_key: tuple[str, tuple[Any, ...], tuple[Any, ...]], raw_tags: Any, raw_fields: Any, point: Point
     ) -> None:
-        """Remember a shape whose names all came through unchanged and alone (see _Shape)."""
+        """Remember a shape whose names all came through unchanged and alone (see KnownShape)."""
         raw_measurement, field_keys, tag_keys = shape_key
         name = f"{self._prefix}{raw_measurement}"
         if clean_measurement(name) != (name, None) or point.measurement != name or type(point.tags) is not StandardTags:
@@ -322,7 +341,7 @@ class PointBuilder:
         all_float = bool(types) and all(kind is float for kind in types) and tuple(point.fields) == field_keys
         if len(self._shapes) > 10_000:
             self._shapes.clear()
-        self._shapes[shape_key] = _Shape(
+        self._shapes[shape_key] = KnownShape(
             name,
             field_keys_text(field_keys) if all_float else None,
             types,
@@ -335,7 +354,9 @@ class PointBuilder:
             + 64,
         )
 
-    def _build_shaped(self, shape: _Shape, raw_tags: Any, raw_fields: dict[str, Any], time_ns: int) -> Point | object:
+    def _build_shaped(
+        self, shape: KnownShape, raw_tags: Any, raw_fields: dict[str, Any], time_ns: int
+    ) -> Point | object:
         """A point of a known shape: only its values are checked. _FALL_BACK (before any issue was
         reported) when one needs the general path: a value to convert, drop or cut."""
         measurement = shape.measurement

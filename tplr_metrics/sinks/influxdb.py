@@ -205,11 +205,13 @@ class InfluxSink:
             return WriteResult.all_retry(len(points), self._transport_error(exc))
 
     def _write(self, points: Sequence[Point], indices: list[int]) -> WriteResult:
-        batch = [points[i] for i in indices]
         lines = getattr(points, "lines", None)  # encoded by the pipeline's encoder thread
-        encoded = [lines[i] for i in indices] if lines is not None else encode_lines(batch)
+        whole = len(indices) == len(points)
+        # A LineBatch builds a Point only when asked for one: not for a batch sent whole.
+        batch: Sequence[Point] = points if whole else [points[i] for i in indices]
+        encoded = (list(lines) if whole else [lines[i] for i in indices]) if lines is not None else encode_lines(batch)
         sanitized = 0
-        if self._splits_lines():
+        if self._splits_lines() and not (whole and getattr(points, "plain_lines", False)):
             # VictoriaMetrics (any server that does not say it is InfluxDB) ends a line at a raw
             # newline, even in a quoted string value (what follows would be a point of its own),
             # and drops a whole line whose field key holds a '"'. Names are cleaned already.
@@ -339,7 +341,7 @@ class InfluxSink:
         self,
         points: Sequence[Point],
         indices: list[int],
-        batch: list[Point],
+        batch: Sequence[Point],
         lines: list[str],
         status: int,
         answer: str,

@@ -1,0 +1,156 @@
+"""The batch line encoder (records straight to lines, Points built only when asked for) against
+the builder and encode_lines one record at a time: the same lines, the same Points (value types
+included), the same issues, for dict records and compact ones alike."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tplr_metrics.encoding.line_batches import BatchLineEncoder, LineBatch
+from tplr_metrics.encoding.line_protocol import encode_lines
+from tplr_metrics.encoding.points import Point, PointBuilder, QueuedShape, expand_queued
+
+from .test_fast_path import _typed, runs
+
+
+def _compact(record: Any, shapes: dict[Any, QueuedShape]) -> Any:
+    """The record as log() queues it while a backlog waits (plain dicts, no host metrics)."""
+    measurement, tags, fields, time_ns, host_fields, host_tags = record
+    if host_fields or host_tags or type(tags) is not dict or type(fields) is not dict:
+        return record
+    key = (measurement, tuple(tags), tuple(fields))
+    shape = shapes.setdefault(key, QueuedShape(*key))
+    return (shape, time_ns, *tags.values(), *fields.values())
+
+
+def _encoder(builder: PointBuilder) -> BatchLineEncoder:
+    def build(record: Any) -> Point | None:
+        if type(record[0]) is QueuedShape:
+            record = expand_queued(record)
+        return builder.build(record)
+
+    return BatchLineEncoder(builder, build)
+
+
+def _same_points(got: list[Point], want: list[Point]) -> None:
+    assert got == want
+    for g, w in zip(got, want, strict=True):
+        assert g.measurement == w.measurement and g.time_ns == w.time_ns
+        assert list(g.tags.items()) == list(w.tags.items())
+        assert _typed(g.fields) == _typed(w.fields)
+
+
+@settings(max_examples=400)
+@given(runs(), st.booleans())
+def test_batches_encode_what_the_builder_and_encode_lines_do(
+    run: tuple[dict[str, str], str, list[Any]], compact: bool
+) -> None:
+    standard, prefix, steps = run
+    issues: list[tuple[str, ...]] = []
+    want_issues: list[tuple[str, ...]] = []
+    ours = PointBuilder(standard, prefix, lambda *issue: issues.append(issue))
+    theirs = PointBuilder(standard, prefix, lambda *issue: want_issues.append(issue))
+    encoder = _encoder(ours)
+    shapes: dict[Any, QueuedShape] = {}
+    pending: list[Any] = []
+
+    def settle() -> None:
+        if not pending:
+            return
+        batch = encoder.encode([_compact(r, shapes) if compact else r for r in pending])
+        want = [p for p in (theirs.build(r) for r in pending) if p is not None]
+        assert issues == want_issues
+        assert batch.lines == encode_lines(want)
+        _same_points(list(batch), want)
+        pending.clear()
+
+    # Each record twice: the second of a shape is the one the batch path writes.
+    for step in steps:
+        if step[0] == "log":
+            pending += [step[1], step[1]]
+            continue
+        settle()
+        for builder in (ours, theirs):
+            getattr(builder, f"learn_{step[0]}_field")(step[1], step[2])
+    settle()
+
+
+def _validator_records(n: int, window: int = 5) -> list[Any]:
+    fields = ("gradient_score", "weight")
+    return [
+        (
+            "validator_scores",
+            {"eval_uid": str(i % 7), "window": window, "empty": ""},
+            dict.fromkeys(fields, i / 3),
+            i,
+            None,
+            None,
+        )
+        for i in range(n)
+    ]
+
+
+def test_the_validator_shape_is_written_without_points() -> None:
+    builder = PointBuilder({"uid": "17", "role": "validator"}, "V", lambda *issue: None)
+    encoder = _encoder(builder)
+    records = _validator_records(5)
+    batch = encoder.encode(records)
+    assert batch._shapes[0] is None and all(
+        shape is not None for shape in batch._shapes[1:]
+    )  # the first teaches the shape
+    assert batch.plain_lines
+    assert (
+        batch.lines[1]
+        == "Vvalidator_scores,eval_uid=1,window=5,uid=17,role=validator gradient_score=0.3333333333333333,weight=0.3333333333333333 1"
+    )
+    # Points are built only when asked for, and then as the builder builds them.
+    assert sum(type(made) is Point for made in batch._made) == 1
+    reference = PointBuilder({"uid": "17", "role": "validator"}, "V", lambda *issue: None)
+    _same_points(list(batch), [p for p in map(reference.build, records) if p is not None])
+
+
+def test_subsets_and_joined_batches_keep_lines_and_points_together() -> None:
+    builder = PointBuilder({"uid": "1"}, "", lambda *issue: None)
+    encoder = _encoder(builder)
+    a = encoder.encode(_validator_records(6))
+    b = encoder.encode(_validator_records(4, window=6))
+    part = a.subset([5, 1, 3])
+    assert part.lines == [a.lines[5], a.lines[1], a.lines[3]]
+    assert list(part) == [a[5], a[1], a[3]]
+    whole = LineBatch.joined([a, b])
+    assert whole.lines == a.lines + b.lines and list(whole) == list(a) + list(b)
+    assert a[-1] == a[5] and list(a[1:3]) == [a[1], a[2]]
+    with pytest.raises(IndexError):
+        a[6]
+
+
+def test_a_value_the_builder_must_look_at_goes_through_the_builder() -> None:
+    """NaN, a tag value to clean, a string field: counted and changed by the builder, as ever."""
+    issues: list[str] = []
+    builder = PointBuilder({}, "", lambda cause, *rest: issues.append(cause))
+    encoder = _encoder(builder)
+    records = [
+        ("m", {"t": "a"}, {"x": 1.0}, 1, None, None),
+        ("m", {"t": "a"}, {"x": float("nan"), "y": 1.0}, 2, None, None),  # another shape: NaN dropped
+        ("m", {"t": "a"}, {"x": float("nan")}, 3, None, None),  # no field left
+        ("m", {"t": "b\\"}, {"x": 2.0}, 4, None, None),  # a backslash at the end
+        ("m", {"t": "c"}, {"x": 3}, 5, None, None),  # an int into a float field
+        ("m", {"t": "c"}, {"x": 3}, 6, None, None),
+    ]
+    batch = encoder.encode(records)
+    assert batch.lines == ["m,t=a x=1.0 1", "m,t=a y=1.0 2", "m,t=b/ x=2.0 4", "m,t=c x=3.0 5", "m,t=c x=3.0 6"]
+    assert "nan_or_inf" in " ".join(issues) or issues  # the builder counted them
+    assert batch._shapes[-1] is not None  # the int-into-float shape is written directly once known
+
+
+def test_a_field_learned_int_changes_how_a_known_shape_is_written() -> None:
+    builder = PointBuilder({}, "", lambda *issue: None)
+    encoder = _encoder(builder)
+    encoder.encode([("m", {}, {"x": 1.0}, 1, None, None)])
+    assert encoder.encode([("m", {}, {"x": 2}, 2, None, None)] * 2).lines == ["m x=2.0 2"] * 2
+    builder.learn_int_field("m", "x")
+    assert encoder.encode([("m", {}, {"x": 2}, 3, None, None)] * 2).lines == ["m x=2i 3"] * 2
