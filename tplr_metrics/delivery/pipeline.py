@@ -5,7 +5,9 @@ single C calls under the GIL, so ``log()`` from any thread, or from a signal han
 interrupted ``log()`` itself, never waits for anything it could be holding.
 
 The encoder thread takes records off the queue one at a time, turns them into points and cuts
-batches of ``batch_size`` (or whatever is there each ``flush_interval``). Each batch is handed to
+batches of ``batch_size`` (or whatever is there each ``flush_interval``). When every destination
+takes line protocol, it cuts batches of the records themselves and encodes each batch straight
+to lines (:mod:`..encoding.line_batches`: no Point per record). Each batch is handed to
 every lane (see :mod:`.lane`); the encoder waits only while *no* lane has room, so the fastest
 destination sets the pace and a slow one spills to its own spool or counts its own drops. When
 every lane is slow, the queue fills and the overflow policy decides, always counted.
