@@ -32,7 +32,7 @@ from .delivery.dead_letter import DeadLetterFile
 from .delivery.pipeline import OVERFLOW_POLICIES, Pipeline, PipelineOptions
 from .delivery.run_names import name_of_run
 from .delivery.stats import INPUT_DROP_REASONS, PipelineStats
-from .encoding.points import BadTimestamp, Point, PointBuilder, QueuedShape, Record, timestamp_ns
+from .encoding.points import BadTimestamp, Point, PointBuilder, QueuedShape, Record, register_shape, timestamp_ns
 from .encoding.values import IMMUTABLE_TYPES, FieldValue, frozen_tags, process_fields
 from .encoding.values import config_tags as tags_of_config
 from .encoding.values import process_value as _process_value
@@ -52,9 +52,8 @@ _PLAIN = IMMUTABLE_TYPES  # module globals: one cached lookup each per log() cal
 _time_ns = time.time_ns
 # Every element of a compact record is one of these (one C call checks them all): anything else
 # is a value to freeze in the call, or an unusable timestamp, for the general path.
-_all_plain = (IMMUTABLE_TYPES | {QueuedShape}).issuperset
+_all_plain = IMMUTABLE_TYPES.issuperset
 _NO_SHAPE = QueuedShape(None, (), ())
-_MAX_SHAPES = 10_000
 
 # No locks here: dict.setdefault and next() on a count are atomic, and a lock could be left
 # held in a forked child.
@@ -370,8 +369,8 @@ class MetricsLogger:
                 shape = self._last_shape
                 if shape.field_keys != field_keys or shape.tag_keys != tag_keys or shape.measurement != measurement:
                     shape = self._shape_of(measurement, tag_keys, field_keys)
-                compact = (shape, time_ns, *tags.values(), *fields.values())
-                if _all_plain(map(type, compact)):
+                compact = (shape.id, time_ns, *tags.values(), *fields.values())
+                if _all_plain(map(type, compact)) and shape.id >= 0:
                     self._submit(compact)  # type: ignore[arg-type]
                     return
             plain = _PLAIN
@@ -410,9 +409,10 @@ class MetricsLogger:
         key = (measurement, tag_keys, field_keys)
         shape = self._shapes.get(key)
         if shape is None:
-            if len(self._shapes) >= _MAX_SHAPES:
-                self._shapes.clear()  # names that never repeat: a bounded cache, not a leak
-            shape = self._shapes.setdefault(key, QueuedShape(measurement, tag_keys, field_keys))
+            # Past the process's bound on shapes, new names are queued as plain records.
+            shape = register_shape(measurement, tag_keys, field_keys) or _NO_SHAPE
+            if shape is not _NO_SHAPE:
+                shape = self._shapes.setdefault(key, shape)
         self._last_shape = shape
         return shape
 

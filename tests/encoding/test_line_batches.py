@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from tplr_metrics.encoding.line_batches import BatchLineEncoder, LineBatch
 from tplr_metrics.encoding.line_protocol import encode_lines
-from tplr_metrics.encoding.points import Point, PointBuilder, QueuedShape, expand_queued
+from tplr_metrics.encoding.points import Point, PointBuilder, QueuedShape, expand_queued, is_compact, register_shape
 
 from .test_fast_path import _typed, runs
 
@@ -23,13 +23,13 @@ def _compact(record: Any, shapes: dict[Any, QueuedShape]) -> Any:
     if host_fields or host_tags or type(tags) is not dict or type(fields) is not dict:
         return record
     key = (measurement, tuple(tags), tuple(fields))
-    shape = shapes.setdefault(key, QueuedShape(*key))
-    return (shape, time_ns, *tags.values(), *fields.values())
+    shape = shapes.get(key) or shapes.setdefault(key, register_shape(*key))  # type: ignore[arg-type]
+    return (shape.id, time_ns, *tags.values(), *fields.values())
 
 
 def _encoder(builder: PointBuilder) -> BatchLineEncoder:
     def build(record: Any) -> Point | None:
-        if type(record[0]) is QueuedShape:
+        if is_compact(record):
             record = expand_queued(record)
         return builder.build(record)
 
@@ -103,9 +103,9 @@ def test_the_validator_shape_is_written_without_points() -> None:
         shape is not None for shape in batch._shapes[1:]
     )  # the first teaches the shape
     assert batch.plain_lines
-    assert (
-        batch.lines[1]
-        == "Vvalidator_scores,eval_uid=1,window=5,uid=17,role=validator gradient_score=0.3333333333333333,weight=0.3333333333333333 1"
+    assert batch.lines[1] == (
+        "Vvalidator_scores,eval_uid=1,window=5,uid=17,role=validator "
+        "gradient_score=0.3333333333333333,weight=0.3333333333333333 1"
     )
     # Points are built only when asked for, and then as the builder builds them.
     assert sum(type(made) is Point for made in batch._made) == 1

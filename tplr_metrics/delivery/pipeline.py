@@ -36,7 +36,7 @@ from typing import Any
 
 from ..encoding.line_batches import BatchLineEncoder
 from ..encoding.line_protocol import encode_lines
-from ..encoding.points import Point, PointBuilder, QueuedShape, Record, expand_queued
+from ..encoding.points import Point, PointBuilder, Record, expand_queued, is_compact
 from ..sinks.base import PointBatch, Sink
 from .counters import AtomicCounter, ReasonCounters
 from .destination_id import describe_destination, fingerprint
@@ -329,7 +329,7 @@ class Pipeline:
         if type(record) is Point:
             return record  # type: ignore[no-any-return]  # built already (a test's or a tool's)
         try:
-            if type(record[0]) is QueuedShape:
+            if is_compact(record):
                 record = expand_queued(record)
                 if record is None:
                     self.stats.drop("encode_error")

@@ -31,7 +31,7 @@ from .line_protocol import (
     encode_lines,
     field_keys_text,
 )
-from .points import KnownShape, Point, PointBuilder, QueuedShape
+from .points import KnownShape, Point, PointBuilder, QueuedShape, queued_shape
 from .values import INT64_MAX, INT64_MIN
 
 try:
@@ -177,7 +177,7 @@ class _LineShape:
 
 def _values(record: tuple[Any, ...]) -> tuple[tuple[Any, ...], int]:
     """A direct record's tag and field values, and its time."""
-    if type(record[0]) is QueuedShape:
+    if type(record[1]) is int:  # compact (see points.is_compact)
         return record[2:], record[1]
     return (*record[1].values(), *record[2].values()), record[3]
 
@@ -272,7 +272,7 @@ class BatchLineEncoder:
         self.builder = builder
         self._build = build  # the general path: the pipeline's _build (issues counted, errors caught)
         self._by_key: dict[tuple[Any, ...], _LineShape] = {}
-        self._by_queued: dict[QueuedShape, _LineShape] = {}
+        self._by_queued: dict[int, _LineShape] = {}  # by QueuedShape.id
 
     def _new_shape(
         self, measurement: Any, tag_keys: tuple[Any, ...], field_keys: tuple[Any, ...], types: tuple[type, ...]
@@ -303,7 +303,7 @@ class BatchLineEncoder:
         if shape is not None:
             if len(self._by_queued) >= _SHAPE_LIMIT:
                 self._by_queued.clear()
-            self._by_queued[queued] = shape
+            self._by_queued[queued.id] = shape
         return shape
 
     def encode(self, records: Sequence[Any]) -> LineBatch:
@@ -328,13 +328,14 @@ class BatchLineEncoder:
             # (measurement, tags, fields, time, None, None).
             if not direct or type(record) is not tuple:
                 pass
-            elif type(first) is QueuedShape:
-                if len(record) == first.size:  # else its dicts changed while log() read them
+            elif type(first) is int and type(record[1]) is int:  # compact (see points.is_compact)
+                queued = queued_shape(first)
+                if queued is not None and len(record) == queued.size:  # else its dicts changed while log() read them
                     values = record[2:]
                     types = tuple(map(type, values))
                     shape = by_queued.get(first)
                     if shape is None or shape.types != types or (shape.int_positions and not shape.current(builder)):
-                        shape = self._queued_shape(first, types)
+                        shape = self._queued_shape(queued, types)
                     time_ns = record[1]
             elif type(first) is str and len(record) == 6 and record[4] is None and record[5] is None:
                 tags, fields, time_ns = record[1], record[2], record[3]

@@ -7,6 +7,7 @@ raise early), never on the caller's hot path.
 from __future__ import annotations
 
 import datetime as _dt
+import itertools
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -45,16 +46,18 @@ class Point(NamedTuple):
 
 
 #: What log() queues: measurement, tags, fields, time, host fields, host tags; or, for plain dicts
-#: of immutable values and no host metrics, the compact ``(QueuedShape, time, *tag values, *field
+#: of immutable values and no host metrics, the compact ``(shape id, time, *tag values, *field
 #: values)`` (about 180 B for Templar's validator_scores instead of 590: two dict copies saved).
+#: A compact record holds only ints, floats and strings, so the garbage collector stops tracking
+#: it at its first pass: a backlog of them costs a full collection next to nothing.
 Record = tuple[str, Mapping[str, Any], Mapping[str, Any], int, "Mapping[str, Any] | None", "Mapping[str, str] | None"]
 
 
 class QueuedShape:
     """The names of a compact queued record: its measurement, tag keys and field keys, shared by
-    every record of that shape (log() keeps one per shape)."""
+    every record of that shape. A record names its shape by ``id`` (see :func:`queued_shape`)."""
 
-    __slots__ = ("measurement", "tag_keys", "field_keys", "n_tags", "size")
+    __slots__ = ("id", "measurement", "tag_keys", "field_keys", "n_tags", "size")
 
     def __init__(self, measurement: Any, tag_keys: tuple[Any, ...], field_keys: tuple[Any, ...]) -> None:
         self.measurement = measurement
@@ -62,13 +65,39 @@ class QueuedShape:
         self.field_keys = field_keys
         self.n_tags = len(tag_keys)
         self.size = 2 + len(tag_keys) + len(field_keys)
+        self.id = -1
+
+
+#: Every shape compact records were queued with, by id, for the life of the process (records of
+#: it may wait in any queue): bounded, after which log() queues plain records for new shapes.
+_QUEUED_SHAPES: dict[int, QueuedShape] = {}
+MAX_QUEUED_SHAPES = 10_000
+_shape_ids = itertools.count()
+
+
+def register_shape(measurement: Any, tag_keys: tuple[Any, ...], field_keys: tuple[Any, ...]) -> QueuedShape | None:
+    """A new shape for compact records, with its id; None once MAX_QUEUED_SHAPES exist."""
+    if len(_QUEUED_SHAPES) >= MAX_QUEUED_SHAPES:
+        return None
+    shape = QueuedShape(measurement, tag_keys, field_keys)
+    shape.id = next(_shape_ids)  # atomic: two threads never get one id
+    _QUEUED_SHAPES[shape.id] = shape
+    return shape
+
+
+queued_shape = _QUEUED_SHAPES.get
+
+
+def is_compact(item: tuple[Any, ...]) -> bool:
+    """A compact record: its second element is its int time (a plain record's is its tags)."""
+    return type(item[1]) is int and type(item[0]) is int
 
 
 def expand_queued(item: tuple[Any, ...]) -> Record | None:
-    """A compact record ``(shape, time_ns, *tag values, *field values)`` as the Record it stands
+    """A compact record ``(shape id, time_ns, *tag values, *field values)`` as the Record it stands
     for; None when its length does not match its shape (dicts another thread changed while log()
     read them)."""
-    shape: QueuedShape = item[0]
+    shape = _QUEUED_SHAPES[item[0]]
     if len(item) != shape.size:
         return None
     n = 2 + shape.n_tags
