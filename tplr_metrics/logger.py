@@ -364,6 +364,11 @@ class MetricsLogger:
                 and type(measurement) is str
                 and not (with_system_metrics or with_gpu_metrics or self._builds_in_caller)
             ):
+                # Copies first (one C call each, which no other thread can interleave with): keys
+                # and values read from the caller's dicts in two steps could be paired wrongly
+                # if another thread reordered them in between.
+                tags = tags.copy()
+                fields = fields.copy()
                 tag_keys = tuple(tags)
                 field_keys = tuple(fields)
                 shape = self._last_shape
@@ -409,8 +414,13 @@ class MetricsLogger:
         key = (measurement, tag_keys, field_keys)
         shape = self._shapes.get(key)
         if shape is None:
-            # Past the process's bound on shapes, new names are queued as plain records.
-            shape = register_shape(measurement, tag_keys, field_keys) or _NO_SHAPE
+            # Only str keys: 1, True and 1.0 are equal keys of a dict (the shape found for one
+            # would name the others). Past the process's bound on shapes, new names are queued
+            # as plain records too.
+            if all(type(key) is str for key in tag_keys + field_keys):
+                shape = register_shape(measurement, tag_keys, field_keys) or _NO_SHAPE
+            else:
+                shape = _NO_SHAPE
             if shape is not _NO_SHAPE:
                 shape = self._shapes.setdefault(key, shape)
         self._last_shape = shape

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import sys
+import threading
 import tracemalloc
 from pathlib import Path
 from typing import Any
@@ -141,3 +143,63 @@ def test_a_backlog_of_compact_records_is_not_walked_by_the_garbage_collector(iso
         encoder_busy.release()
         assert m.close(30)
     assert len(sink.points) == 10_000
+
+
+def test_a_dict_another_thread_reorders_is_never_stored_under_the_wrong_names(isolated_env: Path) -> None:
+    """An attack: a thread popping and putting back a key of the dicts the caller logs (same keys,
+    same values, new order). The compact path read the keys and the values in two steps, so a
+    reorder between them paired values with the wrong names (13 of 200,000 points stored with a
+    tag's text in a float field). Now it copies each dict in one C call first."""
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    sink = MemorySink()
+    m = MetricsLogger(sink=sink, spool=False, batch_size=100, max_queue_size=200_000)
+    fields = {"a": 1.0, "b": 2.0}
+    tags = {"x": "1", "y": "2"}
+    stop = threading.Event()
+
+    def reorder() -> None:
+        while not stop.is_set():
+            fields["a"] = fields.pop("a")
+            tags["x"] = tags.pop("x")
+
+    thread = threading.Thread(target=reorder)
+    encoder_busy = m._pipeline._encode_lock  # a backlog: records are queued compact
+    encoder_busy.acquire()
+    thread.start()
+    try:
+        for i in range(60_000):
+            m.log("m", tags, fields, timestamp=i + 1)
+    finally:
+        stop.set()
+        thread.join()
+        sys.setswitchinterval(switch)
+        encoder_busy.release()
+    assert m.close(60)
+    assert m.stats()["logged"] == 60_000
+    # A snapshot between the pop and the put back lacks that key (a dict caught mid-change);
+    # what is there must be under its own name.
+    logged = {"a": 1.0, "b": 2.0, "x": "1", "y": "2"}
+    wrong = [p for p in sink.points if any(logged.get(k, v) != v for k, v in [*p.fields.items(), *p.tags.items()])]
+    assert not wrong, wrong[:3]
+    assert sum(p.fields == {"a": 1.0, "b": 2.0} for p in sink.points) > 1_000
+
+
+def test_keys_equal_as_numbers_keep_their_own_names_in_a_backlog(isolated_env: Path) -> None:
+    """1, True and 1.0 are one key to a dict: a shape found by equality named them all ``1``
+    while a backlog waited (``True`` and ``1.0`` otherwise). Only str keys are queued compact."""
+    sink = MemorySink()
+    m = MetricsLogger(sink=sink, spool=False, batch_size=10, max_queue_size=10_000)
+    encoder_busy = m._pipeline._encode_lock
+    encoder_busy.acquire()
+    try:
+        for i in range(30):
+            m.log("m", {"t": "x"}, {"v": float(i)}, timestamp=i + 1)  # past two batches: compact
+        m.log("m", {1: "a"}, {1: 1.0}, timestamp=100)
+        m.log("m", {True: "a"}, {True: 2.0}, timestamp=101)
+        m.log("m", {1.0: "a"}, {1.0: 3.0}, timestamp=102)
+    finally:
+        encoder_busy.release()
+    assert m.close(30)
+    odd = [(list(p.tags)[0], list(p.fields)) for p in sink.points if p.time_ns >= 100]
+    assert odd == [("1", ["1"]), ("True", ["True"]), ("1.0", ["1.0"])]

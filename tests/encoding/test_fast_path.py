@@ -154,3 +154,18 @@ def test_a_known_shape_still_has_its_series_key_cut() -> None:
     cut = builder.build(("m", {"run": "y" * 6_000}, {"x": 2.0}, 1, None, None))
     assert cut is not None and len(cut.tags["run"]) < 6_000 and cut.tags["group"] == "g" * 60_000
     assert [issue[0] for issue in issues] == ["series_key_truncated"]
+
+
+def test_a_long_field_key_counts_in_the_series_key_bound() -> None:
+    """An attack: a 60,000-character field key beside a 6,000-character tag value passed the cheap
+    bound (it counted 64 characters for the field key) and InfluxDB refused the line; the tag
+    value is cut so that the key fits, as for a long tag value alone."""
+    issues: list[tuple[str, ...]] = []
+    builder = PointBuilder({"uid": "1"}, "", lambda *issue: issues.append(issue))
+    key = "k" * 60_000
+    for _ in range(2):  # the general path, then the shaped one
+        point = builder.build(("m", {"run": "y" * 6_000}, {key: 1.0}, 1, None, None))
+        assert point is not None and len(point.tags["run"]) < 6_000
+        line = encode_lines([point])[0]
+        assert len(line.split(" ")[0].encode()) + 4 + len(key) <= 65_535
+    assert [issue[0] for issue in issues] == ["series_key_truncated"] * 2

@@ -154,3 +154,22 @@ def test_a_field_learned_int_changes_how_a_known_shape_is_written() -> None:
     assert encoder.encode([("m", {}, {"x": 2}, 2, None, None)] * 2).lines == ["m x=2.0 2"] * 2
     builder.learn_int_field("m", "x")
     assert encoder.encode([("m", {}, {"x": 2}, 3, None, None)] * 2).lines == ["m x=2i 3"] * 2
+
+
+def test_a_nan_logged_into_an_int_field_does_not_make_it_float() -> None:
+    """An attack: {x: nan} made the batch path count x as a float field before the builder
+    dropped the NaN, so later ints of x were written 7.0 and InfluxDB refused them all (the
+    int field x exists). A field joins the known floats only with a float actually written."""
+    ours = PointBuilder({}, "", lambda *issue: None)
+    theirs = PointBuilder({}, "", lambda *issue: None)
+    encoder = _encoder(ours)
+    records = [
+        ("m", {}, {"x": 1, "y": 1.0}, 1, None, None),
+        ("m", {}, {"x": float("nan"), "y": 1.0}, 2, None, None),
+        ("m", {}, {"x": float("inf"), "y": 2.0}, 3, None, None),
+        ("m", {}, {"x": 7, "y": 3.0}, 4, None, None),
+        ("m", {}, {"x": 8, "y": 4.0}, 5, None, None),
+    ]
+    lines = encoder.encode(records).lines + encoder.encode(records[3:]).lines
+    assert lines == encode_lines([p for p in map(theirs.build, records + records[3:]) if p is not None])
+    assert lines[-1] == "m x=8i,y=4.0 5"

@@ -63,6 +63,8 @@ class _LineShape:
         "int_positions",
         "float_set",
         "float_count",
+        "learned",
+        "new_floats",
         "generation",
         "budget",
         "tag_prefixes",
@@ -87,9 +89,14 @@ class _LineShape:
         self.types = types
         field_types = types[self.n_tags :]
         self.float_set = known.float_fields
-        for key, kind in zip(field_keys, field_types, strict=True):
-            if kind is float and not builder.is_int_field(self.measurement, key):
-                self.float_set.add(key)  # as the builder does for each float it builds
+        # Its float fields join the measurement's known floats with its first line (learn_floats),
+        # as the builder's do: not before, since a NaN or inf, which is never written, must not.
+        self.learned = False
+        self.new_floats = tuple(
+            key
+            for key, kind in zip(field_keys, field_types, strict=True)
+            if kind is float and not builder.is_int_field(self.measurement, key)
+        )
         self.float_count = len(self.float_set)
         self.generation = builder.generation
         self.budget = known.budget
@@ -113,6 +120,11 @@ class _LineShape:
         # a line a server that splits lines on newlines (VictoriaMetrics) reads as it is, and
         # one a format-2 spool file can hold.
         self.plain = not any('"' in key for key in field_keys)
+
+    def learn_floats(self) -> None:
+        self.float_set.update(self.new_floats)
+        self.float_count = len(self.float_set)
+        self.learned = True
 
     def current(self, builder: PointBuilder) -> bool:
         """Whether the int-or-float choices still hold (only shapes with int fields depend on them)."""
@@ -356,6 +368,8 @@ class BatchLineEncoder:
                         field_values = tuple(
                             float(v) if f else v for v, f in zip(field_values, shape.as_float, strict=True)
                         )
+                    if not shape.learned:
+                        shape.learn_floats()
                     made.append(record)
                     shapes.append(shape)
                     tag_texts.append(text)

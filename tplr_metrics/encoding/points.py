@@ -240,7 +240,7 @@ class KnownShape(NamedTuple):
     types: tuple[type, ...]  # the field value types of that point: all float
     float_fields: set[str]
     #: The series key bound's part that does not change (measurement, every tag key, the standard
-    #: tags' values, 2 a tag, 64): each point adds its caller tags' values.
+    #: tags' values, 2 a tag, 64 and the longest field key): each point adds its caller tags' values.
     budget: int
 
 
@@ -380,7 +380,8 @@ class PointBuilder:
             + sum(map(len, self._standard))
             + sum(map(len, self._standard.values()))
             + 2 * (len(tag_keys) + len(self._standard))
-            + 64,
+            + 64
+            + max(map(len, field_keys)),
         )
 
     def _build_shaped(
@@ -532,7 +533,15 @@ class PointBuilder:
         # A series key past 64 KiB makes InfluxDB refuse the line: cut the longest caller tag
         # values to fit (rare: a cheap bound first; 8 = 4 UTF-8 bytes, each maybe escaped).
         if (
-            8 * (len(measurement) + sum(map(len, tags)) + sum(map(len, tags.values())) + 2 * len(tags) + 64)
+            8
+            * (
+                len(measurement)
+                + sum(map(len, tags))
+                + sum(map(len, tags.values()))
+                + 2 * len(tags)
+                + 64
+                + max(map(len, fields), default=0)  # the server counts the longest field key in
+            )
             > MAX_SERIES_KEY_BYTES
         ):
             fitted = fit_series_key(measurement, tags, frozenset(self._standard), fields)
