@@ -240,10 +240,13 @@ class MetricsLogger:
             health_every = DEFAULT_HEALTH_EVERY  # the pipeline-health dashboard has data at defaults
         self._last_shape = _NO_SHAPE  # the shape of the last compact record (most calls repeat it)
         self._shapes: dict[tuple[Any, ...], QueuedShape] = {}
-        # Records are queued compact once two batches wait (a destination that is down or slow):
-        # a third of the memory for about 0.15 µs more per call, paid only while the queue grows.
+        # Records are queued compact (a third of the memory, untracked by the garbage collector)
+        # always when every destination takes line protocol: the batch line encoder writes them
+        # as they are, 1 µs a point cheaper than dict records (busy loop: 0.57 against 0.51).
+        # Otherwise only once two batches wait (a destination down or slow): expanding them for
+        # the builder costs more than the dict copies save.
         self._queue = self._pipeline._queue
-        self._compact_from = 2 * self._pipeline_options.batch_size
+        self._compact_from = 0 if self._pipeline.lines_only else 2 * self._pipeline_options.batch_size
         self._background = start_background(self, system_metrics_every, health_every)
         # Deliver at interpreter exit what an unclosed logger still holds (bounded by
         # close_timeout); a weak reference, so an abandoned logger can still be collected.

@@ -546,6 +546,11 @@ class Pipeline:
                 self.stats.drop("close_timeout", left)
 
     @property
+    def lines_only(self) -> bool:
+        """Every destination takes line protocol: batches are encoded with no Point per record."""
+        return self._lines_only
+
+    @property
     def closed(self) -> bool:
         return self._closed
 
