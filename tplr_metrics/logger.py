@@ -346,10 +346,11 @@ class MetricsLogger:
         copied, and lists, arrays, tensors and other mutable values are turned into what will be
         stored (list statistics included), so a caller may reuse or change them at once.
 
-        While two batches or more wait in the queue (a destination down or slow), the common case
-        (plain dicts of immutable values, no host metrics) is queued compact: one flat tuple
-        ``(shape, time_ns, *tag values, *field values)``, the keys kept once per shape, about a
-        third of two dict copies in memory."""
+        When every destination takes line protocol, or else while two batches or more wait in the
+        queue (a destination down or slow), the common case (plain dicts of immutable values and
+        str keys, no host metrics) is queued compact: one flat tuple ``(shape id, time_ns, *tag
+        values, *field values)``, the keys kept once per shape, about a third of two dict copies
+        in memory, and untracked by the garbage collector."""
         try:
             if sample_rate < 1.0 and _sampling.random() > sample_rate:
                 self._pipeline.count_sampled_out()
