@@ -173,3 +173,23 @@ def test_a_nan_logged_into_an_int_field_does_not_make_it_float() -> None:
     lines = encoder.encode(records).lines + encoder.encode(records[3:]).lines
     assert lines == encode_lines([p for p in map(theirs.build, records + records[3:]) if p is not None])
     assert lines[-1] == "m x=8i,y=4.0 5"
+
+
+def test_tag_texts_that_never_repeat_do_not_grow_the_encoder(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tag whose value is new every point (a step number) is remembered for a while, then
+    forgotten with everything else: the encoder's memory is bounded across all its shapes."""
+    from tplr_metrics.encoding import line_batches
+
+    monkeypatch.setattr(line_batches, "_TAG_TEXT_LIMIT", 2_000)
+    builder = PointBuilder({}, "", lambda *issue: None)
+    encoder = _encoder(builder)
+    step = 0
+    for _ in range(50):
+        records = []
+        for _ in range(500):
+            step += 1
+            records.append((f"m{step % 3}", {"step": step, "run": "r"}, {"x": 1.0}, step, None, None))
+        lines = encoder.encode(records).lines
+        assert lines[-1] == f"m{step % 3},step={step},run=r x=1.0 {step}"
+        held = sum(len(parts) for shape in encoder._by_key.values() for parts in shape.tag_parts)
+        assert held == encoder._remembered[0] <= 2_000 + 2 * 500

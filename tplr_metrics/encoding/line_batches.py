@@ -39,8 +39,10 @@ try:
 except ImportError:  # a dependency; without it the batch path is off (the builder's path is used)
     orjson = None  # type: ignore[assignment]
 
-_TAG_TEXT_LIMIT = 100_000  # distinct values remembered per tag of a shape
-_SHAPE_LIMIT = 10_000
+# Bounds on what the encoder remembers: the shapes, and the tag texts of all of them together
+# (about 150 B each): a tag whose value never repeats (a step number) must not grow it.
+_SHAPE_LIMIT = 1_000
+_TAG_TEXT_LIMIT = 200_000
 
 
 _UNSEEN = object()
@@ -69,6 +71,7 @@ class _LineShape:
         "budget",
         "tag_prefixes",
         "tag_parts",
+        "remembered",
         "key_texts",
         "plain",
     )
@@ -80,6 +83,7 @@ class _LineShape:
         tag_keys: tuple[str, ...],
         field_keys: tuple[str, ...],
         types: tuple[type, ...],
+        remembered: list[int],
     ) -> None:
         self.measurement = known.measurement
         self.tag_keys = tag_keys
@@ -116,6 +120,7 @@ class _LineShape:
         self.tag_prefixes = tuple(f",{key.translate(_KEY_ESCAPES)}=" for key in tag_keys)
         # Per tag: value -> its ",key=value" text ("" when empty, None when the builder must clean it).
         self.tag_parts: tuple[dict[Any, str | None], ...] = tuple({} for _ in tag_keys)
+        self.remembered = remembered  # the encoder's count of tag texts in all its shapes
         # No '"' in a field key: with no raw newline (tag values are printable, values numbers),
         # a line a server that splits lines on newlines (VictoriaMetrics) reads as it is, and
         # one a format-2 spool file can hold.
@@ -159,9 +164,8 @@ class _LineShape:
                 part = None
             else:
                 part = self.tag_prefixes[i] + _escape_key(value)
-            if len(known) >= _TAG_TEXT_LIMIT:
-                known.clear()
             known[value] = part
+            self.remembered[0] += 1
         return part  # type: ignore[return-value]
 
     def point(self, values: tuple[Any, ...], time_ns: int, tail: tuple[int, str], standard: dict[str, str]) -> Point:
@@ -285,6 +289,7 @@ class BatchLineEncoder:
         self._build = build  # the general path: the pipeline's _build (issues counted, errors caught)
         self._by_key: dict[tuple[Any, ...], _LineShape] = {}
         self._by_queued: dict[int, _LineShape] = {}  # by QueuedShape.id
+        self._remembered = [0]  # tag texts held by all the shapes (see _forget)
 
     def _new_shape(
         self, measurement: Any, tag_keys: tuple[Any, ...], field_keys: tuple[Any, ...], types: tuple[type, ...]
@@ -297,7 +302,7 @@ class BatchLineEncoder:
             return None
         if len(types) == n or not all(kind is float or kind is int for kind in types[n:]):
             return None
-        return _LineShape(self.builder, known, tag_keys, field_keys, types)
+        return _LineShape(self.builder, known, tag_keys, field_keys, types, self._remembered)
 
     def _dict_shape(
         self, measurement: str, tags: dict[Any, Any], fields: dict[Any, Any], types: tuple[type, ...]
@@ -306,7 +311,7 @@ class BatchLineEncoder:
         shape = self._new_shape(measurement, key[1], key[2], types)
         if shape is not None:
             if len(self._by_key) >= _SHAPE_LIMIT:
-                self._by_key.clear()
+                self._forget()
             self._by_key[key] = shape
         return shape
 
@@ -314,12 +319,20 @@ class BatchLineEncoder:
         shape = self._new_shape(queued.measurement, queued.tag_keys, queued.field_keys, types)
         if shape is not None:
             if len(self._by_queued) >= _SHAPE_LIMIT:
-                self._by_queued.clear()
+                self._forget()
             self._by_queued[queued.id] = shape
         return shape
 
+    def _forget(self) -> None:
+        """Start over: the shapes and their tag texts are rebuilt from the next records."""
+        self._by_key.clear()
+        self._by_queued.clear()
+        self._remembered[0] = 0
+
     def encode(self, records: Sequence[Any]) -> LineBatch:
         """The batch's lines, in the records' order (records the builder drops give none)."""
+        if self._remembered[0] > _TAG_TEXT_LIMIT:
+            self._forget()
         made: list[Any] = []  # per line: the record (written by its shape) or its Point
         shapes: list[_LineShape | None] = []
         tag_texts: list[str] = []  # per direct line
