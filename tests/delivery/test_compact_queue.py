@@ -203,3 +203,30 @@ def test_keys_equal_as_numbers_keep_their_own_names_in_a_backlog(isolated_env: P
     assert m.close(30)
     odd = [(list(p.tags)[0], list(p.fields)) for p in sink.points if p.time_ns >= 100]
     assert odd == [("1", ["1"]), ("True", ["True"]), ("1.0", ["1.0"])]
+
+
+def test_shapes_are_shared_by_every_logger_of_the_process(isolated_env: Path, monkeypatch: Any) -> None:
+    """An attack: once the process's bound on shapes was reached, a new logger queued even names
+    logged before as plain records (each logger registered shapes of its own). Shapes are now
+    one per set of names for the whole process: only names never seen take the plain path."""
+    from tplr_metrics.encoding import points as points_module
+
+    first = points_module.register_shape("shared_m", ("t",), ("v",))
+    assert first is not None
+    monkeypatch.setattr(points_module, "MAX_QUEUED_SHAPES", len(points_module._QUEUED_SHAPES))
+    assert points_module.register_shape("shared_m", ("t",), ("v",)) is first
+    assert points_module.register_shape("never_seen_m", ("t",), ("v",)) is None
+    sink = MemorySink()
+    m = MetricsLogger(sink=sink, spool=False, batch_size=10, max_queue_size=1_000)
+    encoder_busy = m._pipeline._encode_lock
+    encoder_busy.acquire()
+    try:
+        for i in range(40):
+            m.log("shared_m", {"t": "x"}, {"v": float(i)}, timestamp=i + 1)
+            m.log("never_seen_m", {"t": "x"}, {"v": float(i)}, timestamp=i + 1)
+        kinds = [(r[0], type(r[1]) is int) for r in list(m._pipeline._queue)[20:]]  # past two batches
+    finally:
+        encoder_busy.release()
+    assert m.close(30)
+    assert (first.id, True) in kinds and ("never_seen_m", False) in kinds
+    assert len(sink.points) == 80

@@ -169,3 +169,24 @@ def test_a_long_field_key_counts_in_the_series_key_bound() -> None:
         line = encode_lines([point])[0]
         assert len(line.split(" ")[0].encode()) + 4 + len(key) <= 65_535
     assert [issue[0] for issue in issues] == ["series_key_truncated"] * 2
+
+
+def test_a_str_enum_key_is_the_text_it_equals_whatever_came_first() -> None:
+    """An attack: a ``(str, Enum)`` member equal to ``"loss"`` was stored as ``F.LOSS`` by a fresh
+    builder but as ``loss`` by one that had seen ``"loss"`` (its caches find equal keys). Such
+    a key is now always the text it equals, as a dict holds it."""
+    import enum
+
+    class F(str, enum.Enum):
+        LOSS = "loss"
+        UID = "peer"
+
+    for seen_plain_first in (False, True):
+        builder = PointBuilder({}, "", lambda *issue: None)
+        if seen_plain_first:
+            builder.build(("m", {"peer": "1"}, {"loss": 1.0}, 1, None, None))
+        point = builder.build(("m", {F.UID: "1"}, {F.LOSS: 2.0}, 2, None, None))
+        assert point is not None
+        assert [str.__str__(k) for k in point.fields] == ["loss"]
+        assert [str.__str__(k) for k in point.tags] == ["peer"]
+        assert encode_lines([point]) == ["m,peer=1 loss=2.0 2"]

@@ -27,7 +27,7 @@ from .line_protocol import (
 )
 from .values import INT64_MAX as FIELD_INT_MAX
 from .values import INT64_MIN as FIELD_INT_MIN
-from .values import FieldValue, free_name, process_fields, tag_value
+from .values import FieldValue, free_name, key_text, process_fields, tag_value
 
 #: Prefix that keeps a caller's tag which shares its name with a standard tag (e.g. ``uid``).
 CALLER_TAG_PREFIX = "caller_"
@@ -71,18 +71,24 @@ class QueuedShape:
 #: Every shape compact records were queued with, by id, for the life of the process (records of
 #: it may wait in any queue): bounded, after which log() queues plain records for new shapes.
 _QUEUED_SHAPES: dict[int, QueuedShape] = {}
+_SHAPE_OF_NAMES: dict[tuple[Any, ...], QueuedShape] = {}  # every logger of the process shares them
 MAX_QUEUED_SHAPES = 10_000
 _shape_ids = itertools.count()
 
 
 def register_shape(measurement: Any, tag_keys: tuple[Any, ...], field_keys: tuple[Any, ...]) -> QueuedShape | None:
-    """A new shape for compact records, with its id; None once MAX_QUEUED_SHAPES exist."""
+    """The shape for compact records with these names (str keys only: see MetricsLogger.log),
+    made once per process; None once MAX_QUEUED_SHAPES exist and these names are new."""
+    names = (measurement, tag_keys, field_keys)
+    known = _SHAPE_OF_NAMES.get(names)
+    if known is not None:
+        return known
     if len(_QUEUED_SHAPES) >= MAX_QUEUED_SHAPES:
         return None
     shape = QueuedShape(measurement, tag_keys, field_keys)
     shape.id = next(_shape_ids)  # atomic: two threads never get one id
     _QUEUED_SHAPES[shape.id] = shape
-    return shape
+    return _SHAPE_OF_NAMES.setdefault(names, shape)  # a racing thread's shape stays valid too
 
 
 queued_shape = _QUEUED_SHAPES.get
@@ -316,7 +322,7 @@ class PointBuilder:
 
     def _clean_key(self, key: Any, measurement: str, *, is_tag_value: bool = False) -> str:
         if type(key) is not str:
-            key = tag_value(key)
+            key = tag_value(key) if is_tag_value else key_text(key)
         cache_key = key if not is_tag_value else "\0" + key
         hit = self._keys.get(cache_key)
         if hit is None:

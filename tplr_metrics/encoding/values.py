@@ -119,6 +119,14 @@ def process_value(v: Any) -> FieldValue | dict[str, float]:
     return _safe_str(v)
 
 
+def key_text(key: Any) -> str:
+    """A key that is not a plain str as its name: a str subclass (a ``(str, Enum)`` member) is
+    the text it equals, as a dict holds it (``str()`` of it would be ``F.LOSS``, and a key equal
+    to ``"loss"`` would be stored under either name depending on which came first); anything
+    else is ``str()`` of it."""
+    return str.__str__(key) if isinstance(key, str) else _safe_str(key)
+
+
 def _safe_str(v: Any) -> str:
     try:
         return str(v)
@@ -146,7 +154,7 @@ def process_fields(fields: Mapping[Any, Any], issue: IssueSink = _ignore_issue) 
     made = False  # a name was made here (a list's stats, a key's text): it may meet another one
     for key, raw in fields.items():
         if type(key) is not str:
-            key, made = _safe_str(key), True
+            key, made = key_text(key), True
         if made and key in out:
             key = free_name(out, key, issue)
         kind = type(raw)
