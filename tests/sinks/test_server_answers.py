@@ -409,7 +409,17 @@ def test_a_runtime_id_never_makes_the_dead_letter_path(isolated_env: Path) -> No
     ``$TPLR_METRICS_HOME/dead_letter`` (and a 300-character id could not be created)."""
     for runtime_id in ("../../escaped/x", "y" * 300):
         with answer_fake("v2") as fake:
-            m = MetricsLogger(url=fake.url, api="v2", database="b", org="o", runtime_id=runtime_id, spool=False)
+            # The batch goes out inside close() (no interval passes first, even on a slow
+            # machine), so close() answers for its refusal.
+            m = MetricsLogger(
+                url=fake.url,
+                api="v2",
+                database="b",
+                org="o",
+                runtime_id=runtime_id,
+                spool=False,
+                flush_interval=600_000,
+            )
             m.log("answers", {}, {"pid": 1, REFUSE: 1.0}, timestamp=1_700_000_000_000_000_000)
             assert m.close(timeout=20) is False
         assert m.stats()["rejected_total"] == 1
