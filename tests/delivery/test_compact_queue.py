@@ -176,7 +176,9 @@ def test_a_dict_another_thread_reorders_is_never_stored_under_the_wrong_names(is
         sys.setswitchinterval(switch)
         encoder_busy.release()
     assert m.close(60)
-    assert m.stats()["logged"] == 60_000
+    stats = m.stats()
+    assert stats["logged"] == 60_000
+    assert len(sink.points) + sum(stats["dropped"].values()) == 60_000  # a dict caught mid-change: encode_error
     # A snapshot between the pop and the put back lacks that key (a dict caught mid-change);
     # what is there must be under its own name.
     logged = {"a": 1.0, "b": 2.0, "x": "1", "y": "2"}
@@ -201,6 +203,7 @@ def test_keys_equal_as_numbers_keep_their_own_names_in_a_backlog(isolated_env: P
     finally:
         encoder_busy.release()
     assert m.close(30)
+    assert len(sink.points) == m.stats()["logged"] == 33
     odd = [(list(p.tags)[0], list(p.fields)) for p in sink.points if p.time_ns >= 100]
     assert odd == [("1", ["1"]), ("True", ["True"]), ("1.0", ["1.0"])]
 

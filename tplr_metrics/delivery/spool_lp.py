@@ -33,7 +33,7 @@ import hashlib
 import re
 from collections.abc import Sequence
 
-from ..encoding.line_protocol import encode_line
+from ..encoding.line_protocol import encode_line, reads_as_one_line
 from ..encoding.points import Point
 
 SUFFIX = "lp"
@@ -51,12 +51,7 @@ def lines_fit(points: Sequence[Point], lines: Sequence[str]) -> bool:
         return False
     if getattr(points, "plain_lines", False):
         return True  # checked as they were encoded (a LineBatch)
-    for point, line in zip(points, lines, strict=True):
-        if "\n" in line or "\r" in line:
-            return False
-        if '"' in line and any('"' in key for key in point.fields):
-            return False
-    return True
+    return all(reads_as_one_line(line, point.fields) for point, line in zip(points, lines, strict=True))
 
 
 def encode_file(lines: Sequence[str]) -> bytes:

@@ -30,6 +30,7 @@ from .line_protocol import (
     _escape_key,
     encode_lines,
     field_keys_text,
+    reads_as_one_line,
 )
 from .points import KnownShape, Point, PointBuilder, QueuedShape, queued_shape
 from .values import INT64_MAX, INT64_MIN
@@ -277,10 +278,6 @@ class LineBatch(Sequence[Point]):
         )
 
 
-def _plain_line(line: str, point: Point) -> bool:
-    return "\n" not in line and "\r" not in line and not ('"' in line and any('"' in key for key in point.fields))
-
-
 class BatchLineEncoder:
     """Turns a batch of queued records into a LineBatch (see the module's docstring)."""
 
@@ -397,7 +394,7 @@ class BatchLineEncoder:
                 built.append(point)
         built_lines = encode_lines(built) if built else []
         if built_lines and plain:
-            plain = all(_plain_line(line, point) for line, point in zip(built_lines, built, strict=True))
+            plain = all(reads_as_one_line(line, point.fields) for line, point in zip(built_lines, built, strict=True))
         lines = self._lines(shapes, tag_texts, numbers, built_lines)
         return LineBatch(lines, made, shapes, plain, builder.standard_tail, builder.standard_tags)
 

@@ -183,6 +183,13 @@ def _field_key(key: str) -> str:
     return prefix
 
 
+def reads_as_one_line(line: str, field_keys: Iterable[str]) -> bool:
+    """Whether a server that ends a line at any raw newline (even in a quoted string value) and
+    drops a line whose field key holds a '"' (VictoriaMetrics) reads this line as it is; what a
+    format-2 spool body needs too."""
+    return "\n" not in line and "\r" not in line and not ('"' in line and any('"' in key for key in field_keys))
+
+
 def encode_line(
     measurement: str,
     tags: Mapping[str, str],

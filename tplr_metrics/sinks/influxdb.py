@@ -39,7 +39,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from ..config.secrets import clean_secret, redact, secret_forms
-from ..encoding.line_protocol import encode_line, encode_lines
+from ..encoding.line_protocol import encode_line, encode_lines, reads_as_one_line
 from ..encoding.points import Point
 from .answers import cause_of, float_field, int_field, read_refusal, server_message
 from .base import Rejection, WriteResult
@@ -217,7 +217,7 @@ class InfluxSink:
             # and drops a whole line whose field key holds a '"'. Names are cleaned already.
             for k, point in enumerate(batch):
                 line = encoded[k]
-                if "\n" in line or "\r" in line or any('"' in key for key in point.fields):
+                if not reads_as_one_line(line, point.fields):
                     encoded[k] = encode_line(*_for_line_splitting_server(point))
                     sanitized += 1
         body = "\n".join(encoded).encode("utf-8", "replace")
