@@ -6,11 +6,25 @@ import gc
 import sys
 import threading
 import tracemalloc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from tests.memory_sink import MemorySink
 from tplr_metrics import MetricsLogger
+
+
+@contextmanager
+def encoder_paused(m: MetricsLogger) -> Iterator[None]:
+    """While this holds the encoder's lock it takes nothing: the queue keeps every record (a
+    backlog, so records are queued compact)."""
+    lock = m._pipeline._encode_lock
+    lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _calls(n: int) -> list[tuple[Any, ...]]:
@@ -71,9 +85,7 @@ def test_a_queued_record_takes_at_most_300_bytes(isolated_env: Path) -> None:
     values = [float(i) / 7 for i in range(256)]
     sink = MemorySink()
     m = MetricsLogger(sink=sink, spool=False, uid=7, prefix="V", max_queue_size=30_000)  # batches of 1,000
-    encoder_busy = m._pipeline._encode_lock  # held: the encoder takes nothing, the queue holds every record
-    encoder_busy.acquire()
-    try:
+    with encoder_paused(m):
         gc.collect()
         tracemalloc.start()
         before = tracemalloc.get_traced_memory()[0]
@@ -97,9 +109,7 @@ def test_a_queued_record_takes_at_most_300_bytes(isolated_env: Path) -> None:
         assert depth == 25_000
         # The eval_uid strings and window ints are new objects per call (as in a training loop): 50-60 B.
         assert grown / depth < 300, f"{grown / depth:.0f} B per queued record"
-    finally:
-        encoder_busy.release()
-        assert m.close(30)
+    assert m.close(30)
     assert len(sink.points) == 25_000
 
 
@@ -129,9 +139,7 @@ def test_a_backlog_of_compact_records_is_not_walked_by_the_garbage_collector(iso
     queued was a full collection)."""
     sink = MemorySink()
     m = MetricsLogger(sink=sink, spool=False, uid=7, max_queue_size=30_000)  # batches of 1,000
-    encoder_busy = m._pipeline._encode_lock
-    encoder_busy.acquire()
-    try:
+    with encoder_paused(m):
         for i in range(10_000):
             m.log("m", {"eval_uid": str(i % 256), "window": i // 256}, {"score": i / 7, "n": i})
         gc.collect()
@@ -139,9 +147,7 @@ def test_a_backlog_of_compact_records_is_not_walked_by_the_garbage_collector(iso
         compact = [r for r in queued if type(r[1]) is int]
         assert len(compact) >= 7_000  # all but the first two batches
         assert not any(gc.is_tracked(r) for r in compact)
-    finally:
-        encoder_busy.release()
-        assert m.close(30)
+    assert m.close(30)
     assert len(sink.points) == 10_000
 
 
@@ -164,17 +170,15 @@ def test_a_dict_another_thread_reorders_is_never_stored_under_the_wrong_names(is
             tags["x"] = tags.pop("x")
 
     thread = threading.Thread(target=reorder)
-    encoder_busy = m._pipeline._encode_lock  # a backlog: records are queued compact
-    encoder_busy.acquire()
-    thread.start()
-    try:
-        for i in range(60_000):
-            m.log("m", tags, fields, timestamp=i + 1)
-    finally:
-        stop.set()
-        thread.join()
-        sys.setswitchinterval(switch)
-        encoder_busy.release()
+    with encoder_paused(m):
+        thread.start()
+        try:
+            for i in range(60_000):
+                m.log("m", tags, fields, timestamp=i + 1)
+        finally:
+            stop.set()
+            thread.join()
+            sys.setswitchinterval(switch)
     assert m.close(60)
     stats = m.stats()
     assert stats["logged"] == 60_000
@@ -192,16 +196,12 @@ def test_keys_equal_as_numbers_keep_their_own_names_in_a_backlog(isolated_env: P
     while a backlog waited (``True`` and ``1.0`` otherwise). Only str keys are queued compact."""
     sink = MemorySink()
     m = MetricsLogger(sink=sink, spool=False, batch_size=10, max_queue_size=10_000)
-    encoder_busy = m._pipeline._encode_lock
-    encoder_busy.acquire()
-    try:
+    with encoder_paused(m):
         for i in range(30):
             m.log("m", {"t": "x"}, {"v": float(i)}, timestamp=i + 1)  # past two batches: compact
         m.log("m", {1: "a"}, {1: 1.0}, timestamp=100)
         m.log("m", {True: "a"}, {True: 2.0}, timestamp=101)
         m.log("m", {1.0: "a"}, {1.0: 3.0}, timestamp=102)
-    finally:
-        encoder_busy.release()
     assert m.close(30)
     assert len(sink.points) == m.stats()["logged"] == 33
     odd = [(list(p.tags)[0], list(p.fields)) for p in sink.points if p.time_ns >= 100]
@@ -221,15 +221,11 @@ def test_shapes_are_shared_by_every_logger_of_the_process(isolated_env: Path, mo
     assert points_module.register_shape("never_seen_m", ("t",), ("v",)) is None
     sink = MemorySink()
     m = MetricsLogger(sink=sink, spool=False, batch_size=10, max_queue_size=1_000)
-    encoder_busy = m._pipeline._encode_lock
-    encoder_busy.acquire()
-    try:
+    with encoder_paused(m):
         for i in range(40):
             m.log("shared_m", {"t": "x"}, {"v": float(i)}, timestamp=i + 1)
             m.log("never_seen_m", {"t": "x"}, {"v": float(i)}, timestamp=i + 1)
         kinds = [(r[0], type(r[1]) is int) for r in list(m._pipeline._queue)[20:]]  # past two batches
-    finally:
-        encoder_busy.release()
     assert m.close(30)
     assert (first.id, True) in kinds and ("never_seen_m", False) in kinds
     assert len(sink.points) == 80
