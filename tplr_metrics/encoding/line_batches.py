@@ -32,7 +32,7 @@ from .line_protocol import (
     field_keys_text,
     reads_as_one_line,
 )
-from .points import KnownShape, Point, PointBuilder, QueuedShape, queued_shape
+from .points import KnownShape, Point, PointBuilder, QueuedShape, is_compact, queued_shape
 from .values import INT64_MAX, INT64_MIN
 
 try:
@@ -194,7 +194,7 @@ class _LineShape:
 
 def _values(record: tuple[Any, ...]) -> tuple[tuple[Any, ...], int]:
     """A direct record's tag and field values, and its time."""
-    if type(record[1]) is int:  # compact (see points.is_compact)
+    if is_compact(record):
         return record[2:], record[1]
     return (*record[1].values(), *record[2].values()), record[3]
 
