@@ -1,20 +1,34 @@
 """The batch line encoder (records straight to lines, Points built only when asked for) against
 the builder and encode_lines one record at a time: the same lines, the same Points (value types
-included), the same issues, for dict records and compact ones alike."""
+included), the same issues, for dict records and compact ones alike. Every test runs twice: with
+the C loops (_line_fill.c) and with the pure-Python ones they stand in for."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tplr_metrics.encoding import line_batches
 from tplr_metrics.encoding.line_batches import BatchLineEncoder, LineBatch
 from tplr_metrics.encoding.line_protocol import encode_lines
 from tplr_metrics.encoding.points import Point, PointBuilder, QueuedShape, expand_queued, is_compact, register_shape
 
 from .test_fast_path import _typed, runs
+
+
+@pytest.fixture(scope="module", autouse=True, params=["c", "python"])
+def loops(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The encoder's per-record loops: the C ones (where the install built them) or Python's."""
+    built = line_batches._line_fill
+    if request.param == "c" and built is None:
+        pytest.skip("the C loops (tplr_metrics/encoding/_line_fill.c) were not built: no C compiler at install")
+    line_batches._line_fill = built if request.param == "c" else None
+    yield request.param
+    line_batches._line_fill = built
 
 
 def _compact(record: Any, shapes: dict[Any, QueuedShape]) -> Any:
@@ -68,10 +82,11 @@ def test_batches_encode_what_the_builder_and_encode_lines_do(
         _same_points(list(batch), want)
         pending.clear()
 
-    # Each record twice: the second of a shape is the one the batch path writes.
+    # Each record three times: the builder writes the first of a shape, the batch path's Python
+    # loop the second, and with the C loops built, they write the third.
     for step in steps:
         if step[0] == "log":
-            pending += [step[1], step[1]]
+            pending += [step[1], step[1], step[1]]
             continue
         settle()
         for builder in (ours, theirs):
@@ -193,3 +208,118 @@ def test_tag_texts_that_never_repeat_do_not_grow_the_encoder(monkeypatch: pytest
         assert lines[-1] == f"m{step % 3},step={step},run=r x=1.0 {step}"
         held = sum(len(parts) for shape in encoder._by_key.values() for parts in shape.tag_parts)
         assert held == encoder._remembered[0] <= 2_000 + 2 * 500
+
+
+class _CountingLoops:
+    """The C loops, counting the records collect() wrote (so a test knows they ran)."""
+
+    def __init__(self, loops: Any) -> None:
+        self.loops = loops
+        self.written = 0
+        self.fill = loops.fill
+
+    def collect(self, records: list[Any], start: int, *rest: Any) -> int:
+        stop: int = self.loops.collect(records, start, *rest)
+        self.written += stop - start
+        return stop
+
+
+def test_what_the_loops_hand_back_is_written_as_the_builder_writes_it(loops: str) -> None:
+    """Compact records of one known shape, and among them each thing the loops must not write
+    themselves: NaN and inf, ints past int64, a bool or None where an int or str was, a tag to
+    clean, a series key past its bound, a field learned int or float between batches."""
+    ours = PointBuilder({"uid": "1"}, "", lambda *issue: None)
+    theirs = PointBuilder({"uid": "1"}, "", lambda *issue: None)
+    encoder = _encoder(ours)
+    counting = _CountingLoops(line_batches._line_fill) if line_batches._line_fill is not None else None
+    if counting is not None:
+        line_batches._line_fill = counting
+    tag_keys = tuple(f"t{i}" for i in range(18))  # more tags than the C loop's stack holds
+    shapes: dict[Any, QueuedShape] = {}
+
+    def record(t0: Any, step: Any, x: Any, y: Any, n: int = 7) -> Any:
+        tags = {key: f"v{i}" for i, key in enumerate(tag_keys)} | {"t0": t0, "t1": step}
+        return _compact(("m", tags, {"x": x, "n": n, "y": y}, 1_750_000_000_000_000_000 + step, None, None), shapes)
+
+    clean = [record("a", i, float(i), i / 3) for i in range(6)]
+    awkward = [
+        record("a", 10, float("nan"), 1.0),
+        record("a", 11, 1.0, float("inf")),
+        record("a", 12, 1.0, 2.0, n=2**63),
+        record("a", 13, 1.0, 2.0, n=True),  # type: ignore[arg-type]
+        record("é ü", 14, 1.0, 2.0),  # not ASCII
+        record("b\\", 15, 1.0, 2.0),  # a backslash to clean
+        record("ctl\x01", 16, 1.0, 2.0),
+        record(None, 17, 1.0, 2.0),
+        record("z" * 9_000, 18, 1.0, 2.0),  # near the series key's bound: the builder decides
+        record("z" * 70_000, 18, 1.0, 2.0),  # past it: cut by the builder
+        record("a", 19, 3, 2.0),  # an int where a float was
+        record("a", 20, 1e308, 1e308),  # finite, their sum is not
+        record("", 21, 1.0, 2.0),  # an empty tag value is left out
+    ]
+    try:
+        sent: list[Any] = []
+        for batch_records, learn in (
+            (clean, None),
+            ([r for a in awkward for r in (a, *clean[:2])] + clean, None),
+            (clean + awkward, ("int", "n")),
+            (clean + awkward[-3:] + clean, ("float", "n")),
+            (clean, None),
+        ):
+            batch = encoder.encode(batch_records)
+            want = [p for p in map(theirs.build, map(expand_queued, batch_records)) if p is not None]
+            assert batch.lines == encode_lines(want)
+            _same_points(list(batch), want)
+            sent += batch_records
+            if learn is not None:
+                for builder in (ours, theirs):
+                    getattr(builder, f"learn_{learn[0]}_field")("m", learn[1])
+        assert any(line.startswith("m,t0=é\\ ü,") for line in encode_lines(map(theirs.build, map(expand_queued, sent))))
+    finally:
+        if counting is not None:
+            line_batches._line_fill = counting.loops
+    if counting is not None:
+        assert counting.written >= 40  # most clean records were written by the C loop
+
+
+def test_a_field_learned_int_is_written_int_though_the_known_floats_count_the_same() -> None:
+    """The loops check the builder's generation, not only how many fields are known float: x
+    learned int (one float fewer), then a new float field w (one more) leaves the count as it was."""
+    ours = PointBuilder({}, "", lambda *issue: None)
+    theirs = PointBuilder({}, "", lambda *issue: None)
+    encoder = _encoder(ours)
+    shapes: dict[Any, QueuedShape] = {}
+
+    def encode(records: list[Any]) -> list[str]:
+        batch = encoder.encode([_compact(r, shapes) for r in records])
+        assert batch.lines == encode_lines([p for p in map(theirs.build, records) if p is not None])
+        return batch.lines
+
+    floats = ("m", {}, {"x": 1.5}, 1, None, None)
+    ints = [("m", {}, {"x": 2}, 2, None, None)] * 3
+    assert encode([floats, *ints]) == ["m x=1.5 1"] + ["m x=2.0 2"] * 3
+    for builder in (ours, theirs):
+        builder.learn_int_field("m", "x")
+    assert encode([("m", {}, {"w": 1.5}, 3, None, None)] * 2 + ints) == ["m w=1.5 3"] * 2 + ["m x=2i 2"] * 3
+
+
+def test_a_shape_first_written_after_its_field_was_learned_int_keeps_it_int() -> None:
+    """Found by the property test: a shape made while x was known float, but first written (a
+    batch later) after x was learned int, joined x to the known floats again, and the next int
+    of x went out as 0.0 to a server that holds x as integer."""
+    ours = PointBuilder({}, "", lambda *issue: None)
+    theirs = PointBuilder({}, "", lambda *issue: None)
+    encoder = _encoder(ours)
+    for builder in (ours, theirs):
+        builder.learn_float_field("m", "x")
+    past_range = ("m", {"t": 0}, {"x": 0.0, "y": 1e308, "z": 1e308}, 1, None, None)  # the builder writes it
+    clean = ("m", {"t": 0}, {"x": 0.0, "y": 0.0, "z": 0.0}, 2, None, None)
+    an_int = ("m", {}, {"x": 0, "y": 0.0, "z": 0.0}, 3, None, None)
+    batches = ([past_range] * 3, None), ([clean] * 3 + [an_int], "int")
+    for records, learn in batches:
+        if learn:
+            for builder in (ours, theirs):
+                builder.learn_int_field("m", "x")
+        lines = encoder.encode(records).lines
+        assert lines == encode_lines([p for p in map(theirs.build, records) if p is not None])
+    assert lines[-1] == "m x=0i,y=0.0,z=0.0 3"
