@@ -1,17 +1,16 @@
-"""The one thing pyproject.toml cannot say: the optional C loops of the batch line encoder.
+"""The one thing pyproject.toml cannot say: the optional C loops of the hot path, the batch
+line encoder's (``_line_fill``) and log()'s compact record (``_compact_record``).
 
 ``optional=True``: where no C compiler is found the install goes on without them, and
-``tplr_metrics/encoding/line_batches.py`` uses its pure-Python loops (the same lines, slower).
+``encoding/line_batches.py`` and ``encoding/points.py`` use their pure-Python versions (the same
+results, slower).
 """
 
 from setuptools import Extension, setup
 
 setup(
     ext_modules=[
-        Extension(
-            "tplr_metrics.encoding._line_fill",
-            ["tplr_metrics/encoding/_line_fill.c"],
-            optional=True,
-        )
+        Extension("tplr_metrics.encoding._line_fill", ["tplr_metrics/encoding/_line_fill.c"], optional=True),
+        Extension("tplr_metrics.encoding._compact_record", ["tplr_metrics/encoding/_compact_record.c"], optional=True),
     ]
 )

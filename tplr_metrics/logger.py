@@ -32,7 +32,17 @@ from .delivery.dead_letter import DeadLetterFile
 from .delivery.pipeline import OVERFLOW_POLICIES, Pipeline, PipelineOptions
 from .delivery.run_names import name_of_run
 from .delivery.stats import INPUT_DROP_REASONS, PipelineStats
-from .encoding.points import BadTimestamp, Point, PointBuilder, QueuedShape, Record, register_shape, timestamp_ns
+from .encoding.points import (
+    BadTimestamp,
+    Point,
+    PointBuilder,
+    QueuedNames,
+    QueuedShape,
+    Record,
+    compact_record,
+    register_shape,
+    timestamp_ns,
+)
 from .encoding.values import IMMUTABLE_TYPES, FieldValue, frozen_tags, process_fields
 from .encoding.values import config_tags as tags_of_config
 from .encoding.values import process_value as _process_value
@@ -50,10 +60,7 @@ _sampling = random.Random()
 
 _PLAIN = IMMUTABLE_TYPES  # module globals: one cached lookup each per log() call
 _time_ns = time.time_ns
-# Every element of a compact record is one of these (one C call checks them all): anything else
-# is a value to freeze in the call, or an unusable timestamp, for the general path.
-_all_plain = IMMUTABLE_TYPES.issuperset
-_NO_SHAPE = QueuedShape(None, (), ())
+_NO_NAMES: QueuedNames = (-1, None, (), ())
 
 # No locks here: dict.setdefault and next() on a count are atomic, and a lock could be left
 # held in a forked child.
@@ -238,7 +245,7 @@ class MetricsLogger:
         self._builds_in_caller = self.durable or self._strict_builder is not None
         if health_every is None and self.server is not None:
             health_every = DEFAULT_HEALTH_EVERY  # the pipeline-health dashboard has data at defaults
-        self._last_shape = _NO_SHAPE  # the shape of the last compact record (most calls repeat it)
+        self._last_names = _NO_NAMES  # the names of the last compact record (most calls repeat them)
         self._shapes: dict[tuple[Any, ...], QueuedShape] = {}
         # Records are queued compact (a third of the memory, untracked by the garbage collector)
         # always when every destination takes line protocol: the batch line encoder writes them
@@ -361,25 +368,14 @@ class MetricsLogger:
                 explicit = timestamp_ns(timestamp)
                 # Unusable: the builder drops the point (counted bad_timestamp; strict raises).
                 time_ns = BadTimestamp(timestamp) if explicit is None else explicit  # type: ignore[assignment]
-            if (
-                len(self._queue) >= self._compact_from
-                and type(fields) is dict
-                and type(tags) is dict
-                and type(measurement) is str
-                and not (with_system_metrics or with_gpu_metrics or self._builds_in_caller)
+            if len(self._queue) >= self._compact_from and not (
+                with_system_metrics or with_gpu_metrics or self._builds_in_caller
             ):
-                # Copies first (one C call each, which no other thread can interleave with): keys
-                # and values read from the caller's dicts in two steps could be paired wrongly
-                # if another thread reordered them in between.
-                tags = tags.copy()
-                fields = fields.copy()
-                tag_keys = tuple(tags)
-                field_keys = tuple(fields)
-                shape = self._last_shape
-                if shape.field_keys != field_keys or shape.tag_keys != tag_keys or shape.measurement != measurement:
-                    shape = self._shape_of(measurement, tag_keys, field_keys)
-                compact = (shape.id, time_ns, *tags.values(), *fields.values())
-                if _all_plain(map(type, compact)) and shape.id >= 0:
+                compact = compact_record(self._last_names, measurement, tags, fields, time_ns)
+                if compact is None:  # other names than the last call's
+                    self._last_names = self._names_of(measurement, tags, fields)
+                    compact = compact_record(self._last_names, measurement, tags, fields, time_ns)
+                if compact:  # else False (or None: the dicts changed meanwhile): the general path
                     self._submit(compact)  # type: ignore[arg-type]
                     return
             plain = _PLAIN
@@ -414,21 +410,22 @@ class MetricsLogger:
         except Exception:
             self._internal_error("log_error")
 
-    def _shape_of(self, measurement: str, tag_keys: tuple[Any, ...], field_keys: tuple[Any, ...]) -> QueuedShape:
-        key = (measurement, tag_keys, field_keys)
+    def _names_of(self, measurement: Any, tags: Any, fields: Any) -> QueuedNames:
+        """The names of a record to queue compact, with its shape's id (-1: none)."""
+        if type(tags) is not dict or type(fields) is not dict or type(measurement) is not str:
+            return _NO_NAMES
+        key = (measurement, tuple(tags), tuple(fields))
         shape = self._shapes.get(key)
         if shape is None:
             # Only str keys: 1, True and 1.0 are equal keys of a dict (the shape found for one
             # would name the others). Past the process's bound on shapes, new names are queued
             # as plain records too.
-            if all(type(key) is str for key in tag_keys + field_keys):
-                shape = register_shape(measurement, tag_keys, field_keys) or _NO_SHAPE
-            else:
-                shape = _NO_SHAPE
-            if shape is not _NO_SHAPE:
-                shape = self._shapes.setdefault(key, shape)
-        self._last_shape = shape
-        return shape
+            if all(type(name) is str for name in key[1] + key[2]):
+                shape = register_shape(*key)
+            if shape is None:
+                return (-1, *key)
+            shape = self._shapes.setdefault(key, shape)
+        return (shape.id, *key)
 
     def _submit_built(self, record: Record) -> None:
         """Strict mode checks the point in the call; durable mode writes the record to the

@@ -92,22 +92,24 @@ tag_text(PyObject *spec, PyObject *record, Py_ssize_t n_tags, int *called)
         items[got] = part;
     }
     {
-        PyObject *empty = PyUnicode_New(0, 0);
-        if (empty == NULL) {
-            goto done;
-        }
-        PyObject *joined = PyTuple_New(n_tags);
-        if (joined == NULL) {
-            Py_DECREF(empty);
-            goto done;
-        }
+        /* The parts joined into one new str (a str is not tracked by the garbage collector, so
+         * making it runs no collection, and no Python code). */
+        Py_ssize_t length = 0;
+        Py_UCS4 widest = 0;
         for (Py_ssize_t i = 0; i < n_tags; i++) {
-            PyTuple_SET_ITEM(joined, i, items[i]);
+            length += PyUnicode_GET_LENGTH(items[i]);
+            Py_UCS4 most = PyUnicode_MAX_CHAR_VALUE(items[i]);
+            widest = most > widest ? most : widest;
         }
-        got = 0; /* the tuple owns them now */
-        text = PyUnicode_Join(empty, joined);
-        Py_DECREF(empty);
-        Py_DECREF(joined);
+        text = PyUnicode_New(length, widest);
+        if (text == NULL) {
+            goto done;
+        }
+        Py_ssize_t at = 0;
+        for (Py_ssize_t i = 0; i < n_tags; i++) {
+            PyUnicode_CopyCharacters(text, at, items[i], 0, PyUnicode_GET_LENGTH(items[i]));
+            at += PyUnicode_GET_LENGTH(items[i]);
+        }
     }
     if (text != NULL) {
         long long limit = PyLong_AsLongLong(PyTuple_GET_ITEM(spec, S_TAG_LIMIT));
@@ -175,6 +177,58 @@ undo:
     return -1;
 }
 
+/* One compact record of a shape in `fast`: 1 when written (appended to the lists), 0 when left
+ * to Python, -1 on error. *generation caches the builder's (-3: to be read). */
+static int
+collect_one(PyObject *record, PyObject *spec, PyObject *builder, long long *generation, PyObject *made,
+            PyObject *shapes, PyObject *tag_texts, PyObject *numbers)
+{
+    if (!PyTuple_CheckExact(spec) || PyTuple_GET_SIZE(spec) != S_SIZE) {
+        PyErr_SetString(PyExc_TypeError, "collect(): a malformed shape spec");
+        return -1;
+    }
+    PyObject *types = PyTuple_GET_ITEM(spec, S_TYPES);
+    Py_ssize_t n_values = PyTuple_GET_SIZE(types);
+    if (PyTuple_GET_SIZE(record) != n_values + 2) {
+        return 0; /* its dicts changed while log() read them */
+    }
+    for (Py_ssize_t v = 0; v < n_values; v++) {
+        if ((PyObject *)Py_TYPE(PyTuple_GET_ITEM(record, v + 2)) != PyTuple_GET_ITEM(types, v)) {
+            return 0; /* other value types: another shape */
+        }
+    }
+    PyObject *float_set = PyTuple_GET_ITEM(spec, S_FLOAT_SET);
+    if (float_set != Py_None) { /* it has int fields: the int-or-float choices must still hold */
+        if (*generation == -3) {
+            *generation = read_generation(builder);
+        }
+        if (*generation != PyLong_AsLongLong(PyTuple_GET_ITEM(spec, S_GENERATION))
+            || PySet_GET_SIZE(float_set) != PyLong_AsSsize_t(PyTuple_GET_ITEM(spec, S_FLOAT_COUNT))) {
+            return 0;
+        }
+    }
+    Py_ssize_t n_tags = PyLong_AsSsize_t(PyTuple_GET_ITEM(spec, S_NTAGS));
+    int called = 0;
+    PyObject *text = tag_text(spec, record, n_tags, &called);
+    if (called) {
+        *generation = -3; /* Python ran: read it again */
+    }
+    if (text == NULL) {
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    int stored = add_numbers(spec, record, n_tags, numbers);
+    if (stored <= 0) {
+        Py_DECREF(text);
+        return stored;
+    }
+    int failed = PyList_Append(tag_texts, text);
+    Py_DECREF(text);
+    if (failed || PyList_Append(made, record) || PyList_Append(shapes, PyTuple_GET_ITEM(spec, S_SHAPE))) {
+        return -1;
+    }
+    return 1;
+}
+
 static PyObject *
 collect(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -208,59 +262,17 @@ collect(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             }
             break;
         }
-        if (!PyTuple_CheckExact(spec) || PyTuple_GET_SIZE(spec) != S_SIZE) {
-            PyErr_SetString(PyExc_TypeError, "collect(): a malformed shape spec");
+        /* Held while a first-seen tag runs Python code (_tag_part), which could let them go. */
+        Py_INCREF(record);
+        Py_INCREF(spec);
+        int done = collect_one(record, spec, builder, &generation, made, shapes, tag_texts, numbers);
+        Py_DECREF(spec);
+        Py_DECREF(record);
+        if (done < 0) {
             return NULL;
         }
-        PyObject *types = PyTuple_GET_ITEM(spec, S_TYPES);
-        Py_ssize_t n_values = PyTuple_GET_SIZE(types);
-        if (PyTuple_GET_SIZE(record) != n_values + 2) {
-            break; /* its dicts changed while log() read them */
-        }
-        int same = 1;
-        for (Py_ssize_t v = 0; v < n_values; v++) {
-            if ((PyObject *)Py_TYPE(PyTuple_GET_ITEM(record, v + 2)) != PyTuple_GET_ITEM(types, v)) {
-                same = 0;
-                break;
-            }
-        }
-        if (!same) {
+        if (done == 0) {
             break;
-        }
-        PyObject *float_set = PyTuple_GET_ITEM(spec, S_FLOAT_SET);
-        if (float_set != Py_None) { /* it has int fields: the int-or-float choices must still hold */
-            if (generation == -3) {
-                generation = read_generation(builder);
-            }
-            if (generation != PyLong_AsLongLong(PyTuple_GET_ITEM(spec, S_GENERATION))
-                || PySet_GET_SIZE(float_set) != PyLong_AsSsize_t(PyTuple_GET_ITEM(spec, S_FLOAT_COUNT))) {
-                break;
-            }
-        }
-        Py_ssize_t n_tags = PyLong_AsSsize_t(PyTuple_GET_ITEM(spec, S_NTAGS));
-        int called = 0;
-        PyObject *text = tag_text(spec, record, n_tags, &called);
-        if (called) {
-            generation = -3; /* Python ran: read it again */
-        }
-        if (text == NULL) {
-            if (PyErr_Occurred()) {
-                return NULL;
-            }
-            break;
-        }
-        int stored = add_numbers(spec, record, n_tags, numbers);
-        if (stored <= 0) {
-            Py_DECREF(text);
-            if (stored < 0) {
-                return NULL;
-            }
-            break;
-        }
-        int failed = PyList_Append(tag_texts, text);
-        Py_DECREF(text);
-        if (failed || PyList_Append(made, record) || PyList_Append(shapes, PyTuple_GET_ITEM(spec, S_SHAPE))) {
-            return NULL;
         }
     }
     return PyLong_FromSsize_t(i);

@@ -25,9 +25,9 @@ from .line_protocol import (
     standard_tags_text,
     truncate_string,
 )
+from .values import IMMUTABLE_TYPES, FieldValue, free_name, key_text, process_fields, tag_value
 from .values import INT64_MAX as FIELD_INT_MAX
 from .values import INT64_MIN as FIELD_INT_MIN
-from .values import FieldValue, free_name, key_text, process_fields, tag_value
 
 #: Prefix that keeps a caller's tag which shares its name with a standard tag (e.g. ``uid``).
 CALLER_TAG_PREFIX = "caller_"
@@ -97,6 +97,43 @@ queued_shape = _QUEUED_SHAPES.get
 def is_compact(item: tuple[Any, ...]) -> bool:
     """A compact record: its second element is its int time (a plain record's is its tags)."""
     return type(item[1]) is int and type(item[0]) is int
+
+
+#: The names of a caller's last compact record: (shape id, measurement, tag keys, field keys);
+#: id -1 for names that have no shape (a key that is not a str, or the registry full).
+QueuedNames = tuple[int, Any, tuple[Any, ...], tuple[Any, ...]]
+_all_plain = IMMUTABLE_TYPES.issuperset
+
+
+def _compact_record_py(
+    names: QueuedNames, measurement: Any, tags: Any, fields: Any, time_ns: Any
+) -> tuple[Any, ...] | None | bool:
+    """log()'s compact record for plain dicts with these names, in their order: ``(shape id,
+    time_ns, *tag values, *field values)``; None when the names differ (look the shape up and ask
+    again); False when the record is not one to queue compact (not plain dicts, a value to freeze,
+    an unusable time, names without a shape). ``_compact_record.c`` does the same in one call."""
+    if type(tags) is not dict or type(fields) is not dict or type(measurement) is not str or type(time_ns) is not int:
+        return False
+    # Copies first (one C call each, which no other thread can interleave with): keys and values
+    # read from the caller's dicts in two steps could be paired wrongly if another thread
+    # reordered them in between.
+    tags = tags.copy()
+    fields = fields.copy()
+    if tuple(fields) != names[3] or tuple(tags) != names[2] or measurement != names[1]:
+        return None
+    if names[0] < 0:
+        return False
+    compact = (names[0], time_ns, *tags.values(), *fields.values())
+    return compact if _all_plain(map(type, compact)) else False
+
+
+compact_record: Callable[[QueuedNames, Any, Any, Any, Any], tuple[Any, ...] | None | bool]
+try:  # built where the install found a C compiler
+    from ._compact_record import compact as _compact_record_c  # type: ignore[import-not-found]
+except ImportError:
+    compact_record = _compact_record_py
+else:
+    compact_record = _compact_record_c
 
 
 def expand_queued(item: tuple[Any, ...]) -> Record | None:
