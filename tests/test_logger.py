@@ -237,6 +237,22 @@ def test_bad_arguments_are_clear_errors() -> None:
         make_logger(runtime_id="a\udc80b")  # was a UnicodeEncodeError from deep in the spool
 
 
+@pytest.mark.parametrize("name", ["prefix", "uid", "version", "role", "group", "job_type"])
+def test_a_standard_tag_with_a_lone_surrogate_is_a_clear_error(name: str) -> None:
+    """An attack: each was a raw TypeError from orjson writing the spool's header."""
+    with pytest.raises(ConfigurationError, match=f"{name} is not valid text: a lone surrogate at position 1"):
+        make_logger(**{name: "a\ud800"})
+
+
+def test_a_config_value_with_a_lone_surrogate_becomes_a_tag_with_a_question_mark() -> None:
+    """argv holds undecodable bytes as lone surrogates: a config made from it still starts."""
+    m = make_logger(config={"data": "run\udcff.bin"})
+    try:
+        assert m.standard_tags()["config_data"] == "run?.bin"
+    finally:
+        m.close()
+
+
 garbage = st.one_of(
     st.none(),
     st.integers(),

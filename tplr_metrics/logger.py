@@ -158,6 +158,11 @@ class MetricsLogger:
         self.version = version
         if runtime_id is not None:
             _check_text("runtime_id", runtime_id)
+        # Each is a standard tag of every point (and in the spool's header): valid text or refused.
+        texts = {"prefix": prefix, "uid": uid, "version": version, "role": role, "group": group, "job_type": job_type}
+        for name, value in texts.items():
+            if isinstance(value, str):
+                _check_text(name, value)
         self._given_runtime_id = runtime_id
         self.runtime_id = runtime_id or process_runtime_id()
         self.role = role or ""

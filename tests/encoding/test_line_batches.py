@@ -323,3 +323,75 @@ def test_a_shape_first_written_after_its_field_was_learned_int_keeps_it_int() ->
         lines = encoder.encode(records).lines
         assert lines == encode_lines([p for p in map(theirs.build, records) if p is not None])
     assert lines[-1] == "m x=0i,y=0.0,z=0.0 3"
+
+
+def test_names_with_a_lone_surrogate_are_written_as_the_python_loop_writes_them() -> None:
+    """An attack: the C loop copies text as UTF-8, and a lone surrogate in a measurement, tag key
+    or field key (the name rules let it through; the sink sends it as "?") made it raise, which
+    failed the whole batch and counted its drops twice. Such shapes stay with the Python loop."""
+    ours = PointBuilder({"uid": "1"}, "", lambda *issue: None)
+    theirs = PointBuilder({"uid": "1"}, "", lambda *issue: None)
+    encoder = _encoder(ours)
+    shapes: dict[Any, QueuedShape] = {}
+    records = [
+        ("loss\ud800", {}, {"x": 1.0}, 1, None, None),
+        ("m", {"t\udcff": "a"}, {"x": 1.0}, 2, None, None),
+        ("m", {}, {"x\ud800": 1.0}, 3, None, None),
+    ]
+    for _ in range(3):
+        batch = encoder.encode([_compact(r, shapes) for r in records * 3])
+        assert batch.lines == encode_lines([p for p in (theirs.build(r) for r in records * 3) if p is not None])
+
+
+def test_an_int_tag_past_int64_goes_to_the_builder_and_is_counted_once() -> None:
+    """An attack: str() of a 4,300-digit int raises; in the batch path that failed the whole
+    batch, and the pipeline's fallback counted the batch's drops a second time."""
+    issues: list[str] = []
+    want: list[str] = []
+    ours = PointBuilder({}, "", lambda cause, *rest: issues.append(cause))
+    theirs = PointBuilder({}, "", lambda cause, *rest: want.append(cause))
+    failed: list[Any] = []
+
+    def build(record: Any) -> Point | None:  # as the pipeline's _build: errors counted, not raised
+        try:
+            return ours.build(expand_queued(record) if is_compact(record) else record)
+        except ValueError:
+            failed.append(record)
+            return None
+
+    encoder = BatchLineEncoder(ours, build)
+    shapes: dict[Any, QueuedShape] = {}
+    taught = ("a", {"t": 1}, {"v": 1.0}, 1, None, None)
+    encoder.encode([_compact(taught, shapes)] * 2)
+    theirs.build(taught)
+    records = [taught, ("b", {}, {"v": float("nan")}, 2, None, None), ("a", {"t": 10**5000}, {"v": 2.0}, 3, None, None)]
+    batch = encoder.encode([_compact(r, shapes) for r in records])
+    for record in records[:2]:
+        theirs.build(record)
+    assert batch.lines == ["a,t=1 v=1.0 1"]
+    assert issues == want and len(failed) == 1  # the NaN counted once; the huge int failed once
+
+
+def test_the_c_loop_refuses_a_malformed_spec_instead_of_crashing(loops: str) -> None:
+    """An attack called the C entry points with malformed internals: a crash. They are private
+    (line_batches.py makes every spec), and still answer with an exception."""
+    if loops != "c":
+        pytest.skip("the C loop's own checks")
+    collect = line_batches._line_fill.collect  # type: ignore[union-attr]
+    builder = PointBuilder({}, "", lambda *issue: None)
+    record = (5, 1, 1.0)
+    good = (None, (float,), 0, (), 100, b"f", 0, None, 0, print)
+    assert collect([record], 0, {5: good}, builder, [], [], [], []) == 1
+    for bad in (
+        good[:5],
+        (None, [float], *good[2:]),
+        (*good[:5], "f", *good[6:]),
+        (*good[:5], b"ff", *good[6:]),
+        (*good[:5], b"i", *good[6:]),  # an int kind for a float value
+        (None, (float,), 2, *good[3:]),
+        (None, (list, float), 1, ({},), 100, b"f", 0, None, 0, print),  # a tag type hashed by Python code
+    ):
+        with pytest.raises(TypeError, match="malformed shape spec"):
+            collect([(5, 1, [], 1.0) if bad[1] == (list, float) else record], 0, {5: bad}, builder, [], [], [], [])
+    with pytest.raises(ValueError, match="negative start"):
+        collect([record], -1, {5: good}, builder, [], [], [], [])

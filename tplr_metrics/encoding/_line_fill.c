@@ -177,16 +177,56 @@ undo:
     return -1;
 }
 
+/* Whether a spec has the layout native_spec() gives it (checked once per spec and call: a
+ * malformed one is a bug in line_batches.py, and must not crash the process). */
+static int
+valid_spec(PyObject *spec)
+{
+    if (!PyTuple_CheckExact(spec) || PyTuple_GET_SIZE(spec) != S_SIZE) {
+        return 0;
+    }
+    PyObject *types = PyTuple_GET_ITEM(spec, S_TYPES), *n_tags = PyTuple_GET_ITEM(spec, S_NTAGS);
+    PyObject *parts = PyTuple_GET_ITEM(spec, S_TAG_PARTS), *kinds = PyTuple_GET_ITEM(spec, S_KINDS);
+    PyObject *float_set = PyTuple_GET_ITEM(spec, S_FLOAT_SET);
+    if (!PyTuple_CheckExact(types) || !PyLong_CheckExact(n_tags) || !PyTuple_CheckExact(parts)
+        || !PyBytes_CheckExact(kinds) || !PyLong_CheckExact(PyTuple_GET_ITEM(spec, S_TAG_LIMIT))
+        || !PyLong_CheckExact(PyTuple_GET_ITEM(spec, S_GENERATION))
+        || !PyLong_CheckExact(PyTuple_GET_ITEM(spec, S_FLOAT_COUNT))
+        || !(float_set == Py_None || PyAnySet_Check(float_set)) || !PyCallable_Check(PyTuple_GET_ITEM(spec, S_TAG_PART))) {
+        return 0;
+    }
+    Py_ssize_t tags = PyLong_AsSsize_t(n_tags);
+    if (tags < 0 || tags > PyTuple_GET_SIZE(types) || PyTuple_GET_SIZE(parts) != tags
+        || PyBytes_GET_SIZE(kinds) != PyTuple_GET_SIZE(types) - tags) {
+        PyErr_Clear();
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < tags; i++) {
+        /* A tag's values are str or int (hashed and compared with no Python code run). */
+        PyObject *type = PyTuple_GET_ITEM(types, i);
+        if (!PyDict_CheckExact(PyTuple_GET_ITEM(parts, i))
+            || (type != (PyObject *)&PyUnicode_Type && type != (PyObject *)&PyLong_Type)) {
+            return 0;
+        }
+    }
+    const char *kind = PyBytes_AS_STRING(kinds);
+    for (Py_ssize_t i = 0; i < PyBytes_GET_SIZE(kinds); i++) {
+        /* Each field's kind matches its value type: 'f' a float, 'i' and 'F' an int. */
+        PyObject *type = PyTuple_GET_ITEM(types, tags + i);
+        if (kind[i] == 'f' ? type != (PyObject *)&PyFloat_Type
+                           : (kind[i] != 'i' && kind[i] != 'F') || type != (PyObject *)&PyLong_Type) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 /* One compact record of a shape in `fast`: 1 when written (appended to the lists), 0 when left
  * to Python, -1 on error. *generation caches the builder's (-3: to be read). */
 static int
 collect_one(PyObject *record, PyObject *spec, PyObject *builder, long long *generation, PyObject *made,
             PyObject *shapes, PyObject *tag_texts, PyObject *numbers)
 {
-    if (!PyTuple_CheckExact(spec) || PyTuple_GET_SIZE(spec) != S_SIZE) {
-        PyErr_SetString(PyExc_TypeError, "collect(): a malformed shape spec");
-        return -1;
-    }
     PyObject *types = PyTuple_GET_ITEM(spec, S_TYPES);
     Py_ssize_t n_values = PyTuple_GET_SIZE(types);
     if (PyTuple_GET_SIZE(record) != n_values + 2) {
@@ -216,14 +256,29 @@ collect_one(PyObject *record, PyObject *spec, PyObject *builder, long long *gene
     if (text == NULL) {
         return PyErr_Occurred() ? -1 : 0;
     }
+    Py_ssize_t numbers_before = PyList_GET_SIZE(numbers);
     int stored = add_numbers(spec, record, n_tags, numbers);
     if (stored <= 0) {
         Py_DECREF(text);
         return stored;
     }
+    /* A record goes into every list or into none (Python goes on from it after an error). */
+    Py_ssize_t lines_before = PyList_GET_SIZE(made), texts_before = PyList_GET_SIZE(tag_texts);
     int failed = PyList_Append(tag_texts, text);
     Py_DECREF(text);
-    if (failed || PyList_Append(made, record) || PyList_Append(shapes, PyTuple_GET_ITEM(spec, S_SHAPE))) {
+    if (!failed) {
+        failed = PyList_Append(made, record);
+        if (!failed) {
+            failed = PyList_Append(shapes, PyTuple_GET_ITEM(spec, S_SHAPE));
+        }
+    }
+    if (failed) {
+        PyObject *error, *value, *traceback;
+        PyErr_Fetch(&error, &value, &traceback);
+        PyList_SetSlice(numbers, numbers_before, PyList_GET_SIZE(numbers), NULL);
+        PyList_SetSlice(tag_texts, texts_before, PyList_GET_SIZE(tag_texts), NULL);
+        PyList_SetSlice(made, lines_before, PyList_GET_SIZE(made), NULL);
+        PyErr_Restore(error, value, traceback);
         return -1;
     }
     return 1;
@@ -248,7 +303,12 @@ collect(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (i == -1 && PyErr_Occurred()) {
         return NULL;
     }
+    if (i < 0) {
+        PyErr_SetString(PyExc_ValueError, "collect(): a negative start");
+        return NULL;
+    }
     long long generation = -3; /* read when a shape with int fields first needs it */
+    PyObject *checked = NULL;  /* the last spec found valid in this call */
     for (; i < PyList_GET_SIZE(records); i++) {
         PyObject *record = PyList_GET_ITEM(records, i);
         if (!PyTuple_CheckExact(record) || PyTuple_GET_SIZE(record) < 2 || !PyLong_CheckExact(PyTuple_GET_ITEM(record, 0))
@@ -261,6 +321,13 @@ collect(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 return NULL;
             }
             break;
+        }
+        if (spec != checked) {
+            if (!valid_spec(spec)) {
+                PyErr_SetString(PyExc_TypeError, "collect(): a malformed shape spec");
+                return NULL;
+            }
+            checked = spec;
         }
         /* Held while a first-seen tag runs Python code (_tag_part), which could let them go. */
         Py_INCREF(record);

@@ -88,6 +88,7 @@ class _LineShape:
         "key_texts",
         "plain",
         "pieces",
+        "native",
     )
 
     def __init__(
@@ -147,6 +148,9 @@ class _LineShape:
         # a line a server that splits lines on newlines (VictoriaMetrics) reads as it is, and
         # one a format-2 spool file can hold.
         self.plain = not any('"' in key for key in field_keys)
+        # The C loop copies the lines' text as UTF-8: names holding a lone surrogate (which the
+        # name rules let through, and the sink sends as "?") stay with the Python loop.
+        self.native = self.plain and all(map(_is_utf8, (*self.pieces, *self.tag_prefixes)))
 
     def native_spec(self) -> tuple[Any, ...]:
         """What the C loop (_line_fill.collect) reads of this shape, in its order; made after the
@@ -201,7 +205,9 @@ class _LineShape:
         part = known.get(value, _UNSEEN)
         if part is _UNSEEN:
             if type(value) is int:
-                part = self.tag_prefixes[i] + str(value)
+                # Past int64 the builder decides (str() of a 4,300-digit int raises, and an
+                # exception here would fail the whole batch).
+                part = self.tag_prefixes[i] + str(value) if INT64_MIN <= value <= INT64_MAX else None
             elif not value:
                 part = ""  # an empty tag value is left out
             elif "\\" in value or not value.isprintable():
@@ -398,56 +404,76 @@ class BatchLineEncoder:
         count = len(records)
         while i < count:
             if native is not None and fast:
-                i = native.collect(records, i, fast, builder, made, shapes, tag_texts, numbers)
+                start, written = i, len(made)
+                try:
+                    i = native.collect(records, i, fast, builder, made, shapes, tag_texts, numbers)
+                except Exception:  # (MemoryError) the Python loop goes on from the record it failed on
+                    i = start + len(made) - written  # collect() adds a record to every list, or to none
+                    native = None
                 if i == count:
                     break
             record = records[i]
             i += 1
             shape = None
-            first = record[0]
-            # The two kinds of queued record (see MetricsLogger.log): compact, or
-            # (measurement, tags, fields, time, None, None).
-            if not direct or type(record) is not tuple:
-                pass
-            elif type(first) is int and type(record[1]) is int:  # compact (see points.is_compact)
-                queued = queued_shape(first)
-                if queued is not None and len(record) == queued.size:  # else its dicts changed while log() read them
-                    values = record[2:]
-                    types = tuple(map(type, values))
-                    shape = by_queued.get(first)
-                    if shape is None or shape.types != types or (shape.int_positions and not shape.current(builder)):
-                        shape = self._queued_shape(queued, types)
-                    time_ns = record[1]
-            elif type(first) is str and len(record) == 6 and record[4] is None and record[5] is None:
-                tags, fields, time_ns = record[1], record[2], record[3]
-                if type(fields) is dict and type(tags) is dict and type(time_ns) is int:
-                    values = (*tags.values(), *fields.values())
-                    types = tuple(map(type, values))
-                    shape = by_key.get((first, tuple(tags), tuple(fields)))
-                    if shape is None or shape.types != types or (shape.int_positions and not shape.current(builder)):
-                        shape = self._dict_shape(first, tags, fields, types)
+            try:
+                first = record[0]
+                # The two kinds of queued record (see MetricsLogger.log): compact, or
+                # (measurement, tags, fields, time, None, None).
+                if not direct or type(record) is not tuple:
+                    pass
+                elif type(first) is int and type(record[1]) is int:  # compact (see points.is_compact)
+                    queued = queued_shape(first)
+                    # (Of another length: its dicts changed while log() read them.)
+                    if queued is not None and len(record) == queued.size:
+                        values = record[2:]
+                        types = tuple(map(type, values))
+                        shape = by_queued.get(first)
+                        if (
+                            shape is None
+                            or shape.types != types
+                            or (shape.int_positions and not shape.current(builder))
+                        ):
+                            shape = self._queued_shape(queued, types)
+                        time_ns = record[1]
+                elif type(first) is str and len(record) == 6 and record[4] is None and record[5] is None:
+                    tags, fields, time_ns = record[1], record[2], record[3]
+                    if type(fields) is dict and type(tags) is dict and type(time_ns) is int:
+                        values = (*tags.values(), *fields.values())
+                        types = tuple(map(type, values))
+                        shape = by_key.get((first, tuple(tags), tuple(fields)))
+                        if (
+                            shape is None
+                            or shape.types != types
+                            or (shape.int_positions and not shape.current(builder))
+                        ):
+                            shape = self._dict_shape(first, tags, fields, types)
+                if shape is not None:
+                    n = shape.n_tags
+                    text = shape.tag_text(values[:n])
+                    field_values = values[n:]
+                    if text is None or not (
+                        _storable(shape, field_values) if shape.int_positions else isfinite(sum(field_values))
+                    ):
+                        shape = None
+                    else:
+                        if shape.int_positions and True in shape.as_float:
+                            field_values = tuple(
+                                float(v) if f else v for v, f in zip(field_values, shape.as_float, strict=True)
+                            )
+                        if not shape.learned:
+                            shape.learn_floats(builder)
+            except Exception:  # a bug: the builder's path (which counts what it drops once) takes it
+                shape = None
             if shape is not None:
-                n = shape.n_tags
-                text = shape.tag_text(values[:n])
-                field_values = values[n:]
-                if text is not None and (
-                    _storable(shape, field_values) if shape.int_positions else isfinite(sum(field_values))
-                ):
-                    if shape.int_positions and True in shape.as_float:
-                        field_values = tuple(
-                            float(v) if f else v for v, f in zip(field_values, shape.as_float, strict=True)
-                        )
-                    if not shape.learned:
-                        shape.learn_floats(builder)
-                    made.append(record)
-                    shapes.append(shape)
-                    tag_texts.append(text)
-                    numbers += field_values
-                    numbers.append(time_ns)
-                    plain = plain and shape.plain
-                    if native is not None and shape.plain and type(first) is int:
-                        fast[first] = shape.native_spec()
-                    continue
+                made.append(record)
+                shapes.append(shape)
+                tag_texts.append(text)  # type: ignore[arg-type]  # a str when shape is kept
+                numbers += field_values
+                numbers.append(time_ns)
+                plain = plain and shape.plain
+                if native is not None and shape.native and type(first) is int:
+                    fast[first] = shape.native_spec()
+                continue
             point = self._build(record)
             if point is not None:
                 made.append(point)
@@ -465,7 +491,10 @@ class BatchLineEncoder:
     ) -> list[str]:
         """Each line in order: a direct one from its template, a built one as encode_lines wrote it."""
         if _line_fill is not None and numbers:
-            return _line_fill.fill(shapes, tag_texts, orjson.dumps(numbers), built_lines)  # type: ignore[no-any-return]
+            try:
+                return _line_fill.fill(shapes, tag_texts, orjson.dumps(numbers), built_lines)  # type: ignore[no-any-return]
+            except Exception:  # (MemoryError) the same lines from Python
+                pass
         texts = orjson.dumps(numbers)[1:-1].decode().split(",") if numbers else []
         next_built = iter(built_lines).__next__
         next_text = iter(tag_texts).__next__
@@ -479,6 +508,14 @@ class BatchLineEncoder:
             lines.append(shape.template % (next_text(), *texts[at : at + n]))
             at += n
         return lines
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _storable(shape: _LineShape, field_values: tuple[Any, ...]) -> bool:

@@ -238,9 +238,10 @@ def config_tags(config: Any, select: Any = None) -> dict[str, str]:
         elif looks_secret(key):
             continue
         if isinstance(value, (str, int, float, bool)):
-            text = str(value)
+            # A lone surrogate (argv's undecodable bytes, say) becomes "?", as a sink would send it.
+            text = str(value).encode("utf-8", "replace").decode()
             if text:
-                tags[f"config_{key}"] = text
+                tags[f"config_{key}".encode("utf-8", "replace").decode()] = text
     return tags
 
 
