@@ -3,7 +3,8 @@
 Run: ``python benchmarks/bench_durability.py [--points N] [--out FILE]``. Three figures:
 
 * durable mode's caller cost: log() per call (median, p99) with ``durable=True`` against the same
-  logger with ``durable=False``, both into a sink that stores nothing, measured in one run;
+  logger with ``durable=False``, both into a sink that stores nothing, measured in one run: one
+  that takes Points (as the local store does) and one that takes line protocol (as InfluxDB's do);
 * drain time: N points logged while InfluxDB 1.x is down (they go to the spool), then the server
   starts; the time until ``flush()`` returns True and every point reads back, against the time a
   pre-serialized POST of the same points takes on the same server (the anchor);
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from null_sink import NullSink  # benchmarks/null_sink.py
+from null_sink import NullLineSink, NullSink  # benchmarks/null_sink.py
 
 import tplr_metrics
 from tplr_metrics import MetricsLogger, encode_line
@@ -51,8 +52,9 @@ def point_args(i: int) -> tuple[str, dict[str, Any], dict[str, Any]]:
     )
 
 
-def caller_cost(durable: bool, calls: int) -> dict[str, float]:
-    m = MetricsLogger(sink=NullSink(), role="validator", uid=1, durable=durable, flush_interval=200)
+def caller_cost(durable: bool, calls: int, lines: bool = False) -> dict[str, float]:
+    sink = NullLineSink() if lines else NullSink()
+    m = MetricsLogger(sink=sink, role="validator", uid=1, durable=durable, flush_interval=200)
     args = [point_args(i) for i in range(calls)]
     durations = []
     for measurement, tags, fields in args:
@@ -64,6 +66,15 @@ def caller_cost(durable: bool, calls: int) -> dict[str, float]:
     return {
         "median_us": durations[len(durations) // 2] / 1000,
         "p99_us": durations[int(len(durations) * 0.99)] / 1000,
+    }
+
+
+def caller_ratios(plain: dict[str, float], durable: dict[str, float]) -> dict[str, Any]:
+    return {
+        "plain": plain,
+        "durable": durable,
+        "durable_over_plain_median": round(durable["median_us"] / plain["median_us"], 1),
+        "durable_extra_median_us": round(durable["median_us"] - plain["median_us"], 2),
     }
 
 
@@ -165,19 +176,24 @@ def main() -> None:
         os.environ["TPLR_METRICS_HOME"] = str(home)
         if args.caller_only:
             plain, durable = caller_cost(False, args.calls), caller_cost(True, args.calls)
+            plain_lines, durable_lines = caller_cost(False, args.calls, True), caller_cost(True, args.calls, True)
             code = str(Path(tplr_metrics.__file__).parent.parent)
-            print(json.dumps({"code": code, "plain": plain, "durable": durable}))
+            print(
+                json.dumps(
+                    {
+                        "code": code,
+                        "points_sink": {"plain": plain, "durable": durable},
+                        "line_sink": {"plain": plain_lines, "durable": durable_lines},
+                    }
+                )
+            )
             return
         memory = memory_bound(home)  # first, while the process's heap is still small
-        plain = caller_cost(False, args.calls)
-        durable = caller_cost(True, args.calls)
         result = {
             "machine": {"cpus": os.cpu_count()},
             "caller_cost": {
-                "plain": plain,
-                "durable": durable,
-                "durable_over_plain_median": round(durable["median_us"] / plain["median_us"], 1),
-                "durable_extra_median_us": round(durable["median_us"] - plain["median_us"], 2),
+                sink: caller_ratios(caller_cost(False, args.calls, lines), caller_cost(True, args.calls, lines))
+                for sink, lines in (("points_sink", False), ("line_sink", True))
             },
             "drain_after_outage": drain(args.points, home),
             "memory_bound": memory,

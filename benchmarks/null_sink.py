@@ -18,3 +18,11 @@ class NullSink:
 
     def close(self) -> None:
         return None
+
+
+class NullLineSink(NullSink):
+    """The same, taking line protocol as an InfluxDB sink does: the pipeline runs as it does for
+    InfluxDB (records queued compact, the batch line encoder)."""
+
+    name = "null-lines"
+    accepts_lines = True

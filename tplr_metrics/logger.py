@@ -248,6 +248,9 @@ class MetricsLogger:
         self.durable = durable and self._pipeline.durable
         self._submit = self._pipeline.submit
         self._builds_in_caller = self.durable or self._strict_builder is not None
+        # Durable mode queues compact records too (strict mode checks a Point in the call).
+        self._compacts = self._strict_builder is None
+        self._wal = self.durable
         if health_every is None and self.server is not None:
             health_every = DEFAULT_HEALTH_EVERY  # the pipeline-health dashboard has data at defaults
         self._last_names = _NO_NAMES  # the names of the last compact record (most calls repeat them)
@@ -373,15 +376,20 @@ class MetricsLogger:
                 explicit = timestamp_ns(timestamp)
                 # Unusable: the builder drops the point (counted bad_timestamp; strict raises).
                 time_ns = BadTimestamp(timestamp) if explicit is None else explicit  # type: ignore[assignment]
-            if len(self._queue) >= self._compact_from and not (
-                with_system_metrics or with_gpu_metrics or self._builds_in_caller
+            if (
+                len(self._queue) >= self._compact_from
+                and self._compacts
+                and not (with_system_metrics or with_gpu_metrics)
             ):
                 compact = compact_record(self._last_names, measurement, tags, fields, time_ns)
                 if compact is None:  # other names than the last call's
                     self._last_names = self._names_of(measurement, tags, fields)
                     compact = compact_record(self._last_names, measurement, tags, fields, time_ns)
                 if compact:  # else False (or None: the dicts changed meanwhile): the general path
-                    self._submit(compact)  # type: ignore[arg-type]
+                    # Durable: the WAL line after the queue took the record (see _submit_built),
+                    # from the caller's dicts as they are now (plain values, as the record holds).
+                    if self._submit(compact) and self._wal:  # type: ignore[arg-type]
+                        self._pipeline.wal_append((measurement, tags, fields, time_ns, None, None))  # type: ignore[arg-type]
                     return
             plain = _PLAIN
             if type(fields) is dict:
