@@ -360,35 +360,69 @@ class Pipeline:
         batch = self._in_hand
         batch_size = self.options.batch_size
         give_up = self._give_up
+        if self._lines_only:
+            # Records are batched as they are (built and encoded a batch at a time, by _emit_in_hand).
+            while not give_up.is_set():
+                control = self._take_records(queue, batch_size)
+                if control is None:
+                    break
+                self._control(control)
+            if cut_partial:
+                self._emit_in_hand()
+            return
         while queue and not give_up.is_set():
             try:
                 item = queue.popleft()
             except IndexError:
                 break
-            kind = type(item)
-            if kind is _Flush:
-                self._emit_in_hand()
+            if type(item) in _CONTROL:
+                self._control(item)
                 batch = self._in_hand  # the emitted list belongs to the lanes now
-                item.lane_markers = [lane.mark() for lane in self.lanes]
-                item.reached.set()
                 continue
-            if kind is _WalMark:
-                self._emit_in_hand()
-                batch = self._in_hand
-                item.lane.track(item.marker)
+            point = self._build(item)
+            if point is None:
                 continue
-            if self._lines_only:
-                batch.append(item)  # built and encoded a batch at a time, by _emit_in_hand
-            else:
-                point = self._build(item)
-                if point is None:
-                    continue
-                batch.append(point)
+            batch.append(point)
             if len(batch) >= batch_size:
                 self._emit_in_hand()
                 batch = self._in_hand
         if cut_partial:
             self._emit_in_hand()
+
+    def _control(self, item: _Flush | _WalMark) -> None:
+        """A flush or WAL marker met in the queue: what came before it goes out first."""
+        self._emit_in_hand()
+        if isinstance(item, _Flush):
+            item.lane_markers = [lane.mark() for lane in self.lanes]
+            item.reached.set()
+        else:
+            item.lane.track(item.marker)
+
+    def _take_records(self, queue: deque[Any], batch_size: int) -> _Flush | _WalMark | None:
+        """_encode_queued's loop for line-protocol destinations, where records are batched as
+        they are: the fewest steps per record, the abort checked once a batch. Returns the first
+        flush or WAL marker met, or None once the queue is empty (or the pipeline gives up)."""
+        popleft = queue.popleft
+        batch = self._in_hand
+        append = batch.append
+        room = batch_size - len(batch)
+        give_up = self._give_up
+        while True:
+            try:
+                item = popleft()
+            except IndexError:
+                return None
+            if type(item) in _CONTROL:
+                return item  # type: ignore[no-any-return]
+            append(item)
+            room -= 1
+            if room <= 0:
+                self._emit_in_hand()
+                if give_up.is_set():
+                    return None
+                batch = self._in_hand
+                append = batch.append
+                room = batch_size
 
     def _emit_in_hand(self) -> None:
         batch: Any
