@@ -136,6 +136,29 @@ def test_ints_logged_into_a_float_field_are_written_as_float(influx1: InfluxDB1,
     assert influx1.count("lr", "outer_lr", unique_db) == 2
 
 
+def test_ints_after_a_float_into_an_integer_field_are_stored_as_ints(influx1: InfluxDB1, unique_db: str) -> None:
+    """An attack: x is integer on the server; one float logged into it made the builder write
+    the ints after it (same batch) as floats, and the server refused them all with the float.
+    They are sent again with x an int: only the float is refused, and later batches write ints."""
+    with v1_logger(influx1, unique_db, batch_size=100, flush_interval=60_000) as m:
+        for i in range(10):
+            m.log("A", {}, {"x": i}, timestamp=10**18 + i)
+        assert m.flush(10)
+        m.log("A", {}, {"x": 0.5}, timestamp=10**18 + 100)  # refused: x holds integers
+        for i in range(10):
+            m.log("A", {}, {"x": i, "y": 2.0}, timestamp=10**18 + 200 + i)
+        assert not m.flush(10)  # the float was refused
+        for i in range(10):
+            m.log("A", {}, {"x": i}, timestamp=10**18 + 300 + i)
+    stats = m.stats()
+    assert (stats["logged"], stats["written"], stats["rejected"]) == (31, 30, {"field_type_conflict": 1})
+    assert influx1.count("A", "x", unique_db) == 30
+    rows = influx1.rows(
+        'SELECT x, y FROM "A" WHERE time >= 1000000000000000200 AND time < 1000000000000000300', unique_db
+    )
+    assert [row["x"] for row in rows] == list(range(10)) and {row["y"] for row in rows} == {2.0}
+
+
 # What the servers read differently: whitespace, NUL, '#', quotes, backslashes, the escaped three.
 AWKWARD = st.sampled_from(["\t", "\x00", "#", " ", "\\", '"', "=", ",", "\n", "\r"])
 text = st.text(st.characters(blacklist_categories=("Cs",)) | AWKWARD, min_size=1, max_size=12)

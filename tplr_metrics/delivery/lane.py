@@ -396,6 +396,9 @@ class Lane:
         stats = self.stats
         for cause, n in result.sanitized.items():
             stats.warn_once(cause, "%s: %d value(s) changed for this server (%s)", self.name, n, cause)
+        if self._learn_int_field is not None:
+            for measurement_field in result.int_fields:
+                self._learn_int_field(*measurement_field)
         for rejection in result.rejected:
             stats.warn_once("rejected:" + rejection.cause, "%s refused a point: %s", self.name, rejection.reason)
             if rejection.float_field is not None and self._learn_float_field is not None:

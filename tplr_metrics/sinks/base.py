@@ -53,6 +53,10 @@ class WriteResult:
     # replaying its spool then asks the sink's ``reachable()`` while it waits out its backoff, and
     # sends as soon as the server listens again.
     unreachable: bool = False
+    # (measurement, field) the server said it holds as integer, where the refused points were
+    # stored after all with that field's integral floats sent as ints: the lane learns them as
+    # it learns a rejection's int_field, so later points write their ints as ints.
+    int_fields: list[tuple[str, str]] = field(default_factory=list)
 
     @classmethod
     def all_stored(cls, n: int, nbytes: int = 0) -> WriteResult:

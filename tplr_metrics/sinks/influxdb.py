@@ -36,6 +36,7 @@ import re
 import threading
 import urllib.parse
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 from ..config.secrets import clean_secret, redact, secret_forms
@@ -347,6 +348,47 @@ class InfluxSink:
         answer: str,
         nbytes: int,
     ) -> WriteResult:
+        return self._as_ints_again(points, self._refusals(points, indices, batch, lines, status, answer, nbytes))
+
+    def _as_ints_again(self, points: Sequence[Point], result: WriteResult) -> WriteResult:
+        """Points refused because a field the server holds as integer came as a float that is a
+        whole number (the builder writes an int as float once it has seen a float there, and
+        learns otherwise only from this answer): sent again with that field an int. The points
+        are the same numbers; a float like 0.5 stays refused."""
+        again: list[Point] = []
+        at: list[int] = []  # the index in `points` of each point sent again
+        kept: list[Rejection] = []
+        learned: set[tuple[str, str]] = set()
+        for rejection in result.rejected:
+            point = _with_int_field(points, rejection)
+            if point is None or rejection.index is None or rejection.int_field is None:
+                kept.append(rejection)
+                continue
+            again.append(point)
+            at.append(rejection.index)
+            learned.add(rejection.int_field)
+        if not again:
+            return result
+        sent = self._write(again, list(range(len(again))))
+        result.stored += sent.stored
+        result.rejected = kept + [replace(r, index=None if r.index is None else at[r.index]) for r in sent.rejected]
+        result.retry = [*result.retry, *(at[i] for i in sent.retry)]
+        result.nbytes += sent.nbytes
+        result.error = result.error or sent.error
+        result.retry_after = result.retry_after or sent.retry_after
+        result.int_fields = [*result.int_fields, *sorted(learned), *sent.int_fields]
+        return result
+
+    def _refusals(
+        self,
+        points: Sequence[Point],
+        indices: list[int],
+        batch: Sequence[Point],
+        lines: list[str],
+        status: int,
+        answer: str,
+        nbytes: int,
+    ) -> WriteResult:
         refusal = read_refusal(answer, lines)
         message = redact(refusal.message, self._secrets)  # decoded JSON may spell a secret anew
         if not refusal.partial:
@@ -419,6 +461,19 @@ def _for_line_splitting_server(point: Point) -> Point:
         for k, v in point.fields.items()
     }
     return Point(point.measurement, point.tags, fields, point.time_ns)
+
+
+def _with_int_field(points: Sequence[Point], rejection: Rejection) -> Point | None:
+    """The refused point with the field the server holds as integer an int, where the point
+    has it as a float that is a whole number (below 2**53, where every such float is exact)."""
+    if rejection.int_field is None or rejection.index is None:
+        return None
+    point = points[rejection.index]
+    measurement, name = rejection.int_field
+    value = point.fields.get(name)
+    if point.measurement != measurement or type(value) is not float or not value.is_integer() or abs(value) >= 2**53:
+        return None
+    return Point(point.measurement, point.tags, {**point.fields, name: int(value)}, point.time_ns)
 
 
 def _rejection(index: int, status: int, why: str) -> Rejection:
