@@ -376,6 +376,7 @@ class InfluxSink:
         result.nbytes += sent.nbytes
         result.error = result.error or sent.error
         result.retry_after = result.retry_after or sent.retry_after
+        result.unanswered = result.unanswered or sent.unanswered
         result.int_fields = [*result.int_fields, *sorted(learned), *sent.int_fields]
         return result
 
