@@ -89,9 +89,10 @@ def test_a_refusal_of_part_of_a_spooled_body_is_counted_point_by_point(
 ) -> None:
     """The server holds ``clash.v`` as an integer: the 100 float points of it in a spooled body
     are refused (a partial write that names no line); the body's 900 others are stored, the 100
-    counted rejected and dead-lettered as the points they are."""
+    counted rejected and dead-lettered as the points they are. (Not whole numbers: those the
+    sink sends again as ints, see test_influx1's test_ints_after_a_float_into_an_integer_field.)"""
     influx1.create_database(unique_db)
-    points = [("clash" if i % 10 == 3 else "fine", float(i)) for i in range(1_000)]
+    points = [("clash", i + 0.5) if i % 10 == 3 else ("fine", float(i)) for i in range(1_000)]
     with fault_proxy(influx1.port) as proxy:
         proxy.faults.append(Fault(503, times=1_000_000))
         one = leave_a_spool(proxy.url, unique_db, points)
@@ -109,7 +110,7 @@ def test_a_refusal_of_part_of_a_spooled_body_is_counted_point_by_point(
     assert two["written"] + lost(two) == 1_000 == two["adopted"] and lost(one) == 0
     assert second.accounting()["balanced"], second.accounting()
     letters = dead_letters(isolated_env, second.runtime_id)
-    assert sorted(d["point"][2]["v"] for d in letters) == [float(i) for i in range(3, 1_000, 10)]
+    assert sorted(d["point"][2]["v"] for d in letters) == [i + 0.5 for i in range(3, 1_000, 10)]
     assert {d["cause"] for d in letters} == {"field_type_conflict"}
 
 
