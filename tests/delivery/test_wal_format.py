@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -41,6 +44,48 @@ def test_durable_log_appends_the_record_not_the_built_point(isolated_env: Path) 
     assert [(p.measurement, p.tags["step"], p.tags["uid"], p.fields) for p in sink.points] == [
         ("Vloss", "7", "3", {"value": 0.5, "n": 3})
     ]
+
+
+class _LineSink(MemorySink):
+    accepts_lines = True  # as InfluxDB's sinks: records are queued compact
+
+
+def test_a_compact_records_wal_line_is_the_record_not_the_dicts_another_thread_changes(isolated_env: Path) -> None:
+    """An attack on durable mode's compact path: its WAL line was encoded from the caller's live
+    dicts after the record was queued; a None value sent that to the slow encoder, whose loop
+    another thread's change of the dict broke (RuntimeError): the point, queued and stored, was
+    also counted log_error, and had no WAL line. The line is now made of the queued record."""
+    sink = _LineSink()
+    sink.gate.clear()  # nothing is delivered: every WAL line stays to be read
+    m = MetricsLogger(sink=sink, durable=True, durable_sync_interval=60, batch_size=500)
+    fields: dict[str, Any] = {"none": None, "x": 1.0, **{f"f{j}": float(j) for j in range(60)}}
+    stop = threading.Event()
+
+    def change() -> None:
+        while not stop.is_set():
+            for j in range(50):
+                fields[f"z{j}"] = 1
+            for j in range(50):
+                fields.pop(f"z{j}", None)
+
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    thread = threading.Thread(target=change)
+    thread.start()
+    try:
+        for i in range(5_000):
+            m.log("m", {"i": str(i)}, fields)
+    finally:
+        stop.set()
+        thread.join()
+        sys.setswitchinterval(switch)
+    lines = [line for seg in _wal_segments(isolated_env) for line in seg.read_bytes().rstrip(b"\0").splitlines()[1:]]
+    sink.gate.set()
+    assert m.close(30)
+    stats = m.stats()
+    assert stats["logged"] == 5_000 and stats["dropped"] == {} and len(sink.points) == 5_000, stats
+    records = [orjson.loads(line) for line in lines]
+    assert len(records) == 5_000 and all(r[2]["x"] == 1.0 and "none" in r[2] for r in records)
 
 
 def test_a_killed_process_segment_with_its_reserved_tail_replays_once(isolated_env: Path, tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -157,6 +158,24 @@ def test_ints_after_a_float_into_an_integer_field_are_stored_as_ints(influx1: In
         'SELECT x, y FROM "A" WHERE time >= 1000000000000000200 AND time < 1000000000000000300', unique_db
     )
     assert [row["x"] for row in rows] == list(range(10)) and {row["y"] for row in rows} == {2.0}
+
+
+def test_each_refused_point_is_sent_again_as_the_server_holds_its_own_field(influx1: InfluxDB1, unique_db: str) -> None:
+    """A second attack: an answer refusing several points names one field (the first conflict),
+    and the resend looked for that field in every point, so {"x": 8.0} stayed refused with y's
+    reason; and an int into a field held as float was refused, where 2 is storable as 2.0."""
+    influx1.create_database(unique_db)
+    status, _ = influx1.write(unique_db, b"m,id=seed x=1i,y=1i,z=1.5 %d" % time.time_ns())  # this shard
+    assert status == 204
+    logged = [("a1", {"y": 6.0}), ("a2", {"x": 8.0}), ("a3", {"z": 2}), ("a4", {"x": 5, "y": 7.0}), ("a5", {"x": 0.5})]
+    with v1_logger(influx1, unique_db, batch_size=100, flush_interval=60_000) as m:
+        for pid, fields in logged:
+            m.log("m", {"id": pid}, fields)
+    stats = m.stats()
+    assert (stats["written"], stats["rejected"]) == (4, {"field_type_conflict": 1}), stats
+    rows = {row["id"]: row for row in influx1.rows('SELECT * FROM "m"', unique_db)}
+    assert (rows["a1"]["y"], rows["a2"]["x"], rows["a3"]["z"], rows["a4"]["x"], rows["a4"]["y"]) == (6, 8, 2.0, 5, 7)
+    assert "a5" not in rows  # 0.5 into an integer field: refused, the only one
 
 
 # What the servers read differently: whitespace, NUL, '#', quotes, backslashes, the escaped three.

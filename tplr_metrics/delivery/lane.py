@@ -399,6 +399,9 @@ class Lane:
         if self._learn_int_field is not None:
             for measurement_field in result.int_fields:
                 self._learn_int_field(*measurement_field)
+        if self._learn_float_field is not None:
+            for measurement_field in result.float_fields:
+                self._learn_float_field(*measurement_field)
         for rejection in result.rejected:
             stats.warn_once("rejected:" + rejection.cause, "%s refused a point: %s", self.name, rejection.reason)
             if rejection.float_field is not None and self._learn_float_field is not None:

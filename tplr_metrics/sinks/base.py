@@ -53,10 +53,11 @@ class WriteResult:
     # replaying its spool then asks the sink's ``reachable()`` while it waits out its backoff, and
     # sends as soon as the server listens again.
     unreachable: bool = False
-    # (measurement, field) the server said it holds as integer, where the refused points were
-    # stored after all with that field's integral floats sent as ints: the lane learns them as
-    # it learns a rejection's int_field, so later points write their ints as ints.
+    # (measurement, field) the server said it holds as integer (as float), where the refused
+    # points were stored after all with that field's whole-number floats sent as ints (its ints
+    # as floats): the lane learns them as it learns a rejection's int_field (float_field).
     int_fields: list[tuple[str, str]] = field(default_factory=list)
+    float_fields: list[tuple[str, str]] = field(default_factory=list)
 
     @classmethod
     def all_stored(cls, n: int, nbytes: int = 0) -> WriteResult:

@@ -351,22 +351,43 @@ class InfluxSink:
         return self._as_ints_again(points, self._refusals(points, indices, batch, lines, status, answer, nbytes))
 
     def _as_ints_again(self, points: Sequence[Point], result: WriteResult) -> WriteResult:
-        """Points refused because a field the server holds as integer came as a float that is a
-        whole number (the builder writes an int as float once it has seen a float there, and
-        learns otherwise only from this answer): sent again with that field an int. The points
-        are the same numbers; a float like 0.5 stays refused."""
+        """Points refused for a field's type that the number itself does not decide, sent again
+        as the server holds the field: a whole-number float (below 2**53) as an int where the
+        server holds integers (the builder writes an int as float once it has seen a float
+        there), an int as a float where it holds floats. The same numbers; 0.5 into an integer
+        field stays refused. An answer that refuses several points names one field only (the
+        first conflict): the points without that field are sent again as they are, to be
+        answered for themselves."""
         again: list[Point] = []
         at: list[int] = []  # the index in `points` of each point sent again
         kept: list[Rejection] = []
+        unnamed: list[Rejection] = []  # refused with another point's field in the reason
+        named = 0  # refused points that have the field their reason names, of the type it names
         learned: set[tuple[str, str]] = set()
+        learned_floats: set[tuple[str, str]] = set()
         for rejection in result.rejected:
-            point = _with_int_field(points, rejection)
-            if point is None or rejection.index is None or rejection.int_field is None:
+            conflict = rejection.int_field or rejection.float_field
+            point = points[rejection.index] if rejection.index is not None and conflict else None
+            if point is None or conflict is None or rejection.index is None:
                 kept.append(rejection)
-                continue
-            again.append(point)
-            at.append(rejection.index)
-            learned.add(rejection.int_field)
+            elif point.measurement != conflict[0] or type(point.fields.get(conflict[1])) is not (
+                float if rejection.int_field is not None else int
+            ):
+                unnamed.append(rejection)  # its own conflict is in another field (or another point's)
+            else:
+                named += 1
+                converted = _as_held(point, conflict[1], integer=rejection.int_field is not None)
+                if converted is None:
+                    kept.append(rejection)
+                    continue
+                again.append(converted)
+                at.append(rejection.index)
+                (learned if rejection.int_field is not None else learned_floats).add(conflict)
+        if unnamed and named:  # the answer was about a point here: the others answer for themselves
+            again += [points[r.index] for r in unnamed]  # type: ignore[index]
+            at += [r.index for r in unnamed]  # type: ignore[misc]
+        else:
+            kept += unnamed
         if not again:
             return result
         sent = self._write(again, list(range(len(again))))
@@ -378,6 +399,7 @@ class InfluxSink:
         result.retry_after = result.retry_after or sent.retry_after
         result.unanswered = result.unanswered or sent.unanswered
         result.int_fields = [*result.int_fields, *sorted(learned), *sent.int_fields]
+        result.float_fields = [*result.float_fields, *sorted(learned_floats), *sent.float_fields]
         return result
 
     def _refusals(
@@ -422,6 +444,9 @@ class InfluxSink:
             retry_after=found.retry_after,
             error=found.error,
             nbytes=nbytes + found.nbytes,
+            unanswered=found.unanswered,
+            int_fields=found.int_fields,
+            float_fields=found.float_fields,
         )
 
     def _by_halves(self, points: Sequence[Point], indices: list[int], nbytes: int) -> WriteResult:
@@ -435,6 +460,9 @@ class InfluxSink:
             retry_after=first.retry_after or second.retry_after,
             error=second.error or first.error,
             nbytes=nbytes + first.nbytes + second.nbytes,
+            unanswered=first.unanswered or second.unanswered,
+            int_fields=first.int_fields + second.int_fields,
+            float_fields=first.float_fields + second.float_fields,
         )
 
     def flush(self) -> None:
@@ -464,17 +492,19 @@ def _for_line_splitting_server(point: Point) -> Point:
     return Point(point.measurement, point.tags, fields, point.time_ns)
 
 
-def _with_int_field(points: Sequence[Point], rejection: Rejection) -> Point | None:
-    """The refused point with the field the server holds as integer an int, where the point
-    has it as a float that is a whole number (below 2**53, where every such float is exact)."""
-    if rejection.int_field is None or rejection.index is None:
-        return None
-    point = points[rejection.index]
-    measurement, name = rejection.int_field
-    value = point.fields.get(name)
-    if point.measurement != measurement or type(value) is not float or not value.is_integer() or abs(value) >= 2**53:
-        return None
-    return Point(point.measurement, point.tags, {**point.fields, name: int(value)}, point.time_ns)
+def _as_held(point: Point, name: str, integer: bool) -> Point | None:
+    """The point with field ``name`` of the type the server holds it as (integer, or float),
+    where its number is the same in that type; None where it is not (0.5, 2**53, a string)."""
+    value = point.fields[name]
+    if integer:
+        if type(value) is not float or not value.is_integer() or abs(value) >= 2**53:
+            return None
+        held: int | float = int(value)
+    else:
+        if type(value) is not int or abs(value) > 2**53:
+            return None
+        held = float(value)
+    return Point(point.measurement, point.tags, {**point.fields, name: held}, point.time_ns)
 
 
 def _rejection(index: int, status: int, why: str) -> Rejection:
