@@ -348,9 +348,9 @@ class InfluxSink:
         answer: str,
         nbytes: int,
     ) -> WriteResult:
-        return self._as_ints_again(points, self._refusals(points, indices, batch, lines, status, answer, nbytes))
+        return self._sent_as_held(points, self._refusals(points, indices, batch, lines, status, answer, nbytes))
 
-    def _as_ints_again(self, points: Sequence[Point], result: WriteResult) -> WriteResult:
+    def _sent_as_held(self, points: Sequence[Point], result: WriteResult) -> WriteResult:
         """Points refused for a field's type that the number itself does not decide, sent again
         as the server holds the field: a whole-number float (below 2**53) as an int where the
         server holds integers (the builder writes an int as float once it has seen a float
