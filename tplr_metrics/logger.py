@@ -381,13 +381,19 @@ class MetricsLogger:
                 and self._compacts
                 and not (with_system_metrics or with_gpu_metrics)
             ):
+                if self._wal and type(tags) is dict and type(fields) is dict:
+                    # Durable: the WAL line is made of these copies, which no other thread can
+                    # change between the record and its line (one C call each).
+                    tags = tags.copy()
+                    fields = fields.copy()
                 compact = compact_record(self._last_names, measurement, tags, fields, time_ns)
                 if compact is None:  # other names than the last call's
                     self._last_names = self._names_of(measurement, tags, fields)
                     compact = compact_record(self._last_names, measurement, tags, fields, time_ns)
                 if compact:  # else False (or None: the dicts changed meanwhile): the general path
+                    # Durable: the WAL line after the queue took the record (see _submit_built).
                     if self._submit(compact) and self._wal:  # type: ignore[arg-type]
-                        self._wal_append(compact)  # type: ignore[arg-type]
+                        self._pipeline.wal_append((measurement, tags, fields, time_ns, None, None))  # type: ignore[arg-type]
                     return
             plain = _PLAIN
             if type(fields) is dict:
@@ -420,17 +426,6 @@ class MetricsLogger:
             self._internal_error("log_error")
         except Exception:
             self._internal_error("log_error")
-
-    def _wal_append(self, compact: tuple[Any, ...]) -> None:
-        """Durable mode: a compact record's WAL line, after the queue took it (see _submit_built),
-        made of the record itself, not of the caller's dicts: another thread may be changing
-        those, and the line must be the point that was queued."""
-        _, measurement, tag_keys, field_keys = self._last_names
-        n = 2 + len(tag_keys)
-        tags = dict(zip(tag_keys, compact[2:n], strict=True))
-        self._pipeline.wal_append(
-            (measurement, tags, dict(zip(field_keys, compact[n:], strict=True)), compact[1], None, None)
-        )
 
     def _names_of(self, measurement: Any, tags: Any, fields: Any) -> QueuedNames:
         """The names of a record to queue compact, with its shape's id (-1: none)."""
