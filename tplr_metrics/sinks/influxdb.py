@@ -239,7 +239,8 @@ class InfluxSink:
         unstored = self._not_stored(status, answer, headers, indices, len(body))
         if unstored is not None:
             return self._write(points, indices) if unstored is _AGAIN else unstored
-        return self._refused(points, indices, batch, encoded, status, answer, len(body))
+        refused = self._refused(points, indices, batch, encoded, status, answer, len(body))
+        return self._sent_as_held(points, refused)
 
     def write_body(self, body: bytes, count: int) -> WriteResult | None:
         """POST a body of ``count`` lines encoded earlier (a spool file's, as it was written):
@@ -338,18 +339,6 @@ class InfluxSink:
             path = path[len(base.path) :] or "/"  # the client puts the base path back
         return path, urllib.parse.parse_qsl(target.query, keep_blank_values=True)
 
-    def _refused(
-        self,
-        points: Sequence[Point],
-        indices: list[int],
-        batch: Sequence[Point],
-        lines: list[str],
-        status: int,
-        answer: str,
-        nbytes: int,
-    ) -> WriteResult:
-        return self._sent_as_held(points, self._refusals(points, indices, batch, lines, status, answer, nbytes))
-
     def _sent_as_held(self, points: Sequence[Point], result: WriteResult) -> WriteResult:
         """Points refused for a field's type that the number itself does not decide, sent again
         as the server holds the field: a whole-number float (below 2**53) as an int where the
@@ -402,7 +391,7 @@ class InfluxSink:
         result.float_fields = [*result.float_fields, *sorted(learned_floats), *sent.float_fields]
         return result
 
-    def _refusals(
+    def _refused(
         self,
         points: Sequence[Point],
         indices: list[int],
