@@ -172,8 +172,9 @@ def test_each_refused_point_is_sent_again_as_the_server_holds_its_own_field(infl
         for pid, fields in logged:
             m.log("m", {"id": pid}, fields)
     stats = m.stats()
-    assert (stats["written"], stats["rejected"]) == (4, {"field_type_conflict": 1}), stats
+    assert (stats["logged"], stats["written"], stats["rejected"]) == (5, 4, {"field_type_conflict": 1}), stats
     rows = {row["id"]: row for row in influx1.rows('SELECT * FROM "m"', unique_db)}
+    assert len(rows) - 1 == stats["written"] == stats["logged"] - 1  # the seed aside: stored + rejected == logged
     assert (rows["a1"]["y"], rows["a2"]["x"], rows["a3"]["z"], rows["a4"]["x"], rows["a4"]["y"]) == (6, 8, 2.0, 5, 7)
     assert "a5" not in rows  # 0.5 into an integer field: refused, the only one
 
