@@ -210,9 +210,15 @@ class InfluxSink:
         whole = len(indices) == len(points)
         # A LineBatch builds a Point only when asked for one: not for a batch sent whole.
         batch: Sequence[Point] = points if whole else [points[i] for i in indices]
-        encoded = (list(lines) if whole else [lines[i] for i in indices]) if lines is not None else encode_lines(batch)
+        checked = self._splits_lines() and not (whole and getattr(points, "plain_lines", False))
+        if lines is None:
+            encoded = encode_lines(batch)
+        elif not whole:
+            encoded = [lines[i] for i in indices]
+        else:  # a copy only where a line may be changed below: the batch keeps its own lines
+            encoded = list(lines) if checked else lines
         sanitized = 0
-        if self._splits_lines() and not (whole and getattr(points, "plain_lines", False)):
+        if checked:
             # VictoriaMetrics (any server that does not say it is InfluxDB) ends a line at a raw
             # newline, even in a quoted string value (what follows would be a point of its own),
             # and drops a whole line whose field key holds a '"'. Names are cleaned already.
