@@ -163,6 +163,37 @@ def test_stdlib_encoder_writes_the_same_rows(isolated_env: Path, monkeypatch: py
     assert [store_module._loads(r[5]) for r in fast[0]] == [store_module._loads(r[5]) for r in slow[0]]
 
 
+@pytest.mark.parametrize(
+    ("measurement", "tags_json", "series"),
+    [
+        ("m", b'{"a":"1"}', 1294057985296462352),
+        ("Vvalidator_scores", b'{"eval_uid":"3","uid":"7"}', 1539516276482605285),
+        ("\u00e9\ud800", b"{}", 8678251457958150117),
+        ("", b"", 5224996704525874836),
+    ],
+)
+def test_the_series_hash_stays_what_stores_already_hold(measurement: str, tags_json: bytes, series: int) -> None:
+    # blake2b-64 of measurement + NUL + tags JSON, little-endian signed, as schema 3 wrote it: a
+    # point sent again after an upgrade must meet its first copy in (time_ns, series).
+    assert store_module._series(measurement, tags_json) == series
+    assert store_module._series(measurement, tags_json) == series  # the cached hasher is not changed
+
+
+def test_tags_and_fields_are_stored_as_text_whichever_encoder_made_them(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # orjson's rows carry UTF-8 bytes (CAST to TEXT in the INSERT), the stdlib's carry str: a
+    # reader with plain sqlite3 must get the same TEXT from both, never a BLOB.
+    path = isolated_env / "metrics.sqlite"
+    with Store(path) as store:
+        store.insert_points(None, [Point("m", {"t": "é"}, {"f": 1.5, "n": 2}, 1)])
+        monkeypatch.setattr(store_module, "_orjson", None)
+        store.insert_points(None, [Point("m", {"t": "é"}, {"f": 1.5, "n": 2}, 2)])
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute("SELECT typeof(tags), typeof(fields), tags, fields FROM points ORDER BY id").fetchall()
+    assert rows == [("text", "text", '{"t":"é"}', '{"f":1.5,"n":2}')] * 2
+
+
 def test_same_point_twice_is_stored_once_and_same_series_and_time_merges(isolated_env: Path) -> None:
     path = isolated_env / "metrics.sqlite"
     batch = [Point("m", {"t": str(i)}, {"f": float(i)}, 100) for i in range(50)]

@@ -37,6 +37,7 @@ import logging
 import os
 import socket
 import sqlite3
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -164,18 +165,25 @@ _json_fields = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow
 _json_ascii_tags = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), sort_keys=True, allow_nan=False).encode
 _json_ascii_fields = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), allow_nan=False).encode
 _blake2b = hashlib.blake2b
+_int64_le = struct.Struct("<q").unpack
 
-
-_prefixes: dict[str, bytes] = {}  # measurement -> its bytes for the hash: names repeat
+# measurement -> a blake2b already fed the measurement's bytes: names repeat, and copying a hasher
+# costs a third of making one with its digest size (the store's insert rate: about 0.7 µs a point).
+# Never updated after it is made, so any thread may copy it.
+_series_hashers: dict[str, Any] = {}
 
 
 def _series(measurement: str, tags_json: bytes) -> int:
-    prefix = _prefixes.get(measurement)
-    if prefix is None:
-        if len(_prefixes) > 10_000:
-            _prefixes.clear()
-        prefix = _prefixes[measurement] = measurement.encode("utf-8", "surrogatepass") + b"\0"
-    return int.from_bytes(_blake2b(prefix + tags_json, digest_size=8).digest(), "little", signed=True)
+    """blake2b-64 of ``measurement + NUL + tags JSON``, as a little-endian signed int."""
+    hasher = _series_hashers.get(measurement)
+    if hasher is None:
+        if len(_series_hashers) > 10_000:
+            _series_hashers.clear()
+        hasher = _blake2b(measurement.encode("utf-8", "surrogatepass") + b"\0", digest_size=8)
+        _series_hashers[measurement] = hasher
+    series = hasher.copy()
+    series.update(tags_json)
+    return int(_int64_le(series.digest())[0])
 
 
 def _encode_slow(point: Point) -> tuple[str, str, list[str]]:
