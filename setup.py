@@ -1,10 +1,11 @@
 """The one thing pyproject.toml cannot say: the optional C loops of the hot path, the batch
-line encoder's (``_line_fill``) and log()'s compact record (``_compact_record``).
+line encoder's (``_line_fill``), log()'s compact record (``_compact_record``) and the encoder
+thread's step from the queue to a batch (``_queue_take``).
 
 ``optional=True``: where no C compiler is found the install goes on without them, and
-``encoding/line_batches.py`` and ``encoding/points.py`` use their pure-Python versions (the same
-results, slower). Not built for a free-threaded Python: they read the caller's dicts relying on
-the GIL to keep other threads out while they do.
+``encoding/line_batches.py``, ``encoding/points.py`` and ``delivery/queue_take.py`` use their
+pure-Python versions (the same results, slower). Not built for a free-threaded Python: they
+read the caller's dicts and the queue relying on the GIL to keep other threads out meanwhile.
 """
 
 import sysconfig
@@ -16,6 +17,7 @@ setup(
     ext_modules=[
         Extension("tplr_metrics.encoding._line_fill", ["tplr_metrics/encoding/_line_fill.c"], optional=True),
         Extension("tplr_metrics.encoding._compact_record", ["tplr_metrics/encoding/_compact_record.c"], optional=True),
+        Extension("tplr_metrics.delivery._queue_take", ["tplr_metrics/delivery/_queue_take.c"], optional=True),
     ]
     if gil
     else []

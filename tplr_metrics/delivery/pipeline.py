@@ -41,6 +41,7 @@ from ..sinks.base import PointBatch, Sink
 from .counters import AtomicCounter, ReasonCounters
 from .destination_id import describe_destination, fingerprint
 from .lane import FlushMarker, Lane, LaneOptions, OnCorruptLine, OnRejected
+from .queue_take import take
 from .spool import encode_record, wal_header
 from .stats import INPUT_DROP_REASONS, PipelineStats
 
@@ -400,29 +401,20 @@ class Pipeline:
 
     def _take_records(self, queue: deque[Any], batch_size: int) -> _Flush | _WalMark | None:
         """_encode_queued's loop for line-protocol destinations, where records are batched as
-        they are: the fewest steps per record, the abort checked once a batch. Returns the first
-        flush or WAL marker met, or None once the queue is empty (or the pipeline gives up)."""
-        popleft = queue.popleft
-        batch = self._in_hand
-        append = batch.append
-        room = batch_size - len(batch)
+        they are: records move to the batch in hand in one call (queue_take), the abort checked
+        once a batch. Returns the first flush or WAL marker met, or None once the queue is empty
+        (or the pipeline gives up)."""
         give_up = self._give_up
         while True:
-            try:
-                item = popleft()
-            except IndexError:
+            batch = self._in_hand
+            met, room = take(queue, batch, batch_size - len(batch), _CONTROL)
+            if met is not None:
+                return met  # type: ignore[no-any-return]
+            if room > 0:
+                return None  # the queue is empty
+            self._emit_in_hand()
+            if give_up.is_set():
                 return None
-            if type(item) in _CONTROL:
-                return item  # type: ignore[no-any-return]
-            append(item)
-            room -= 1
-            if room <= 0:
-                self._emit_in_hand()
-                if give_up.is_set():
-                    return None
-                batch = self._in_hand
-                append = batch.append
-                room = batch_size
 
     def _emit_in_hand(self) -> None:
         batch: Any
