@@ -4,6 +4,7 @@ how its records become points); the next process builds them as the dead one's e
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import threading
@@ -12,7 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from hypothesis import given
+from hypothesis import strategies as st
 
+import tplr_metrics.delivery.spool as spool_module
 from tests.memory_sink import MemorySink
 from tplr_metrics import MetricsLogger, Point
 from tplr_metrics.delivery.spool import encode_point, encode_record, wal_header, wal_to_points
@@ -176,3 +180,38 @@ def test_every_record_log_can_queue_builds_from_its_wal_line_as_the_encoder_buil
     expected = [builder.build(r) for r in records]
     assert all(p is not None for p in expected)
     assert lines == b"".join(encode_point(p) for p in expected if p is not None)
+
+
+_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=6) | st.sampled_from(["null", ":null", "NaN"]),
+)
+_C_BUILT = not hasattr(spool_module.writes_no_null, "__code__")  # else its Python fallback: always False
+_PARTS = st.dictionaries(st.text(max_size=4) | st.sampled_from(["null", "time"]), _VALUES, max_size=5)
+
+
+@given(tags=_PARTS, fields=_PARTS)
+def test_a_wal_line_that_skips_the_null_search_is_the_line_the_search_would_make(
+    tags: dict[str, Any], fields: dict[str, Any]
+) -> None:
+    """writes_no_null (C where built) lets encode_record skip searching the line for a null: only
+    where no value is one orjson writes as null, so the line is the same either way."""
+    values = [*tags.values(), *fields.values()]
+    plain = all(type(v) in (str, int, bool) or (type(v) is float and math.isfinite(v)) for v in values)
+    assert spool_module.writes_no_null(tags, fields) is (plain and _C_BUILT)
+    record = ("m", tags, fields, 5, None, None)
+    line = record[:4]
+    try:
+        searched = orjson_line = orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
+    except TypeError:  # an int past 64 bits
+        searched, orjson_line = spool_module._encode_record_slowly(line), None
+    else:
+        if b"null" in searched:
+            searched = spool_module._encode_record_slowly(line)
+    # The same line (the search sends a "null" inside a string to the stdlib, which escapes more)
+    assert repr(json.loads(encode_record(record))) == repr(json.loads(searched))
+    if plain and _C_BUILT and orjson_line is not None:
+        assert encode_record(record) == orjson_line  # the search skipped

@@ -86,6 +86,15 @@ MANIFEST_NAME = "destination.json"
 
 
 _APPEND_NEWLINE = orjson.OPT_APPEND_NEWLINE
+
+try:  # encoding/_compact_record.c, built where the install found a C compiler
+    from ..encoding._compact_record import writes_no_null  # type: ignore[import-not-found]
+except ImportError:
+
+    def writes_no_null(tags: Any, fields: Any) -> bool:
+        return False  # unknown: the WAL line is searched for a null instead
+
+
 _LONG_NUMBER = re.compile(rb"-\d{19}|\d{20}")  # past what orjson reads as an int: 64 bits
 
 
@@ -136,11 +145,14 @@ def encode_record(record: Sequence[Any]) -> bytes:
     A valid line never holds a JSON null: a None field value is written as the 0.0 the value rules
     make of it, a None tag value (left out by the builder) is left out, and NaN and infinities are
     written as the stdlib spells them (orjson would write null)."""
-    line = record[:4] if record[4] is None and record[5] is None else record[:6]
+    plain = record[4] is None and record[5] is None
+    line = record[:4] if plain else record[:6]
     try:
         data = orjson.dumps(line, option=_APPEND_NEWLINE)
     except TypeError:  # an int past 64 bits, or a key that is not a str
         return _encode_record_slowly(line)
+    if plain and writes_no_null(record[1], record[2]):
+        return data  # no value orjson writes as null: no need to search the line for one
     return _encode_record_slowly(line) if b"null" in data else data
 
 
