@@ -240,6 +240,11 @@ class Pipeline:
         """Queue one record (or an already built point); False when it was not accepted."""
         if self._closed:
             self._refused.add("after_close")
+            if self._close_result is None:
+                # close() is under way: a thread logging in a tight loop would hold the GIL a
+                # share of the time close()'s own work needs; hand it over (a microsecond or two,
+                # only until close() returns).
+                time.sleep(0)
             return False
         queue = self._queue
         if len(queue) >= self._max_queue_size:
