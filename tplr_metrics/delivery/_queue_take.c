@@ -1,5 +1,5 @@
-/* The encoder thread's queue loop for line-protocol destinations in C (see
- * pipeline.py: take_records, whose pure-Python version gives the same results).
+/* The encoder thread's queue loop for line-protocol destinations in C (queue_take.take_py is the
+ * same loop in Python; Pipeline._take_records calls whichever was built).
  *
  * take(queue, batch, room, control) moves records from the left of ``queue`` (a deque) to the end
  * of ``batch`` (a list) until ``room`` were moved, the queue is empty, or an item whose type is one
@@ -88,7 +88,7 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT,
     .m_name = "_queue_take",
-    .m_doc = "The encoder thread's queue loop in C (see pipeline.py).",
+    .m_doc = "The encoder thread's queue loop in C (see queue_take.py).",
     .m_size = -1,
     .m_methods = methods,
 };
