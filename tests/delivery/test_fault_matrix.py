@@ -10,7 +10,8 @@ answers refusing a line (1.x's words, every time the line comes again), awkward 
 (a tab or newline in a tag value, a tag value past 64 KiB, a newline in a string value), how the
 logging process ends
 (close() with a short timeout, exit without close, SIGKILL in durable mode), a signal handler that
-logs, a forked multiprocessing child that logs and returns without close().
+logs, a forked multiprocessing child that logs and returns without close(), two threads that keep
+logging as fast as they can through close() (their calls after it began are counted after_close).
 
 Every point carries a unique id. After the run, the faults are lifted and a recovery logger for the
 same destinations adopts what was spooled. Then the harness reads every destination back and
@@ -60,12 +61,15 @@ from ..fault_proxy import Fault, FaultProxy, fault_proxy
 from ..servers import InfluxDB1, free_port
 
 REPO = Path(__file__).resolve().parents[2]
-CI_SEEDS = list(range(20)) + [1002]  # 1002: a burst into a full queue, then SIGKILL (durable)
+# 1002: a burst into a full queue, then SIGKILL (durable); 1040 and 1147: durable, two threads
+# logging through close() (1 s and 0.3 s) while the disk fills and the server refuses or dies.
+CI_SEEDS = list(range(20)) + [1002, 1040, 1147]
 POINTS = 2_000
 MP_IDS = 3_000_000  # ids logged by the multiprocessing child start here
 HANDLER_IDS = 1_000_000  # ids logged by the signal handler start here
 BURST_IDS = 5_000_000  # ids of the burst logged at once just before the process ends
 BURST = 20_000
+THROUGH_IDS = 9_000_000  # ids logged by the threads that keep logging through close()
 ORPHAN_IDS = 7_000_000  # ids left in the spool by a logger for another database
 ORPHAN_POINTS = 500
 CORRUPT_LINES = [b'["fm",["not","a","dict"],{"pid":1.0},1]', b'["fm",{},{"pid":null},2]']
@@ -79,11 +83,15 @@ cfg = json.loads(sys.argv[1])
 out = cfg["out"]
 handled = []
 held = []
+through = []  # ids logged by the threads that log through close(), in log() order per thread
+close_took = None  # seconds close() took, when the run ends with it
 
 def dump(name):
     if held:
         books = held[0].accounting()
         books["handled"] = handled
+        books["through"] = len(through)
+        books["close_s"] = close_took
         lanes = held[0].stats()["lanes"]
         books["dropped_by_lane"] = {name: lane["dropped"] for name, lane in lanes.items()}
         books["maybe_stored_by_lane"] = {name: lane["dropped_maybe_stored"] for name, lane in lanes.items()}
@@ -164,7 +172,29 @@ if cfg["ending"] == "sigkill":
     os.kill(os.getpid(), signal.SIGKILL)  # at once: nothing may be counted after the books
 print("logged", flush=True)
 if cfg["ending"] == "close":
+    if cfg["through_close"]:
+        import itertools, threading
+        through_ids = itertools.count(cfg["through_ids"])  # next() is atomic: one id per call
+        going = threading.Event()
+        going.set()
+
+        def log_through():
+            while going.is_set():
+                i = next(through_ids)
+                log_id(i)
+                through.append(i)
+
+        threads = [threading.Thread(target=log_through) for _ in range(2)]
+        for t in threads:
+            t.start()
+        time.sleep(0.05)
+    started = time.monotonic()
     m.close(cfg["close_timeout"])
+    close_took = time.monotonic() - started
+    if cfg["through_close"]:
+        going.clear()
+        for t in threads:
+            t.join()
     dump("main.json")
     if cfg["linger"]:  # answers to requests close() gave up on may still come: they must not count
         time.sleep(cfg["linger"])
@@ -189,6 +219,7 @@ class Schedule:
     corrupt: bool = False  # two bad lines appended to a spool file the run left (if it left one)
     awkward: bool = False  # every 25th point carries names and values the servers read differently
     linger: float = 0.0  # the process stays this long after close(): its books must not change
+    through_close: bool = False  # two threads keep logging as fast as they can through close()
 
     @classmethod
     def draw(cls, seed: int) -> Schedule:
@@ -227,6 +258,7 @@ class Schedule:
             schedule.events.sort()
         if schedule.ending == "close" and rng.random() < 0.4:
             schedule.linger = 2.0  # past a slow answer (0.7 s) and a hung one (1.5 s)
+        schedule.through_close = schedule.ending == "close" and rng.random() < 0.4
         return schedule
 
 
@@ -261,6 +293,8 @@ class Run:
             "max_queue_size": schedule.max_queue_size,
             "awkward": schedule.awkward,
             "linger": schedule.linger,
+            "through_close": schedule.through_close,
+            "through_ids": THROUGH_IDS,
             "burst_ids": BURST_IDS,
             "handler_ids": HANDLER_IDS,
             "points": POINTS,
@@ -471,16 +505,24 @@ def check(schedule: Schedule, run: Run, recovery: MetricsLogger) -> None:
     main_path = run.out / "main.json"
     parts = [json.loads(p.read_text()) for p in sorted(run.out.glob("*.json"))]
     handled = json.loads(main_path.read_text())["handled"] if main_path.exists() else []
+    through = json.loads(main_path.read_text())["through"] if main_path.exists() else 0
     mp_logged = schedule.mp_points if (run.out / "mp.json").exists() else 0
     logged_ids = set(range(POINTS)) | set(handled) | {MP_IDS + j for j in range(mp_logged)}
     logged_ids |= set(range(BURST_IDS, BURST_IDS + schedule.burst))
+    logged_ids |= set(range(THROUGH_IDS, THROUGH_IDS + through))
     possible = set(range(POINTS)) | set(range(HANDLER_IDS, HANDLER_IDS + 100_000))
+    possible |= set(range(THROUGH_IDS, THROUGH_IDS + through))
     possible |= set(range(BURST_IDS, BURST_IDS + schedule.burst))
     possible |= set(range(MP_IDS, MP_IDS + schedule.mp_points))
     recovered = recovery.accounting()
     assert recovered["balanced"], recovered
     if schedule.ending != "sigkill":
         assert main_path.exists(), "the logging process left no accounting"
+    if schedule.ending == "close":
+        # README: close(timeout) returns within about timeout + max(timeout, 1 s) + 1 s, plus the
+        # time to write what is left (slack for that and a noisy machine), threads logging or not.
+        took, timeout = json.loads(main_path.read_text())["close_s"], schedule.close_timeout
+        assert took < timeout + max(timeout, 1.0) + 1.0 + 4.0, f"close({timeout}) took {took:.1f} s"
     if schedule.linger:
         # What close() returned is final: the next process may adopt the files at once.
         moved = ("written", "spooled", "adopted", "rejected")
