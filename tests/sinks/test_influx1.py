@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import tplr_metrics.sinks.influxdb as influxdb_module
 from tplr_metrics import MetricsLogger
 from tplr_metrics.encoding.line_protocol import clean_key, clean_measurement
 
@@ -53,6 +54,30 @@ def test_the_database_is_created_when_missing_unless_told_not_to(
     with v1_logger(influx1, unique_db) as m:
         m.log("x", {}, {"f": 1.0})
     assert influx1.count("x", "f", unique_db) == 1
+
+
+def test_a_database_that_vanishes_under_a_live_logger_is_created_again(
+    influx1: InfluxDB1, unique_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An attack found it: the database was created once per logger, so one dropped (or a fresh
+    server at the same address) under a live logger left every later point in the spool, retried
+    forever (5,000 logged, 0 stored, 22,000 retries). It is now asked for again, at most every
+    CREATE_AGAIN_S (shortened here)."""
+    monkeypatch.setattr(influxdb_module, "CREATE_AGAIN_S", 0.2)
+    m = v1_logger(influx1, unique_db, spool_dir=tmp_path / "spool", retry_interval=50)
+    for i in range(100):
+        m.log("vanish", {}, {"i": i})
+    assert m.flush(timeout=30)
+    assert influx1.count("vanish", "i", unique_db) == 100
+    influx1.query(f'DROP DATABASE "{unique_db}"')
+    time.sleep(0.3)
+    for i in range(100, 600):
+        m.log("vanish", {}, {"i": i})
+    assert m.flush(timeout=30)
+    assert m.close(timeout=10)
+    assert influx1.count("vanish", "i", unique_db) == 500  # the drop took the first 100 with it
+    stats = m.stats()
+    assert stats["written"] == 600 and stats["dropped_total"] == 0 and stats["rejected_total"] == 0
 
 
 def test_field_types_as_templar_stores_them(influx1: InfluxDB1, unique_db: str) -> None:

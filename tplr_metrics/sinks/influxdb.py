@@ -34,6 +34,7 @@ import ipaddress
 import logging
 import re
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
@@ -48,6 +49,9 @@ from .base import Rejection, WriteResult
 logger = logging.getLogger("tplr_metrics")
 
 _RETRY_STATUSES = {401, 403, 404, 408, 425, 429}
+#: A missing database is created again (it was dropped, or a fresh server took the address) at most
+#: this often, in seconds.
+CREATE_AGAIN_S = 10.0
 _AGAIN = WriteResult()  # _not_stored: the condition was fixed (a database created), write again
 MAX_REDIRECTS = 3
 
@@ -635,7 +639,8 @@ class InfluxV1Sink(InfluxSink):
         self.database = database
         self.retention_policy = retention_policy
         self.create_database = create_database
-        self._created = False
+        self._create_asked: float | None = None  # when CREATE DATABASE was last sent (monotonic)
+        self._create_failure_logged = False
 
     kind = "influxdb-v1"
 
@@ -652,25 +657,30 @@ class InfluxV1Sink(InfluxSink):
         return params
 
     def handle_not_found(self, message: str) -> bool:
+        """Create the missing database (True: write again). Asked again when the database goes
+        missing later (dropped, or a fresh server at the same address), but at most once every
+        CREATE_AGAIN_S: not on every batch where creating is refused, and never in a loop where a
+        created database still answers 404 (the write is then retried as any 404 is)."""
         if not self.create_database or "database not found" not in message:
             return False
         with self._lock:
-            if self._created:
+            now = time.monotonic()
+            if self._create_asked is not None and now - self._create_asked < CREATE_AGAIN_S:
                 return False
+            self._create_asked = now
             query = "CREATE DATABASE " + _quote_identifier(self.database)
             status, reply, _ = self.post("/query", b"", [("q", query)], "application/x-www-form-urlencoded")
             if 200 <= status < 300 and '"error"' not in reply:
                 logger.info("created InfluxDB database %r at %s", self.database, self.url)
-                self._created = True
                 return True
-            logger.error(
+            (logger.debug if self._create_failure_logged else logger.error)(
                 "database %r does not exist at %s and could not be created: HTTP %s %s",
                 self.database,
                 self.url,
                 status,
                 redact(reply, self._secrets),
             )
-            self._created = True  # do not ask again on every batch
+            self._create_failure_logged = True
             return False
 
 
