@@ -215,3 +215,26 @@ def test_a_wal_line_that_skips_the_null_search_is_the_line_the_search_would_make
     assert repr(json.loads(encode_record(record))) == repr(json.loads(searched))
     if plain and _C_BUILT and orjson_line is not None:
         assert encode_record(record) == orjson_line  # the search skipped
+
+
+class _BadStr:
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+    __repr__ = __str__
+
+
+def test_a_key_whose_str_raises_is_counted_once_in_durable_mode(isolated_env: Path) -> None:
+    """An attack found it: the WAL line's str() of such a key raised out of log() after the
+    record was queued, so the call was counted log_error as well as delivered (3 calls: logged 5,
+    written 3, log_error 2). The record is now queued and counted wal_failed (not durable)."""
+    sink = MemorySink()
+    m = MetricsLogger(sink=sink, durable=True, durable_sync_interval=60)
+    m.log("t", {}, {_BadStr(): 1, "v": 2})
+    m.log("t", {}, {"v": 3})
+    assert m.close(10) is not None
+    stats, books = m.stats(), m.accounting()
+    assert stats["logged"] == 2 and "log_error" not in stats["dropped"], stats
+    assert books["balanced"], books
+    assert len(sink.points) + stats["dropped_total"] + stats["rejected_total"] == 2
+    assert next(iter(stats["lanes"].values()))["wal_failed"] == 1

@@ -320,7 +320,12 @@ class Pipeline:
         then would be adopted and delivered by the next process."""
         if self._closed:
             return
-        line = encode_record(record)
+        try:
+            line = encode_record(record)
+        except Exception:  # a key whose str() raises: queued already, so only as safe as not durable
+            for _, lane in self._wal_appends:
+                lane.wal_failed()
+            return
         for append, lane in self._wal_appends:
             if not append(line):
                 lane.wal_failed()
