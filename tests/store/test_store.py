@@ -182,8 +182,8 @@ def test_the_series_hash_stays_what_stores_already_hold(measurement: str, tags_j
 def test_tags_and_fields_are_stored_as_text_whichever_encoder_made_them(
     isolated_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # orjson's rows carry UTF-8 bytes (CAST to TEXT in the INSERT), the stdlib's carry str: a
-    # reader with plain sqlite3 must get the same TEXT from both, never a BLOB.
+    # orjson's rows and the stdlib's are made differently: a reader with plain sqlite3 must get
+    # the same TEXT from both, never a BLOB.
     path = isolated_env / "metrics.sqlite"
     with Store(path) as store:
         store.insert_points(None, [Point("m", {"t": "é"}, {"f": 1.5, "n": 2}, 1)])
@@ -204,6 +204,24 @@ def test_same_point_twice_is_stored_once_and_same_series_and_time_merges(isolate
         assert store.count_points(PointFilter()) == 50
         merged = [p for p in store.iter_points(PointFilter()) if p.tags == {"t": "1"}]
     assert merged[0].fields == {"f": 1.0, "g": 2}
+
+
+@pytest.mark.parametrize("size", [1, 2, 99, 100, 101, 250])
+def test_a_batch_of_any_size_is_stored_in_order_and_merges_within_itself(isolated_env: Path, size: int) -> None:
+    # Rows go in 100 to a statement: the last point repeats the first one's series and time
+    # (another statement from 101 on, the same one below), and must merge into it as it would
+    # into a stored point.
+    batch = [Point("m", {"t": str(i)}, {"f": float(i)}, 1_000 + i) for i in range(size - 1)]
+    batch.append(Point("m", {"t": "0"}, {"g": 7}, 1_000) if size > 1 else Point("m", {}, {"f": 1.0}, 5))
+    with Store(isolated_env / "metrics.sqlite") as store:
+        stored, rejected, _ = store.insert_points(None, batch)
+        store.insert_points(None, batch)  # a retried batch changes nothing
+        back = list(store.iter_points(PointFilter()))
+    assert (stored, rejected) == (size, [])
+    assert [p.time_ns for p in back] == [p.time_ns for p in batch[: max(1, size - 1)]]  # ids in batch order
+    if size > 1:
+        assert back[0].fields == {"f": 0.0, "g": 7}
+        assert [p.fields for p in back[1:]] == [p.fields for p in batch[1 : size - 1]]
 
 
 def test_non_finite_fields_are_left_out_and_a_point_without_fields_refused(isolated_env: Path) -> None:

@@ -30,8 +30,10 @@ integer, real, text, true, false) and per tag.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import heapq
+import itertools
 import json
 import logging
 import os
@@ -102,11 +104,38 @@ CREATE VIEW IF NOT EXISTS point_tags AS
 
 # A repeated point (same series and time) merges its fields into the stored one, as InfluxDB
 # does; an identical one (a retried batch) changes nothing, so its numbers stay exact.
-_INSERT_POINT = (
-    "INSERT INTO points (run, measurement, time_ns, series, tags, fields) VALUES (?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT (time_ns, series) DO UPDATE SET fields = json_patch(points.fields, excluded.fields) "
-    "WHERE points.fields <> excluded.fields"
+_POINT_VALUES = "(?, ?, ?, ?, ?, ?)"
+_ON_CONFLICT = (
+    " ON CONFLICT (time_ns, series) DO UPDATE SET fields = json_patch(points.fields, excluded.fields)"
+    " WHERE points.fields <> excluded.fields"
 )
+_INSERT_POINT = (
+    f"INSERT INTO points (run, measurement, time_ns, series, tags, fields) VALUES {_POINT_VALUES}{_ON_CONFLICT}"
+)
+
+# Rows per INSERT: one statement of many rows costs SQLite and the sqlite3 module about 1.3 µs
+# less per row than executemany of one-row statements (4.5 µs a row here). 100 rows are 600
+# parameters, under the 999 SQLite allowed before 3.32. Rows are inserted in order, one by one,
+# so a row meets an earlier row of its own statement in the conflict clause as it would a
+# stored one.
+_ROWS_PER_INSERT = 100
+
+
+@functools.lru_cache(maxsize=8)
+def _insert_rows_sql(n: int) -> str:
+    values = ",".join([_POINT_VALUES] * n)
+    return f"INSERT INTO points (run, measurement, time_ns, series, tags, fields) VALUES {values}{_ON_CONFLICT}"
+
+
+def _insert_rows(conn: sqlite3.Connection, rows: Sequence[Row]) -> None:
+    per = _ROWS_PER_INSERT
+    whole = len(rows) - len(rows) % per
+    flat = itertools.chain.from_iterable
+    if whole:
+        conn.executemany(_insert_rows_sql(per), [tuple(flat(rows[i : i + per])) for i in range(0, whole, per)])
+    if whole < len(rows):
+        conn.execute(_insert_rows_sql(len(rows) - whole), tuple(flat(rows[whole:])))
+
 
 # default_run_name() in SQL: what a run recorded before names (or by crashed_run) is called.
 _DEFAULT_NAME_SQL = (
@@ -157,6 +186,11 @@ try:  # orjson is 4-5x faster than json here (float formatting dominates); both 
     import orjson as _orjson
 except ImportError:  # pragma: no cover - depends on the environment
     _orjson = None  # type: ignore[assignment]
+
+try:  # the rows of a batch in one C call (optional: built with the package; the Python loop otherwise)
+    from ._store_rows import rows as _c_rows  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - depends on the build
+    _c_rows = None
 
 # Raw UTF-8 like orjson, so both write the same text (and series hash); \u escapes only for
 # what UTF-8 cannot carry (lone surrogates).
@@ -220,41 +254,63 @@ Row = tuple[int | None, str, int, int, str, str]
 
 def encode_points(run: int | None, points: Sequence[Point]) -> tuple[list[Row], list[Rejection], int]:
     """Rows for ``points``, the points that cannot be stored, and the bytes of JSON written."""
-    rows: list[Row] = []
     rejected: list[Rejection] = []
-    nbytes = 0
-    append = rows.append
-    orjson = _orjson
-    if orjson is not None:
-        dumps = orjson.dumps
-        sort_keys = orjson.OPT_SORT_KEYS
-        for index, point in enumerate(points):
-            measurement, tags, fields, time_ns = point
-            if type(time_ns) is not int or not _INT64_MIN <= time_ns <= _INT64_MAX:
-                rejected.append(Rejection(index, "bad_time", f"time {time_ns!r} is not int64 nanoseconds"))
+    if _orjson is None:
+        return _python_rows(run, points, rejected, _slow_row)
+    if _c_rows is None:
+        return _python_rows(run, points, rejected, _orjson_row)
+    listed = points if type(points) is list else list(points)
+    made, nbytes, undecided = _c_rows(run, listed, _orjson.dumps)
+    if not undecided:
+        return made, rejected, nbytes
+    # Points the C loop leaves to this one (a bad time, a lone surrogate, a NaN, ...), in order.
+    rows: list[Row] = []
+    for index, row in enumerate(made):
+        if row is None:
+            row = _orjson_row(run, index, listed[index], rejected)
+            if row is None:
                 continue
-            try:
-                tags_b = dumps(tags, option=sort_keys)
-                fields_b = dumps(fields)
-                if b"null" in fields_b:  # orjson writes NaN and inf as null: take the careful path
-                    raise ValueError("non-finite")
-                tags_s = tags_b.decode()
-                fields_s = fields_b.decode()
-            except (TypeError, ValueError):
-                row = _slow_row(run, index, point, rejected)
-                if row is not None:
-                    append(row)
-                    nbytes += len(row[4]) + len(row[5])
-                continue
-            nbytes += len(tags_b) + len(fields_b)
-            append((run, measurement, time_ns, _series(measurement, tags_b), tags_s, fields_s))
-        return rows, rejected, nbytes
-    for index, point in enumerate(points):
-        row = _slow_row(run, index, point, rejected)
-        if row is not None:
-            append(row)
-            nbytes += len(row[4]) + len(row[5])
+            nbytes += _json_bytes(row)
+        rows.append(row)
     return rows, rejected, nbytes
+
+
+def _python_rows(
+    run: int | None, points: Sequence[Point], rejected: list[Rejection], make: Callable[..., Row | None]
+) -> tuple[list[Row], list[Rejection], int]:
+    rows: list[Row] = []
+    nbytes = 0
+    for index, point in enumerate(points):
+        row = make(run, index, point, rejected)
+        if row is not None:
+            rows.append(row)
+            nbytes += _json_bytes(row)
+    return rows, rejected, nbytes
+
+
+def _json_bytes(row: Row) -> int:
+    tags, fields = row[4], row[5]
+    return (len(tags) if tags.isascii() else len(tags.encode("utf-8"))) + (
+        len(fields) if fields.isascii() else len(fields.encode("utf-8"))
+    )
+
+
+def _orjson_row(run: int | None, index: int, point: Point, rejected: list[Rejection]) -> Row | None:
+    """One point's row through orjson (what the C loop does), or the careful way when orjson
+    refuses a value or writes a null (NaN and infinities)."""
+    measurement, tags, fields, time_ns = point
+    if type(time_ns) is not int or not _INT64_MIN <= time_ns <= _INT64_MAX:
+        rejected.append(Rejection(index, "bad_time", f"time {time_ns!r} is not int64 nanoseconds"))
+        return None
+    dumps = _orjson.dumps
+    try:
+        tags_b = dumps(tags, option=_orjson.OPT_SORT_KEYS)
+        fields_b = dumps(fields)
+        if b"null" in fields_b:  # orjson writes NaN and inf as null: take the careful path
+            raise ValueError("non-finite")
+    except (TypeError, ValueError):
+        return _slow_row(run, index, point, rejected)
+    return (run, measurement, time_ns, _series(measurement, tags_b), tags_b.decode(), fields_b.decode())
 
 
 def _slow_row(run: int | None, index: int, point: Point, rejected: list[Rejection]) -> Row | None:
@@ -652,7 +708,7 @@ class Store:
         """Store a batch in one transaction: (points stored, points refused, JSON bytes)."""
         rows, rejected, nbytes = encode_points(run, points)
         if rows:
-            self._write(lambda conn: conn.executemany(_INSERT_POINT, rows))
+            self._write(lambda conn: _insert_rows(conn, rows))
         return len(rows), rejected, nbytes
 
     def delete_runs(self, runs: Sequence[int]) -> int:
