@@ -47,6 +47,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -220,8 +221,45 @@ def _timed(work: Any) -> tuple[float, Any]:
     return time.perf_counter() - t0, result
 
 
-def run_fill(n: int, batch: int, first_run: int = 1_000_000) -> dict[str, Any]:
-    """A store of ``n`` points: an old run of ``first_run`` points, then newer runs of 1M each."""
+def _write_runs(path: Path, sizes: Sequence[int], batch: int, time_offset: int) -> tuple[list[str], list[int]]:
+    """One run per size, each through a sink of its own, as loggers write; only ``sink.write`` is
+    timed. Returns the runs' runtime ids and the insert rate of each million points."""
+    runtime_ids: list[str] = []
+    rates: list[int] = []
+    clock = 0.0
+    since_million = 0
+    written = 0
+    for size in sizes:
+        runtime_id = str(uuid.uuid4())
+        runtime_ids.append(runtime_id)
+        sink = LocalStoreSink(path)
+        sink.start_run(RunInfo(run_id=runtime_id, started_at_ns=time.time_ns(), role="validator"))
+        done = 0
+        while done < size:
+            points = make_points(min(batch, size - done), runtime_id, seed=time_offset + written)
+            shift = (time_offset + written) * 1_000  # distinct times across batches (one series per peer)
+            points = [Point(p.measurement, p.tags, p.fields, p.time_ns + shift) for p in points]
+            seconds, result = _timed(lambda: sink.write(points))  # noqa: B023
+            assert result.stored == len(points) and not result.retry, result
+            done += len(points)
+            written += len(points)
+            clock += seconds
+            since_million += len(points)
+            if since_million >= 1_000_000:
+                rates.append(round(since_million / clock))
+                clock, since_million = 0.0, 0
+        sink.end_run("ok")
+        sink.close()
+    if since_million:
+        rates.append(round(since_million / clock))
+    return runtime_ids, rates
+
+
+def run_fill(n: int, batch: int, first_run: int = 1_000_000, refill: int = 0) -> dict[str, Any]:
+    """A store of ``n`` points: an old run of ``first_run`` points, then newer runs of 1M each.
+
+    With ``refill``: then the oldest newer runs holding at least that many points are deleted
+    and as many points written again, into pages the file already holds (SQLite's freelist)."""
     import argparse as _argparse
     import contextlib
     import io
@@ -231,37 +269,13 @@ def run_fill(n: int, batch: int, first_run: int = 1_000_000) -> dict[str, Any]:
     from tplr_metrics.store.database import PointFilter, _stored_point
     from tplr_metrics.viz.run_data import read_store_run
 
-    rates: list[int] = []
     with tempfile.TemporaryDirectory(prefix="tplr-bench-fill-") as tmp:
         path = Path(tmp) / "home" / "metrics.sqlite"
-        sink: LocalStoreSink | None = None
-        old_id = ""
-        written = 0
-        clock = 0.0
-        since_million = 0
-        while written < n:
-            if sink is None or written == first_run or (written > first_run and (written - first_run) % 1_000_000 == 0):
-                if sink is not None:
-                    sink.end_run("ok")
-                    sink.close()
-                runtime_id = str(uuid.uuid4())
-                old_id = old_id or runtime_id
-                sink = LocalStoreSink(path)
-                sink.start_run(RunInfo(run_id=runtime_id, started_at_ns=time.time_ns(), role="validator"))
-            points = make_points(min(batch, n - written), runtime_id, seed=written)
-            for j, p in enumerate(points):  # distinct times across batches (one series per peer)
-                points[j] = Point(p.measurement, p.tags, p.fields, p.time_ns + written * 1_000)
-            seconds, result = _timed(lambda: sink.write(points))  # noqa: B023
-            assert result.stored == len(points) and not result.retry, result
-            written += len(points)
-            clock += seconds
-            since_million += len(points)
-            if since_million >= 1_000_000 or written == n:
-                rates.append(round(since_million / clock))
-                clock, since_million = 0.0, 0
-        assert sink is not None
-        sink.end_run("ok")
-        sink.close()
+        sizes = [first_run] + [1_000_000] * ((n - first_run) // 1_000_000)
+        if n - sum(sizes) > 0:
+            sizes.append(n - sum(sizes))
+        runtime_ids, rates = _write_runs(path, sizes, batch, 0)
+        old_id = runtime_ids[0]
 
         store = store_module.Store(path, create=False)
         (run,) = store.find_runs(old_id)
@@ -287,6 +301,7 @@ def run_fill(n: int, batch: int, first_run: int = 1_000_000) -> dict[str, Any]:
             assert follower.poll() == 0
         poll_cpu = (time.process_time() - cpu0) / polls
         poll_wall = (time.perf_counter() - wall0) / polls
+        refilled = _refill(store, path, old_id, refill, batch, n) if refill else None
         store.close()
     return {
         "points": n,
@@ -305,6 +320,37 @@ def run_fill(n: int, batch: int, first_run: int = 1_000_000) -> dict[str, Any]:
             "target_ratio": 1.2,
         },
         "watch_poll": {"wall_s": round(poll_wall, 6), "cpu_s": round(poll_cpu, 6)},
+        "refill": refilled,
+    }
+
+
+def _refill(
+    store: store_module.Store, path: Path, old_id: str, points: int, batch: int, written: int
+) -> dict[str, Any]:
+    """Delete the oldest newer runs (``points`` or a little more), then write ``points`` again.
+
+    The rows go into pages the file already holds, so the trees are as large as in the fill's
+    last millions but no memory is new: where the fill's rate falls and this one does not, the
+    fall was the machine's (a sandbox that makes fresh pages cost; see the README), not SQLite's."""
+    newer = sorted((r for r in store.runs() if r.run_id != old_id), key=lambda r: (r.started_at, r.id))
+    counts = store.point_counts([r.id for r in newer])
+    chosen: list[int] = []
+    for row in newer:
+        if sum(counts[i] for i in chosen) >= points:
+            break
+        chosen.append(row.id)
+    deleting, deleted = _timed(lambda: store.delete_runs(chosen))
+    free_pages = int(store.conn.execute("PRAGMA freelist_count").fetchone()[0])
+    held = int(store.conn.execute("SELECT count(*) FROM points").fetchone()[0])
+    sizes = [1_000_000] * (points // 1_000_000) + ([points % 1_000_000] if points % 1_000_000 else [])
+    _, rates = _write_runs(path, sizes, batch, written)
+    return {
+        "deleted_points": deleted,
+        "delete_s": round(deleting, 1),
+        "freelist_pages_after_delete": free_pages,
+        "points_held_before": held,
+        "points_per_s_by_million": rates,
+        "min_points_per_s": min(rates),
     }
 
 
@@ -319,12 +365,18 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--poll", type=float, default=0.05, help="the reader's poll interval, seconds (watch: 1.0)")
     parser.add_argument("--fill", type=int, default=10_000_000, help="points of the large store (0: skip it)")
+    parser.add_argument(
+        "--refill",
+        type=int,
+        default=4_000_000,
+        help="after the fill, delete about this many points and write as many again (0: skip it)",
+    )
     parser.add_argument("--only-fill", action="store_true", help="only the large store's figures")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "store.json"))
     args = parser.parse_args()
 
     if args.only_fill:
-        text = json.dumps({"fill": run_fill(args.fill, args.batch)}, indent=2)
+        text = json.dumps({"fill": run_fill(args.fill, args.batch, refill=args.refill)}, indent=2)
         print(text)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text + "\n")
@@ -343,7 +395,7 @@ def main() -> None:
         store_module._orjson = fast
     logger_runs = [run_logger(min(args.points, 100_000), runtime_id) for _ in range(args.repeat)]
 
-    fill = run_fill(args.fill, args.batch) if args.fill else None
+    fill = run_fill(args.fill, args.batch, refill=args.refill) if args.fill else None
     headline = best(with_reader)
     report = {
         "benchmark": "local store insert throughput, validator_scores shape, reader process running",
