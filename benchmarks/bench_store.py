@@ -29,7 +29,15 @@ generated a batch at a time, outside the clock), and reports, in ``fill``:
   ``export`` itself (CSV to /dev/null) and plot's read of it (``read_store_run``), each against
   one ordered query of that run decoded the same way (target: reading <= 1.2x of it);
 * ``watch_poll``: wall and CPU seconds of one ``watch --run-id`` poll of the old run (nothing
-  new: the cost of a poll is what the run gained since, not what the store holds).
+  new: the cost of a poll is what the run gained since, not what the store holds);
+* ``refill`` (``--refill N``, 4,000,000 by default): the oldest newer runs, about N points, are
+  deleted and N points written again, into the pages SQLite freed (its freelist): trees as large
+  as in the fill's last millions, but no new memory. Its ``points_per_s_by_million``;
+* ``fresh_memory_s_per_512_mib`` (``--fresh-memory-gib G``, 6 by default): seconds to touch each
+  512 MiB of new memory, up to G GiB: what the machine charges for the new pages a growing file
+  needs. On the development machine (a sandbox) pages past about 2 GiB cost about 10x.
+
+``TMPDIR=/dev/shm`` puts the store on a tmpfs (the disk's own costs out of the figures).
 
 Every figure is the best of ``--repeat`` runs (the machine is shared; best-of is the least noisy).
 """
@@ -255,7 +263,7 @@ def _write_runs(path: Path, sizes: Sequence[int], batch: int, time_offset: int) 
     return runtime_ids, rates
 
 
-def run_fill(n: int, batch: int, first_run: int = 1_000_000, refill: int = 0) -> dict[str, Any]:
+def run_fill(n: int, batch: int, first_run: int = 1_000_000, refill: int = 0, fresh_gib: int = 0) -> dict[str, Any]:
     """A store of ``n`` points: an old run of ``first_run`` points, then newer runs of 1M each.
 
     With ``refill``: then the oldest newer runs holding at least that many points are deleted
@@ -321,7 +329,28 @@ def run_fill(n: int, batch: int, first_run: int = 1_000_000, refill: int = 0) ->
         },
         "watch_poll": {"wall_s": round(poll_wall, 6), "cpu_s": round(poll_cpu, 6)},
         "refill": refilled,
+        "fresh_memory_s_per_512_mib": fresh_memory(fresh_gib) if fresh_gib else None,
     }
+
+
+def fresh_memory(gib: int) -> list[float]:
+    """Seconds to touch each 512 MiB of new anonymous memory, one byte a page, up to ``gib``
+    GiB held at once: the machine's cost of the fresh pages a growing store file needs. Where it
+    rises after the first few chunks, so does the fill's insert rate, and not the refill's."""
+    import mmap
+
+    held = []
+    seconds = []
+    for _ in range(gib * 2):
+        chunk = mmap.mmap(-1, 512 * 1024 * 1024)
+        t0 = time.perf_counter()
+        for offset in range(0, len(chunk), mmap.PAGESIZE):
+            chunk[offset] = 1
+        seconds.append(round(time.perf_counter() - t0, 2))
+        held.append(chunk)
+    for chunk in held:
+        chunk.close()
+    return seconds
 
 
 def _refill(
@@ -371,12 +400,20 @@ def main() -> None:
         default=4_000_000,
         help="after the fill, delete about this many points and write as many again (0: skip it)",
     )
+    parser.add_argument(
+        "--fresh-memory-gib",
+        type=int,
+        default=6,
+        help="after the fill, time touching this much new memory, 512 MiB at a time (0: skip it)",
+    )
     parser.add_argument("--only-fill", action="store_true", help="only the large store's figures")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "store.json"))
     args = parser.parse_args()
 
     if args.only_fill:
-        text = json.dumps({"fill": run_fill(args.fill, args.batch, refill=args.refill)}, indent=2)
+        text = json.dumps(
+            {"fill": run_fill(args.fill, args.batch, refill=args.refill, fresh_gib=args.fresh_memory_gib)}, indent=2
+        )
         print(text)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text + "\n")
@@ -395,7 +432,7 @@ def main() -> None:
         store_module._orjson = fast
     logger_runs = [run_logger(min(args.points, 100_000), runtime_id) for _ in range(args.repeat)]
 
-    fill = run_fill(args.fill, args.batch, refill=args.refill) if args.fill else None
+    fill = run_fill(args.fill, args.batch, refill=args.refill, fresh_gib=args.fresh_memory_gib) if args.fill else None
     headline = best(with_reader)
     report = {
         "benchmark": "local store insert throughput, validator_scores shape, reader process running",
