@@ -5,8 +5,9 @@ thread's step from the queue to a batch (``_queue_take``) and the local store's 
 
 ``optional=True``: where no C compiler is found the install goes on without them, and
 ``encoding/line_batches.py``, ``encoding/points.py``, ``delivery/queue_take.py`` and
-``store/database.py`` use their pure-Python versions (the same results, slower). Not built for a free-threaded Python: they
-read the caller's dicts and the queue relying on the GIL to keep other threads out meanwhile.
+``store/database.py`` use their pure-Python versions (the same results, slower). Not built
+for a free-threaded Python: they read the caller's dicts and the queue relying on the GIL to keep
+other threads out meanwhile.
 """
 
 import sysconfig
