@@ -7,6 +7,7 @@ point written again must meet its first copy in (time_ns, series).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import struct
 
@@ -91,3 +92,25 @@ def test_the_pinned_series_values_hold_in_c() -> None:
         [Point("m", {"a": "1"}, {"f": 1}, 1), Point("Vvalidator_scores", {"uid": "7", "eval_uid": "3"}, {"f": 1}, 1)],
     )[0]
     assert [row[3] for row in made] == [1294057985296462352, 1539516276482605285]
+
+
+def test_fields_whose_serializing_runs_python_code_cannot_change_the_tags_under_the_c_loop() -> None:
+    # orjson reads a dataclass's attributes through Python: here that code clears the tags. The
+    # C loop read the tags' texts in place and wrote them out after dumps: freed memory (a
+    # UnicodeDecodeError of heap bytes, or garbage stored). Both loops take the tags first now.
+    tags: dict[str, str] = {}
+
+    @dataclasses.dataclass(slots=True)
+    class Meddling:
+        x: int = 1
+
+        def __getattribute__(self, name: str) -> object:
+            tags.clear()
+            _junk = ["Z" * 40 + str(i) for i in range(2_000)]  # reuse the freed memory
+            return object.__getattribute__(self, name)
+
+    def batch() -> list[Point]:
+        tags["".join(["k", "é" * 30])] = "".join(["v", "ü" * 30])  # made at run time: freed when cleared
+        return [Point("m", tags, {"f": Meddling()}, 1)]
+
+    assert store_module.encode_points(1, batch()) == python_rows(1, batch())

@@ -16,8 +16,10 @@
  *     series is blake2b with an 8-byte digest (RFC 7693) of measurement + NUL + tags JSON, read as
  *     a little-endian signed 64-bit int: database._series, whose values stores already hold.
  *
- * The dicts are read with PyDict_Next while the GIL is held; dumps is orjson's C code, which runs
- * no Python code for the types it accepts, so no other thread changes them half way.
+ * The tags are read with PyDict_Next while the GIL is held and written out at once, before
+ * anything that runs Python code: dumps(fields) may (orjson reads a dataclass's attributes), and
+ * so may making a tuple (a collection), and either could change the tags and free the texts the
+ * loop points into. Then the fields, as the Python loop takes them: tags first.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -284,6 +286,10 @@ make_row(PyObject *run, PyObject *point, PyObject *dumps, Py_ssize_t *nbytes)
     if (overflow) {
         Py_RETURN_NONE;
     }
+    /* The tags first, as the Python loop takes them, and written out before dumps runs: orjson
+     * runs Python code for some values (a dataclass's attributes), which could change the tags
+     * and free the texts the pointers below point into. Nothing from here to the written JSON
+     * runs Python code. */
     if (!utf8_of(measurement, &measurement_utf8, &measurement_len) || !PyDict_CheckExact(tags)
         || PyDict_GET_SIZE(tags) > MAX_TAGS) {
         Py_RETURN_NONE;
@@ -301,37 +307,9 @@ make_row(PyObject *run, PyObject *point, PyObject *dumps, Py_ssize_t *nbytes)
         size += 6 * (pair.key_len + pair.value_len) + 6;
     }
 
-    PyObject *fields_json = PyObject_CallOneArg(dumps, fields);
-    if (fields_json == NULL) {
-        if (PyErr_ExceptionMatches(PyExc_TypeError) || PyErr_ExceptionMatches(PyExc_ValueError)) {
-            PyErr_Clear();
-            Py_RETURN_NONE;
-        }
-        return NULL;
-    }
-    if (!PyBytes_Check(fields_json)) {
-        Py_DECREF(fields_json);
-        Py_RETURN_NONE;
-    }
-    const char *fields_data = PyBytes_AS_STRING(fields_json);
-    Py_ssize_t fields_len = PyBytes_GET_SIZE(fields_json);
-    int fields_ascii = 1;
-    for (i = 0; i < fields_len; i++) {
-        if ((unsigned char)fields_data[i] >= 0x80) {
-            fields_ascii = 0;
-            break;
-        }
-    }
-    /* orjson writes NaN and infinities as null: the Python loop takes such a point the careful way */
-    if (has_null(fields_data, fields_len)) {
-        Py_DECREF(fields_json);
-        Py_RETURN_NONE;
-    }
-
     if (size > (Py_ssize_t)sizeof(stack)) {
         buffer = PyMem_Malloc((size_t)size);
         if (buffer == NULL) {
-            Py_DECREF(fields_json);
             return PyErr_NoMemory();
         }
     }
@@ -354,6 +332,33 @@ make_row(PyObject *run, PyObject *point, PyObject *dumps, Py_ssize_t *nbytes)
     blake2b_update(&hash, (const uint8_t *)"", 1);
     blake2b_update(&hash, (const uint8_t *)buffer, (size_t)tags_len);
     int64_t series_value = blake2b_final64(&hash);
+
+    PyObject *fields_json = PyObject_CallOneArg(dumps, fields);
+    if (fields_json == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_TypeError) || PyErr_ExceptionMatches(PyExc_ValueError)) {
+            PyErr_Clear();
+            goto undecided;
+        }
+        goto error;
+    }
+    if (!PyBytes_Check(fields_json)) {
+        Py_DECREF(fields_json);
+        goto undecided;
+    }
+    const char *fields_data = PyBytes_AS_STRING(fields_json);
+    Py_ssize_t fields_len = PyBytes_GET_SIZE(fields_json);
+    int fields_ascii = 1;
+    for (i = 0; i < fields_len; i++) {
+        if ((unsigned char)fields_data[i] >= 0x80) {
+            fields_ascii = 0;
+            break;
+        }
+    }
+    /* orjson writes NaN and infinities as null: the Python loop takes such a point the careful way */
+    if (has_null(fields_data, fields_len)) {
+        Py_DECREF(fields_json);
+        goto undecided;
+    }
 
     PyObject *tags_text = json_text(buffer, tags_len, ascii);
     if (buffer != stack) {
@@ -387,6 +392,17 @@ make_row(PyObject *run, PyObject *point, PyObject *dumps, Py_ssize_t *nbytes)
     PyObject_GC_UnTrack(row); /* ints, strs and None: it cannot be part of a cycle */
     *nbytes += tags_len + fields_len;
     return row;
+
+undecided:
+    if (buffer != stack) {
+        PyMem_Free(buffer);
+    }
+    Py_RETURN_NONE;
+error:
+    if (buffer != stack) {
+        PyMem_Free(buffer);
+    }
+    return NULL;
 }
 
 static PyObject *
