@@ -137,6 +137,35 @@ def _insert_rows(conn: sqlite3.Connection, rows: Sequence[Row]) -> None:
         conn.execute(_insert_rows_sql(len(rows) - whole), tuple(flat(rows[whole:])))
 
 
+# What one row can cause on its own, whatever the others hold: SQLite cannot hold it (a text past
+# its length limit: DataError) or sqlite3 cannot bind it (UnicodeEncodeError, OverflowError).
+# Not OperationalError (a full disk, a lock, an I/O error): a later try can get past those.
+_ROW_ERRORS = (sqlite3.DataError, sqlite3.IntegrityError, sqlite3.InterfaceError, UnicodeEncodeError, OverflowError)
+
+
+def _insert_rows_refusing(conn: sqlite3.Connection, rows: Sequence[Row]) -> list[tuple[int, BaseException]]:
+    """Insert the rows; where one of them fails its statement, roll the batch back and insert
+    them one by one, refusing (returning, with the error) only the rows that fail alone. Without
+    this, one such row failed its whole batch at every try, and the points behind it waited for
+    ever."""
+    conn.execute("SAVEPOINT batch")
+    try:
+        _insert_rows(conn, rows)
+    except _ROW_ERRORS:
+        conn.execute("ROLLBACK TO batch")
+    else:
+        conn.execute("RELEASE batch")
+        return []
+    refused: list[tuple[int, BaseException]] = []
+    for k, row in enumerate(rows):
+        try:
+            conn.execute(_INSERT_POINT, row)
+        except _ROW_ERRORS as exc:
+            refused.append((k, exc))
+    conn.execute("RELEASE batch")
+    return refused
+
+
 # default_run_name() in SQL: what a run recorded before names (or by crashed_run) is called.
 _DEFAULT_NAME_SQL = (
     "CASE WHEN role <> '' AND uid <> '' THEN role || '/' || uid WHEN role <> '' THEN role"
@@ -298,9 +327,9 @@ def _json_bytes(row: Row) -> int:
 def _orjson_row(run: int | None, index: int, point: Point, rejected: list[Rejection]) -> Row | None:
     """One point's row through orjson (what the C loop does), or the careful way when orjson
     refuses a value or writes a null (NaN and infinities)."""
-    measurement, tags, fields, time_ns = point
-    if type(time_ns) is not int or not _INT64_MIN <= time_ns <= _INT64_MAX:
-        rejected.append(Rejection(index, "bad_time", f"time {time_ns!r} is not int64 nanoseconds"))
+    _, tags, fields, time_ns = point
+    measurement = _stored_measurement(index, point, rejected)
+    if measurement is None:
         return None
     dumps = _orjson.dumps
     try:
@@ -313,10 +342,29 @@ def _orjson_row(run: int | None, index: int, point: Point, rejected: list[Reject
     return (run, measurement, time_ns, _series(measurement, tags_b), tags_b.decode(), fields_b.decode())
 
 
-def _slow_row(run: int | None, index: int, point: Point, rejected: list[Rejection]) -> Row | None:
-    measurement, _tags, _fields, time_ns = point
+def _stored_measurement(index: int, point: Point, rejected: list[Rejection]) -> str | None:
+    """The point's measurement as the store holds it, or None (refused, in ``rejected``) for a
+    point the store cannot hold: a time that is not int64 nanoseconds, a measurement that is
+    not a str. A lone surrogate, which UTF-8 cannot carry (sqlite3 cannot bind it), is stored
+    as "?", as line protocol writes it: refused by the database, it failed its whole batch and
+    every retry of it, and so every point behind it."""
+    measurement, _, _, time_ns = point
     if type(time_ns) is not int or not _INT64_MIN <= time_ns <= _INT64_MAX:
         rejected.append(Rejection(index, "bad_time", f"time {time_ns!r} is not int64 nanoseconds"))
+        return None
+    if not isinstance(measurement, str):
+        rejected.append(Rejection(index, "unstorable", f"measurement {measurement!r:.80} is not a str"))
+        return None
+    return measurement if measurement.isascii() or _is_utf8(measurement) else _without_surrogates(measurement)
+
+
+def _without_surrogates(text: str) -> str:
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def _slow_row(run: int | None, index: int, point: Point, rejected: list[Rejection]) -> Row | None:
+    measurement = _stored_measurement(index, point, rejected)
+    if measurement is None:
         return None
     try:
         tags_s, fields_s, left_out = _encode_slow(point)
@@ -328,11 +376,16 @@ def _slow_row(run: int | None, index: int, point: Point, rejected: list[Rejectio
         return None
     if left_out:
         logger.debug("%s: non-finite fields %s left out", measurement, left_out)
-    return (run, measurement, time_ns, _series(measurement, tags_s.encode()), tags_s, fields_s)
+    return (run, measurement, point[3], _series(measurement, tags_s.encode()), tags_s, fields_s)
 
 
 def _loads(text: str) -> Any:
-    return _orjson.loads(text) if _orjson is not None else json.loads(text)
+    if _orjson is not None:
+        try:
+            return _orjson.loads(text)
+        except ValueError:  # a lone surrogate (\ud800), which orjson will not read back: json does
+            pass
+    return json.loads(text)
 
 
 # --- rows read back ---------------------------------------------------------------------------
@@ -707,9 +760,17 @@ class Store:
     def insert_points(self, run: int | None, points: Sequence[Point]) -> tuple[int, list[Rejection], int]:
         """Store a batch in one transaction: (points stored, points refused, JSON bytes)."""
         rows, rejected, nbytes = encode_points(run, points)
-        if rows:
-            self._write(lambda conn: _insert_rows(conn, rows))
-        return len(rows), rejected, nbytes
+        if not rows:
+            return 0, rejected, nbytes
+        refused = self._write(lambda conn: _insert_rows_refusing(conn, rows))
+        if refused:  # row k is the k-th point not refused already
+            taken = iter(sorted(set(range(len(points))) - {r.index for r in rejected}))
+            at = [next(taken) for _ in rows]
+            for k, exc in refused:
+                rejected.append(Rejection(at[k], "unstorable", f"{rows[k][1]}: {type(exc).__name__}: {exc}"[:300]))
+                nbytes -= _json_bytes(rows[k])
+            rejected.sort(key=lambda rejection: -1 if rejection.index is None else rejection.index)
+        return len(rows) - len(refused), rejected, nbytes
 
     def delete_runs(self, runs: Sequence[int]) -> int:
         """Delete runs and their points; the number of points deleted."""
