@@ -279,6 +279,7 @@ def run_fill(n: int, batch: int, first_run: int = 1_000_000, refill: int = 0, fr
 
     with tempfile.TemporaryDirectory(prefix="tplr-bench-fill-") as tmp:
         path = Path(tmp) / "home" / "metrics.sqlite"
+        first_run = min(first_run, n)
         sizes = [first_run] + [1_000_000] * ((n - first_run) // 1_000_000)
         if n - sum(sizes) > 0:
             sizes.append(n - sum(sizes))
@@ -336,7 +337,8 @@ def run_fill(n: int, batch: int, first_run: int = 1_000_000, refill: int = 0, fr
 def fresh_memory(gib: int) -> list[float]:
     """Seconds to touch each 512 MiB of new anonymous memory, one byte a page, up to ``gib``
     GiB held at once: the machine's cost of the fresh pages a growing store file needs. Where it
-    rises after the first few chunks, so does the fill's insert rate, and not the refill's."""
+    rises after the first few chunks, so does the fill's insert rate (and, on a tmpfs, not the
+    refill's)."""
     import mmap
 
     held = []
