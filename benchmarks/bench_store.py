@@ -26,8 +26,10 @@ generated a batch at a time, outside the clock), and reports, in ``fill``:
 
 * ``points_per_s_by_million``: the insert rate of each million (target >= 150,000 throughout);
 * ``one_run``: reading the old run the way ``export``/``plot``/``replay`` do (``iter_points``),
-  ``export`` itself (CSV to /dev/null) and plot's read of it (``read_store_run``), each against
-  one ordered query of that run decoded the same way (target: reading <= 1.2x of it);
+  ``export`` itself (CSV to /dev/null) and plot's read of it (``read_store_run``, with the
+  garbage collector paused as plot does), each against one ordered query of that run decoded
+  the same way into a list (target: reading <= 1.2x of it); plot's also against that query
+  with the collector paused too (``plot_read_ratio_both_paused``);
 * ``watch_poll``: wall and CPU seconds of one ``watch --run-id`` poll of the old run (nothing
   new: the cost of a poll is what the run gained since, not what the store holds);
 * ``refill`` (``--refill N``, 4,000,000 by default): the oldest newer runs, about N points, are
@@ -273,6 +275,7 @@ def run_fill(n: int, batch: int, first_run: int = 1_000_000, refill: int = 0, fr
     import io
 
     from tplr_metrics.cli import main as cli_main
+    from tplr_metrics.commands._run_inputs import collector_paused
     from tplr_metrics.commands.watch import _Follower
     from tplr_metrics.store.database import PointFilter, _stored_point
     from tplr_metrics.viz.run_data import read_store_run
@@ -293,8 +296,11 @@ def run_fill(n: int, batch: int, first_run: int = 1_000_000, refill: int = 0, fr
         paged, read = _timed(lambda: list(store.iter_points(PointFilter(runs=[run.id]))))
         assert len(read) == len(rows) == first_run
         del rows, read
-        plot_read, data = _timed(lambda: read_store_run(store, old_id, [run]))
-        del data
+        with collector_paused():  # as plot, compare and table read a run
+            plot_read, data = _timed(lambda: read_store_run(store, old_id, [run]))
+            del data
+            anchor_paused, rows = _timed(lambda: [_stored_point(r) for r in store.conn.execute(query, (run.id,))])
+            del rows
         env = {"TPLR_METRICS_HOME": str(path.parent)}
         os.environ.update(env)
         with contextlib.redirect_stdout(io.StringIO()):
@@ -320,10 +326,12 @@ def run_fill(n: int, batch: int, first_run: int = 1_000_000, refill: int = 0, fr
         "target_points_per_s": 150_000,
         "one_run": {
             "one_ordered_query_s": round(anchor, 3),
+            "one_ordered_query_collector_paused_s": round(anchor_paused, 3),
             "iter_points_s": round(paged, 3),
             "iter_points_ratio": round(paged / anchor, 3),
             "plot_read_s": round(plot_read, 3),
             "plot_read_ratio": round(plot_read / anchor, 3),
+            "plot_read_ratio_both_paused": round(plot_read / anchor_paused, 3),
             "export_csv_s": round(exported, 3),
             "export_csv_ratio": round(exported / anchor, 3),
             "target_ratio": 1.2,

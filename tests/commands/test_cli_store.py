@@ -3,6 +3,7 @@ lands in a real InfluxDB when their output is shipped there."""
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import os
@@ -287,6 +288,31 @@ def test_export_formats_keep_values_and_types(filled: dict[str, Any], capsys: An
     assert any(line.startswith("Mloss,") and "step=3i" in line for line in out.splitlines())
     code, out, err = cli(capsys, "export", "--format", "lp", "--until", "2000-01-01")
     assert code == 1 and out == "" and "no points matched --until 2000-01-01T00:00:00" in err  # an empty window
+
+
+def test_export_csv_cells_bools_missing_fields_quotes_and_times(isolated_env: Path, capsys: Any) -> None:
+    """Each cell as csv reads it back: bools as true/false, a field a point lacks empty, a field
+    named as a tag prefixed, quotes and commas quoted, times before 1970 and to the microsecond."""
+    from tplr_metrics.encoding.points import Point
+
+    points = [
+        Point("m", {"k": 'a,"b"', "f": "tag"}, {"f": 1.5, "b": True, "s": "x,y"}, 1_700_000_000_123_456_789),
+        Point("m", {}, {"b": False, "n": 2**62}, -1_500_000_001),  # 1969-12-31T23:59:58.499999Z
+        Point("m", {"k": "ü"}, {"n": 0}, 999),
+    ]
+    with Store(isolated_env / "metrics.sqlite") as store:
+        run = store.add_run(RunInfo("csv-run", 1_000_000_000, role="miner"))
+        assert store.insert_points(run, points)[0] == 3
+    target = isolated_env / "out.csv"
+    code, _, _ = cli(capsys, "export", "--run-id", "csv-run", "--format", "csv", "-o", str(target))
+    assert code == 0
+    header, *rows = list(csv.reader(target.open(newline="")))
+    assert header == ["time", "time_ns", "measurement", "f", "k", "b", "field_f", "n", "s"]
+    assert rows == [
+        ["2023-11-14T22:13:20.123456Z", "1700000000123456789", "m", "tag", 'a,"b"', "true", "1.5", "", "x,y"],
+        ["1969-12-31T23:59:58.499999Z", "-1500000001", "m", "", "", "false", "", str(2**62), ""],
+        ["1970-01-01T00:00:00.000000Z", "999", "m", "", "ü", "", "", "0", ""],
+    ]
 
 
 def test_exported_line_protocol_imports_into_influxdb_1(

@@ -244,3 +244,40 @@ def test_an_x_key_no_point_has_is_exit_1_and_no_file(tmp_path: Path, capsys: pyt
         "tplr-metrics plot: no point of train/loss has a window (see --x-key); nothing to plot"
     ), err
     assert not out.exists()
+
+
+def test_a_points_numeric_fields_become_samples_of_measurement_field() -> None:
+    """Finite numbers only (bools, strings, inf and nan skipped), each series kept apart by its
+    measurement, the samples real Samples sharing their point's coords."""
+    from tplr_metrics.encoding.points import Point
+    from tplr_metrics.viz.run_data import RunData, Sample
+
+    data = RunData("run", "test")
+    data.add_point(Point("a", {"window": "3"}, {"f": 1.5, "n": 2, "b": True, "s": "x", "i": math.inf}, 2_000_000_000))
+    data.add_point(Point("b", {}, {"f": -0.0, "z": math.nan, "step": 7}, 3_000_000_000))
+    data.add_point(Point("a", {"config_lr": "0.1"}, {"f": 2.5}, 4_000_000_000))
+    assert sorted(data.series) == ["a.f", "a.n", "b.f", "b.step"]
+    first, second = data.series["a.f"]
+    assert type(first) is Sample and first == Sample(1.5, 2.0, None, 3, {"f": 1.5, "n": 2.0}, None)
+    assert first.coords is data.series["a.n"][0].coords and second.value == 2.5
+    assert data.series["b.f"] == [Sample(-0.0, 3.0, 7, None, {"f": -0.0, "step": 7.0}, None)]
+    assert data.config == {"lr": "0.1"}
+
+
+def test_the_collector_is_paused_for_a_read_and_left_as_found() -> None:
+    import gc
+
+    from tplr_metrics.commands._run_inputs import collector_paused
+
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), collector_paused():
+        assert not gc.isenabled()
+        raise RuntimeError("a read that fails")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with collector_paused():
+            pass
+        assert not gc.isenabled()  # off before: still off
+    finally:
+        gc.enable()

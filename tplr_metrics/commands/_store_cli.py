@@ -145,10 +145,14 @@ def iso(ns: int | None) -> str | None:
     """UTC, microseconds: 2025-01-31T12:00:00.123456Z."""
     if ns is None:
         return None
-    moment = dt.datetime.fromtimestamp(ns // 1_000_000_000, dt.timezone.utc).replace(
-        microsecond=(ns % 1_000_000_000) // 1_000
-    )
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return f"{_iso_second(ns // 1_000_000_000)}.{(ns % 1_000_000_000) // 1_000:06d}Z"
+
+
+@functools.lru_cache(maxsize=1024)
+def _iso_second(seconds: int) -> str:
+    """A second's UTC text; cached because an export's points share seconds (a run of 1M
+    points spends a third of its CSV time formatting dates otherwise)."""
+    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def local_time(ns: int | None) -> str:

@@ -379,6 +379,9 @@ def _slow_row(run: int | None, index: int, point: Point, rejected: list[Rejectio
     return (run, measurement, point[3], _series(measurement, tags_s.encode()), tags_s, fields_s)
 
 
+_POINT_COLUMNS = "id, run, measurement, time_ns, tags, fields"  # what _stored_point reads
+
+
 def _loads(text: str) -> Any:
     if _orjson is not None:
         try:
@@ -917,43 +920,49 @@ class Store:
         return int(self._read(f"SELECT count(*) FROM points{where}", params)[0][0])
 
     def keys(self, selection: PointFilter) -> tuple[list[str], list[str]]:
-        """The tag keys and the field keys of the selected points, sorted (CSV columns)."""
-        where, params = selection.where()
-        found: list[list[str]] = []
-        for column in ("tags", "fields"):
-            rows = self._read(
-                f"SELECT DISTINCT j.key FROM points, json_each(points.{column}) AS j{where} ORDER BY 1", params
-            )
-            found.append([str(r[0]) for r in rows])
-        return found[0], found[1]
+        """The tag keys and the field keys of the selected points, sorted (CSV columns).
+
+        Read in the pages iter_points reads, each object decoded here: SQLite's json_each over
+        every row took 2.5x as long (5.2 s against 2.1 s for a 1M-point run)."""
+        tag_keys: set[str] = set()
+        field_keys: set[str] = set()
+        for _, tags, fields in itertools.chain.from_iterable(self._selected_rows(selection, "id, tags, fields")):
+            tag_keys.update(_loads(tags))
+            field_keys.update(_loads(fields))
+        return sorted(map(str, tag_keys)), sorted(map(str, field_keys))
 
     def iter_points(self, selection: PointFilter, chunk: int = 5_000) -> Iterator[StoredPoint]:
         """The selected points in insertion order, read in chunks (memory stays flat).
 
         With runs chosen, each run (and measurement) is paged along its own index and the pages
         are merged by id: a run costs what it holds, not what the file holds."""
+        parts = [map(_stored_point, part) for part in self._selected_rows(selection, _POINT_COLUMNS, chunk)]
+        if len(parts) == 1:
+            yield from parts[0]
+        else:
+            yield from heapq.merge(*parts, key=lambda p: p.id)
+
+    def _selected_rows(self, selection: PointFilter, columns: str, chunk: int = 5_000) -> list[Iterator[Any]]:
+        """``columns`` (``id`` first) of the selected rows: one iterator of rows in id order for
+        each run and measurement chosen (each paged along its own index), or one for them all."""
         if selection.runs is None:
             clauses, params = selection.clauses(pin=True, measurements=True)
-            where = _and(clauses)
-            yield from self._pages(f"id > ?{where}", [], params, chunk)
-            return
+            return [self._pages(f"id > ?{_and(clauses)}", [], params, chunk, columns)]
         clauses, params = selection.clauses(pin=True, measurements=False)  # in each part's index key
         where = _and(clauses)
-        parts = [
-            self._pages(f"run = ?{measurement} AND id > ?{where}", [run, *named], params, chunk)
+        return [
+            self._pages(f"run = ?{measurement} AND id > ?{where}", [run, *named], params, chunk, columns)
             for run in selection.runs
             for measurement, named in _per_measurement(selection.measurements)
         ]
-        yield from heapq.merge(*parts, key=lambda p: p.id)
 
-    def _pages(self, where: str, head: list[Any], tail: list[Any], chunk: int) -> Iterator[StoredPoint]:
-        """``where``'s points by id, ``chunk`` at a time; its ``id > ?`` follows ``head``'s marks."""
-        sql = f"SELECT id, run, measurement, time_ns, tags, fields FROM points WHERE {where} ORDER BY id LIMIT ?"
+    def _pages(self, where: str, head: list[Any], tail: list[Any], chunk: int, columns: str) -> Iterator[Any]:
+        """``where``'s rows by id, ``chunk`` at a time; its ``id > ?`` follows ``head``'s marks."""
+        sql = f"SELECT {columns} FROM points WHERE {where} ORDER BY id LIMIT ?"
         last = 0
         while True:
             rows = self._read(sql, [*head, last, *tail, chunk])
-            for row in rows:
-                yield _stored_point(row)
+            yield from rows
             if len(rows) < chunk:
                 return
             last = rows[-1][0]
@@ -961,7 +970,7 @@ class Store:
     def points_after(self, after_id: int, runs: Sequence[int] | None, limit: int = 10_000) -> list[StoredPoint]:
         """Points inserted after ``after_id`` (of these runs), oldest first: what watch tails.
         A run's new points are found along its index: an old run costs nothing per poll."""
-        sql = "SELECT id, run, measurement, time_ns, tags, fields FROM points WHERE {} ORDER BY id LIMIT ?"
+        sql = f"SELECT {_POINT_COLUMNS} FROM points WHERE {{}} ORDER BY id LIMIT ?"
         if runs is None:
             return [_stored_point(r) for r in self._read(sql.format("id > ?"), [after_id, limit])]
         rows = [r for run in runs for r in self._read(sql.format("run = ? AND id > ?"), [run, after_id, limit])]
@@ -1001,7 +1010,7 @@ class Store:
         capped = "SELECT count(*) FROM (SELECT 1 FROM points WHERE run = ? AND measurement = ? LIMIT ?)"
         first = "SELECT id FROM points WHERE run = ? AND measurement = ? ORDER BY id LIMIT 1"
         last = "SELECT id FROM points WHERE run = ? AND measurement = ? ORDER BY id DESC LIMIT 1"
-        columns = "SELECT id, run, measurement, time_ns, tags, fields FROM points"
+        columns = f"SELECT {_POINT_COLUMNS} FROM points"
         every = f"{columns} WHERE run = ? AND measurement = ?"
         seek = (
             "WITH RECURSIVE t(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM t WHERE i < ?)"
@@ -1035,7 +1044,7 @@ class Store:
         """The newest point of these runs with a field whose name matches the SQL LIKE pattern
         (the run list's headline loss); walks each run's (run, id) index backwards."""
         sql = (
-            "SELECT id, run, measurement, time_ns, tags, fields FROM points WHERE run = ?"
+            f"SELECT {_POINT_COLUMNS} FROM points WHERE run = ?"
             " AND EXISTS (SELECT 1 FROM json_each(points.fields) WHERE key LIKE ?) ORDER BY id DESC LIMIT 1"
         )
         rows = [r for run in runs for r in self._read(sql, (run, like))]

@@ -14,6 +14,7 @@ and ``lr``), step, epoch and time keys aside. A name is found with either separa
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import math
 import os
@@ -61,6 +62,12 @@ class Sample(NamedTuple):
     order: float | None = None
 
 
+#: A Sample from a tuple of its six values. NamedTuple's own __new__ is a Python function:
+#: calling tuple.__new__ directly takes a third off reading a run (6 samples a point).
+_sample = tuple.__new__
+_CONFIG_PREFIX = itertools.repeat("config_")
+
+
 @dataclass(frozen=True)
 class TableRecord:
     table: str
@@ -82,6 +89,9 @@ class RunData:
     bad_lines: int = 0
     #: The local store's run_id, for a run read from there (two runs of one name are told apart by it).
     run_id: str = ""
+    #: measurement -> field -> its list in ``series``: a point's samples found without building
+    #: and hashing "measurement.field" for each.
+    _named: dict[str, dict[str, list[Sample]]] = field(default_factory=dict, repr=False, compare=False)
 
     def metric_names(self) -> list[str]:
         return sorted(self.series)
@@ -116,15 +126,16 @@ class RunData:
     ) -> None:
         number = _number(value)
         if number is not None:
-            self.series.setdefault(name, []).append(Sample(number, time_s, step, window, coords, order))
+            self.series.setdefault(name, []).append(_sample(Sample, (number, time_s, step, window, coords, order)))
 
     def add_point(self, point: Point, order: float | None = None) -> None:
         """A stored point: LogStore metrics, hyperparams and tables by shape, others by name;
         ``order``: its position in the whole run, when it is one of a sample of it."""
         time_s = point.time_ns / 1e9
-        for key, tag in point.tags.items():
-            if key.startswith("config_"):  # config tags say the run's config on every point
-                self.config.setdefault(key[len("config_") :], tag)
+        if True in map(str.startswith, point.tags, _CONFIG_PREFIX):  # one C loop: most points have none
+            for key, tag in point.tags.items():
+                if key.startswith("config_"):  # config tags say the run's config on every point
+                    self.config.setdefault(key[len("config_") :], tag)
         measurement = log_points.base_measurement(point)
         if measurement not in log_points.LOG_STORE_MEASUREMENTS:  # most points: one look decides
             self._add_named(measurement, point, time_s, order)
@@ -159,13 +170,14 @@ class RunData:
         step = log_points.first_int(log_points.STEP_KEYS, point.tags, fields)
         window = log_points.first_int(log_points.WINDOW_KEYS, point.tags, fields)
         coords = _numbers(fields)
-        series = self.series
+        named = self._named.get(measurement)
+        if named is None:
+            named = self._named[measurement] = {}
         for name, number in coords.items():  # the numeric fields, in the point's order
-            key = f"{measurement}.{name}"
-            found = series.get(key)
+            found = named.get(name)
             if found is None:
-                found = series[key] = []
-            found.append(Sample(number, time_s, step, window, coords, order))
+                found = named[name] = self.series.setdefault(f"{measurement}.{name}", [])
+            found.append(_sample(Sample, (number, time_s, step, window, coords, order)))
 
     def add_json_line(self, obj: Any) -> None:
         """One line of a metrics.jsonl (ours, another trainer's, or flat), a tables.jsonl or an export."""
@@ -231,6 +243,9 @@ def _numbers(obj: Mapping[str, Any]) -> dict[str, float]:
     """A record's numeric top-level keys (what --x-key can name)."""
     out: dict[str, float] = {}
     for key, value in obj.items():
+        if value.__class__ is float and value - value == 0.0 and key.__class__ is str:
+            out[key] = value  # most values: a finite float under a str key (inf - inf is nan)
+            continue
         number = _number(value)
         if number is not None:
             out[str(key)] = number
