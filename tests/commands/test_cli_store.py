@@ -299,20 +299,25 @@ def test_export_csv_cells_bools_missing_fields_quotes_and_times(isolated_env: Pa
         Point("m", {"k": 'a,"b"', "f": "tag"}, {"f": 1.5, "b": True, "s": "x,y"}, 1_700_000_000_123_456_789),
         Point("m", {}, {"b": False, "n": 2**62}, -1_500_000_001),  # 1969-12-31T23:59:58.499999Z
         Point("m", {"k": "ü"}, {"n": 0}, 999),
+        Point("m", {"k": "cr\rin a tag"}, {"s": "crlf\r\nand lf\n"}, 1000),  # a bare \r went out unquoted
+        Point("m", {"nul\x00key": "v"}, {"n": 1}, 1001),  # json_each read this key as "nul"
     ]
     with Store(isolated_env / "metrics.sqlite") as store:
         run = store.add_run(RunInfo("csv-run", 1_000_000_000, role="miner"))
-        assert store.insert_points(run, points)[0] == 3
+        assert store.insert_points(run, points)[0] == 5
     target = isolated_env / "out.csv"
     code, _, _ = cli(capsys, "export", "--run-id", "csv-run", "--format", "csv", "-o", str(target))
     assert code == 0
     header, *rows = list(csv.reader(target.open(newline="")))
-    assert header == ["time", "time_ns", "measurement", "f", "k", "b", "field_f", "n", "s"]
+    assert header == ["time", "time_ns", "measurement", "f", "k", "nul\x00key", "b", "field_f", "n", "s"]
     assert rows == [
-        ["2023-11-14T22:13:20.123456Z", "1700000000123456789", "m", "tag", 'a,"b"', "true", "1.5", "", "x,y"],
-        ["1969-12-31T23:59:58.499999Z", "-1500000001", "m", "", "", "false", "", str(2**62), ""],
-        ["1970-01-01T00:00:00.000000Z", "999", "m", "", "ü", "", "", "0", ""],
+        ["2023-11-14T22:13:20.123456Z", "1700000000123456789", "m", "tag", 'a,"b"', "", "true", "1.5", "", "x,y"],
+        ["1969-12-31T23:59:58.499999Z", "-1500000001", "m", "", "", "", "false", "", str(2**62), ""],
+        ["1970-01-01T00:00:00.000000Z", "999", "m", "", "ü", "", "", "", "0", ""],
+        ["1970-01-01T00:00:00.000001Z", "1000", "m", "", "cr\rin a tag", "", "", "", "", "crlf\r\nand lf\n"],
+        ["1970-01-01T00:00:00.000001Z", "1001", "m", "", "", "v", "", "", "1", ""],
     ]
+    assert b"\r\n" not in target.read_bytes().replace(b"crlf\r\n", b"")  # rows end in \n
 
 
 def test_exported_line_protocol_imports_into_influxdb_1(

@@ -246,8 +246,27 @@ def print_json(data: Any, out: IO[str] | None = None) -> None:
     out.write("\n")
 
 
+def csv_writer(out: IO[str]) -> Any:
+    """A csv.writer whose rows end in \n and which quotes a cell holding \r.
+
+    csv quotes only the line terminator's characters: with "\n" as the terminator a bare \r
+    went out unquoted, and a reader split the row there. So the writer ends rows with
+    "\r\n" (a cell with \r or \n gets quoted) and each row's end is written as "\n"."""
+    return csv.writer(_LineFeedRows(out), lineterminator="\r\n")
+
+
+class _LineFeedRows:
+    """What csv.writer writes to: each row (one write() call, ending in \r\n) ends in \n."""
+
+    def __init__(self, out: IO[str]) -> None:
+        self.write_text = out.write
+
+    def write(self, row: str) -> int:
+        return self.write_text(row[:-2] + "\n")
+
+
 def print_csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], out: IO[str] | None = None) -> None:
-    writer = csv.writer(out or sys.stdout, lineterminator="\n")
+    writer = csv_writer(out or sys.stdout)
     writer.writerow(columns)
     for row in rows:
         writer.writerow([_csv_cell(row.get(column)) for column in columns])

@@ -8,7 +8,6 @@ a tag is written as ``field_<name>``).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from ._progress import Progress, progress_stream
 from ._store_cli import (
     add_store_argument,
     add_tag_argument,
+    csv_writer,
     described_tags,
     iso,
     non_empty_run_id,
@@ -125,7 +125,7 @@ def _write(store: Store, chosen: PointFilter, fmt: str, out: IO[str], progress: 
     else:
         tag_keys, field_keys = store.keys(chosen)
         field_columns = [f"field_{k}" if k in tag_keys else k for k in field_keys]
-        writer = csv.writer(out, lineterminator="\n")
+        writer = csv_writer(out)
         writer.writerow(["time", "time_ns", "measurement", *tag_keys, *field_columns])
         write_row = writer.writerow
         blanks = [""] * len(tag_keys)
