@@ -281,3 +281,51 @@ def test_the_collector_is_paused_for_a_read_and_left_as_found() -> None:
         assert not gc.isenabled()  # off before: still off
     finally:
         gc.enable()
+
+
+def test_reads_in_two_threads_leave_the_collector_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The interleaving that left the collector off when each read checked and switched it by
+    itself: B found it off (A's pause), A ended and switched it on, then B switched it off and,
+    having found it off, never on again. A stand-in collector holds B at that point."""
+    import threading
+
+    from tplr_metrics.commands import _run_inputs
+
+    a_inside, b_inside, a_may_leave, a_left = (threading.Event() for _ in range(4))
+
+    class Collector:
+        enabled = True
+
+        def isenabled(self) -> bool:
+            return self.enabled
+
+        def enable(self) -> None:
+            self.enabled = True
+
+        def disable(self) -> None:
+            if threading.current_thread().name == "b":
+                a_left.wait(5)
+            self.enabled = False
+
+    collector = Collector()
+    monkeypatch.setattr(_run_inputs, "gc", collector)
+
+    def read_a() -> None:
+        with _run_inputs.collector_paused():
+            a_inside.set()
+            a_may_leave.wait(5)
+        a_left.set()
+
+    def read_b() -> None:
+        a_inside.wait(5)
+        with _run_inputs.collector_paused():
+            b_inside.set()
+
+    threads = [threading.Thread(target=read_a, name="a"), threading.Thread(target=read_b, name="b")]
+    for thread in threads:
+        thread.start()
+    b_inside.wait(1)
+    a_may_leave.set()
+    for thread in threads:
+        thread.join(10)
+    assert collector.enabled
