@@ -129,8 +129,9 @@ def _write(store: Store, chosen: PointFilter, fmt: str, out: IO[str], progress: 
         writer.writerow(["time", "time_ns", "measurement", *tag_keys, *field_columns])
         write_row = writer.writerow
         blanks = [""] * len(tag_keys)
-        # map() over the columns, not a generator per cell: half the time of a 1M-point export.
-        # A missing field is None, which csv writes as an empty cell; only bools need _cell.
+        # map() over the columns, not a generator per cell (with the cached dates, 3.5 s of a
+        # 1M-point export's 19). A missing field is None, which csv writes as an empty cell;
+        # only bools need _cell.
         for p in points:
             row: list[Any] = [iso(p.time_ns), p.time_ns, p.measurement]
             row += map(p.tags.get, tag_keys, blanks)

@@ -62,8 +62,8 @@ class Sample(NamedTuple):
     order: float | None = None
 
 
-#: A Sample from a tuple of its six values. NamedTuple's own __new__ is a Python function:
-#: calling tuple.__new__ directly takes a third off reading a run (6 samples a point).
+#: A Sample from a tuple of its six values: NamedTuple's own __new__ is a Python function,
+#: and a run's read makes six samples a point.
 _sample = tuple.__new__
 _CONFIG_PREFIX = itertools.repeat("config_")
 
