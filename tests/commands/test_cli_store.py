@@ -320,6 +320,19 @@ def test_export_csv_cells_bools_missing_fields_quotes_and_times(isolated_env: Pa
     assert b"\r\n" not in target.read_bytes().replace(b"crlf\r\n", b"")  # rows end in \n
 
 
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "lp"])
+def test_export_of_a_row_with_malformed_json_is_a_one_line_error(filled: dict[str, Any], capsys: Any, fmt: str) -> None:
+    """A row whose fields another program wrote as malformed JSON: exit 1, one line naming the
+    file (csv's column pass let the JSON error out as a traceback)."""
+    conn = sqlite3.connect(filled["path"])
+    with conn:
+        conn.execute("UPDATE points SET fields = '{bad' WHERE id = (SELECT max(id) FROM points)")
+    conn.close()
+    code, out, err = cli(capsys, "export", "--run-id", "bbbb-validator", "--format", fmt, "-o", os.devnull)
+    assert code == 1
+    assert err.strip().count("\n") == 0 and "malformed JSON" in err and str(filled["path"]) in err
+
+
 def test_exported_line_protocol_imports_into_influxdb_1(
     filled: dict[str, Any], capsys: Any, influx1: InfluxDB1, unique_db: str
 ) -> None:
